@@ -1,0 +1,1 @@
+"""Broker, MDP framing, worker runtime and client transport tests."""
