@@ -1,0 +1,73 @@
+"""The 80/15/5 revenue split of spec 7.4.3 in integer units: parts always sum to the price."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Final
+
+from latentmas_mesh.errors import InvalidRequest
+from latentmas_mesh.market._pricing import PRICE_UNITS_MAX, round_half_up
+
+CREATOR_PERCENT: Final = 80
+PLATFORM_PERCENT: Final = 15
+VALIDATORS_PERCENT: Final = 5
+VALIDATORS_MAX: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueSplit:
+    """Who gets what of one price, in units. `validators` pairs each validator id with its share."""
+
+    price_units: int
+    creator_units: int
+    platform_units: int
+    validators: tuple[tuple[str, int], ...]
+
+    @property
+    def validators_units(self) -> int:
+        """The validators' pool: the sum of their shares."""
+        return sum(units for _, units in self.validators)
+
+
+def split_revenue(price_units: int, validators: Sequence[str]) -> RevenueSplit:
+    """Split a price 80/15/5 among creator, platform and the validators who attested the asset.
+
+    Rounding rule (nested, round half up), which makes every part a non-decreasing function
+    of the price and keeps each within one unit of its exact share:
+
+    1. creator  = round(price × 80/100); rest = price − creator
+    2. platform = round(rest × 15/20);   pool = rest − platform
+    3. pool is shared equally: each validator gets pool // n, and the first pool % n validators
+       in sorted id order get one unit more.
+
+    Each step hands out exactly what it was given, so the parts always sum to the price.
+    Largest-remainder (Hamilton) rounding was rejected: it is not monotone in the price
+    (the Alabama paradox: 80/15/5 with one validator loses a unit going from some price p to
+    p + 1). With no validators, their 5% goes to the platform, which then did the checking.
+    Duplicate validator ids are rejected; an id shares once.
+    """
+    if type(price_units) is not int or not 0 <= price_units <= PRICE_UNITS_MAX:
+        msg = f"price_units must be an int in [0, {PRICE_UNITS_MAX}], got {price_units!r}"
+        raise InvalidRequest(msg, details={"field": "price_units"})
+    ordered = sorted(validators)
+    if len(ordered) > VALIDATORS_MAX:
+        msg = f"at most {VALIDATORS_MAX} validators share a price, got {len(ordered)}"
+        raise InvalidRequest(msg, details={"field": "validators"})
+    if len(set(ordered)) != len(ordered):
+        msg = "a validator may appear only once in a split"
+        raise InvalidRequest(msg, details={"field": "validators"})
+    creator = round_half_up(Fraction(price_units * CREATOR_PERCENT, 100))
+    rest = price_units - creator
+    if not ordered:
+        return RevenueSplit(price_units, creator, rest, ())
+    platform = round_half_up(
+        Fraction(rest * PLATFORM_PERCENT, PLATFORM_PERCENT + VALIDATORS_PERCENT)
+    )
+    pool = rest - platform
+    each, extra = divmod(pool, len(ordered))
+    shares = tuple(
+        (validator, each + (1 if index < extra else 0)) for index, validator in enumerate(ordered)
+    )
+    return RevenueSplit(price_units, creator, platform, shares)
