@@ -1,0 +1,83 @@
+"""`latentmas models`: list the registry as a table or as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from latentmas_mesh.cli.app import app
+from latentmas_mesh.registry import ModelSpec, PositionalKind, Registry, load_registry
+from latentmas_mesh.settings import MeshSettings
+
+
+def _num(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def _positional(spec: ModelSpec) -> str:
+    """Short positional summary: `rope 5e+05 half`, `rope 1e+04/1e+06 half` (per-layer), `alibi`."""
+    pos = spec.positional
+    if pos.kind in (PositionalKind.UNKNOWN, PositionalKind.ALIBI, PositionalKind.LEARNED):
+        return pos.kind.value
+    thetas = sorted(set(pos.layer_rope_thetas or ())) or [pos.rope_theta or 0.0]
+    text = f"{pos.kind.value} {'/'.join(f'{t:.0e}' for t in thetas)}"
+    if pos.rotary_convention is not None:
+        text += f" {pos.rotary_convention.value}"
+    if pos.rotary_fraction != 1.0:
+        text += f" x{pos.rotary_fraction:g}"
+    return text
+
+
+def _source(spec: ModelSpec) -> str:
+    src = spec.source
+    return f"{src.repo} {src.file}" if src.repo else src.kind.value
+
+
+def _table(models: list[ModelSpec], registry: Registry) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"LatentMAS model registry ({len(models)} models)")
+    for column in ("name", "family", "layers", "heads", "kv heads", "head dim", "hidden"):
+        table.add_column(column, justify="right" if column[0] in "lhk" else "left")
+    for column in ("positional", "tier", "kv export", "source"):
+        table.add_column(column)
+    families = registry.families()
+    for spec in models:
+        table.add_row(
+            spec.name,
+            families.get(spec.family, spec.family),
+            _num(spec.num_layers),
+            _num(spec.num_attention_heads),
+            _num(spec.num_kv_heads),
+            _num(spec.head_dim),
+            _num(spec.hidden_size),
+            _positional(spec),
+            str(spec.capability_tier),
+            "yes" if spec.kv_export else "no",
+            _source(spec),
+        )
+    Console(width=200).print(table)
+
+
+@app.command("models")
+def models_command(
+    family: Annotated[
+        str | None, typer.Option("--family", "-f", help="Only this family (slug or name).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False,
+) -> None:
+    """List the supported models (spec Appendix D) with their attention geometry."""
+    registry = load_registry(MeshSettings().registry_path)
+    models = registry.models(family)
+    if family is not None and not models:
+        known = ", ".join(sorted(registry.families()))
+        typer.echo(f"no models in family {family!r}; families: {known}", err=True)
+        raise typer.Exit(code=1)
+    if as_json:
+        payload = [spec.model_dump(mode="json") for spec in models]
+        typer.echo(json.dumps({"count": len(payload), "models": payload}, indent=2))
+        return
+    _table(models, registry)
