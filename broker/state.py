@@ -1,0 +1,507 @@
+"""Broker routing as pure transitions: (peer, MDP event, now) in, frames to send out; no socket."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from latentmas_mesh.errors import ErrorCode
+from latentmas_mesh.protocol import mdp
+
+# Theory of operation
+# -------------------
+# Everything that decides where a request goes lives here; `broker/server.py` only moves frames
+# between this object and the socket. Time is an argument (integer microseconds), so heartbeat
+# expiry, queue expiry and requeues are tested with integer clocks.
+#
+# A request is `Pending` from the moment it is accepted until exactly one FINAL (the worker's, or
+# an error made here) is sent to its client. It is always in exactly one place: a service's queue,
+# or a worker's `current`. Every path that removes it from both places sends that one FINAL:
+#   worker FINAL .......................... forwarded to the client
+#   queue full / draining / unknown mmi ... answered here at once (never enqueued)
+#   queued past request_queue_us_max ...... SERVICE_UNAVAILABLE
+#   its worker dies, attempts left ........ back to the front of the queue (requeued)
+#   its worker dies, no attempts left ..... INTERNAL
+#   broker shuts down ..................... SERVICE_UNAVAILABLE
+# A FINAL from a worker the broker no longer knows (declared dead, then woke up) is dropped and
+# the worker is told DISCONNECT, so a requeued request is never answered twice.
+
+Body = tuple[object, ...]
+
+
+class Send(NamedTuple):
+    """Frames to send to one peer through the ROUTER socket (routing id not included in frames)."""
+
+    peer: bytes
+    frames: list[object]
+
+
+class ErrorReply(Protocol):
+    """Builds an error body (codec frames) for a request body; the state never encodes bodies."""
+
+    def __call__(self, code: ErrorCode, message: str, request_body: Body) -> list[object]: ...
+
+
+class Observer(Protocol):
+    """Receives what metrics and logs need; called synchronously from `apply` and `tick`."""
+
+    def request_done(
+        self, service: bytes, outcome: str, elapsed_us: int, request_body: Body
+    ) -> None: ...
+
+    def requeued(self, service: bytes, request_body: Body) -> None: ...
+
+    def rejected(self, reason: str, peer: bytes) -> None: ...
+
+    def worker_changed(self, change: str, service: bytes, peer: bytes) -> None: ...
+
+
+class NullObserver:
+    """Observes nothing (the default, and what the benchmark's hot path costs without metrics)."""
+
+    def request_done(
+        self, service: bytes, outcome: str, elapsed_us: int, request_body: Body
+    ) -> None:
+        """Ignore a finished request."""
+
+    def requeued(self, service: bytes, request_body: Body) -> None:
+        """Ignore a requeue."""
+
+    def rejected(self, reason: str, peer: bytes) -> None:
+        """Ignore a rejected message."""
+
+    def worker_changed(self, change: str, service: bytes, peer: bytes) -> None:
+        """Ignore a worker joining or leaving."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every bound and interval of the routing state, in integer microseconds and counts."""
+
+    heartbeat_us: int = 2_500_000
+    """RFC 18: heartbeats at 'regular and agreed-upon intervals' (2.5 s, the zguide's value)."""
+    liveness: int = 3
+    """RFC 18: a peer is 'disconnected' after 'some multiple of that interval (usually 3-5)'."""
+    service_queue_depth_max: int = 1024
+    """Queued (not yet dispatched) requests per service; one more is refused at once."""
+    request_queue_us_max: int = 30_000_000
+    """RFC 18: queued requests 'SHOULD expire ... after a reasonable and configurable time'."""
+    requeue_max: int = 2
+    """How many times a request whose worker died is handed to another worker."""
+    services_max: int = 1024
+    """Distinct service names held at once (rogue clients cannot grow the table without bound)."""
+    worker_identities: frozenset[str] | None = None
+    """ZAP User-Ids allowed to register as workers; None lets any peer the socket admits."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """One accepted request until its one FINAL is sent."""
+
+    client: bytes
+    service: bytes
+    body: Body
+    dialect: mdp.Dialect
+    delimited: bool
+    identity: str | None
+    accepted_us: int
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A registered worker: its service, framing, liveness and the request it holds."""
+
+    peer: bytes
+    service: bytes
+    delimited: bool
+    expires_us: int
+    heartbeat_due_us: int
+    current: Pending | None = None
+    address: bytes = b""
+
+
+@dataclass(slots=True)
+class Service:
+    """Requests waiting for a service and its workers, idle ones in least-recently-used order."""
+
+    name: bytes
+    queue: deque[Pending] = field(default_factory=deque)
+    idle: OrderedDict[bytes, WorkerRecord] = field(default_factory=OrderedDict)
+    worker_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStats:
+    """A service's numbers for the metrics gauges (the autoscaler scales on `queued`)."""
+
+    queued: int
+    idle_workers: int
+    busy_workers: int
+
+
+OUTCOME_OK = "ok"
+SERVICE_AVAILABLE = b"200"
+SERVICE_MISSING = b"404"
+MMI_NOT_IMPLEMENTED = b"501"
+
+
+class BrokerState:
+    """The routing table of one broker; `apply` and `tick` return the frames to send."""
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        error_reply: ErrorReply,
+        observer: Observer | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self._error_reply = error_reply
+        self._observer: Observer = observer or NullObserver()
+        self._services: dict[bytes, Service] = {}
+        self._workers: dict[bytes, WorkerRecord] = {}
+        self._draining = False
+        self._handlers: dict[type, Callable[..., list[Send]]] = {
+            mdp.ClientRequest: self._on_request,
+            mdp.WorkerReady: self._on_ready,
+            mdp.WorkerFinal: self._on_reply,
+            mdp.WorkerPartial: self._on_reply,
+            mdp.WorkerHeartbeat: self._on_heartbeat,
+            mdp.WorkerDisconnect: self._on_disconnect,
+        }
+
+    # ----------------------------------------------------------------------------- public API
+
+    def apply(
+        self,
+        peer: bytes,
+        event: mdp.BrokerEvent[object],
+        now_us: int,
+        identity: str | None = None,
+    ) -> list[Send]:
+        """One event from `peer` (its ZAP User-Id in `identity`); returns what to send."""
+        handler = self._handlers[type(event)]
+        return handler(peer, event, now_us, identity)
+
+    def tick(self, now_us: int) -> list[Send]:
+        """Heartbeat workers that are due, drop dead ones (requeueing), expire queued requests."""
+        out: list[Send] = []
+        expired = [w for w in self._workers.values() if w.expires_us <= now_us]
+        for worker in expired:
+            self._observer.worker_changed("expired", worker.service, worker.peer)
+            out.append(Send(worker.peer, list(mdp.disconnect(delimited=worker.delimited))))
+            out.extend(self._remove_worker(worker, now_us))
+        for worker in self._workers.values():
+            if worker.heartbeat_due_us <= now_us:
+                out.append(Send(worker.peer, list(mdp.heartbeat(delimited=worker.delimited))))
+                worker.heartbeat_due_us = now_us + self.limits.heartbeat_us
+        for service in list(self._services.values()):
+            out.extend(self._expire_queued(service, now_us))
+            if not service.queue and not service.worker_count:
+                del self._services[service.name]
+        return out
+
+    def forget_worker(self, peer: bytes, now_us: int) -> list[Send]:
+        """The socket says `peer` is unreachable: drop it as if it had disconnected."""
+        worker = self._workers.get(peer)
+        if worker is None:
+            return []
+        self._observer.worker_changed("unreachable", worker.service, peer)
+        return self._remove_worker(worker, now_us)
+
+    def drain(self) -> None:
+        """Stop accepting requests; queued and in-flight ones still run to their FINAL."""
+        self._draining = True
+
+    @property
+    def in_flight(self) -> int:
+        """Requests accepted and not yet answered (queued plus held by workers)."""
+        queued = sum(len(s.queue) for s in self._services.values())
+        return queued + sum(1 for w in self._workers.values() if w.current is not None)
+
+    def shutdown(self, now_us: int) -> list[Send]:
+        """Answer every unfinished request SERVICE_UNAVAILABLE and DISCONNECT every worker."""
+        self._draining = True
+        out: list[Send] = []
+        for worker in list(self._workers.values()):
+            if worker.current is not None:
+                out.append(
+                    self._fail(
+                        worker.current,
+                        ErrorCode.SERVICE_UNAVAILABLE,
+                        now_us,
+                        "the broker shut down before the worker answered",
+                    )
+                )
+                worker.current = None
+            out.append(Send(worker.peer, list(mdp.disconnect(delimited=worker.delimited))))
+            self._observer.worker_changed("disconnected", worker.service, worker.peer)
+        for service in self._services.values():
+            while service.queue:
+                out.append(
+                    self._fail(
+                        service.queue.popleft(),
+                        ErrorCode.SERVICE_UNAVAILABLE,
+                        now_us,
+                        "the broker shut down before a worker was free",
+                    )
+                )
+        self._workers.clear()
+        self._services.clear()
+        return out
+
+    def next_deadline_us(self) -> int | None:
+        """The earliest time `tick` has work to do; None with no workers and no requests."""
+        times = [min(w.expires_us, w.heartbeat_due_us) for w in self._workers.values()]
+        times.extend(
+            s.queue[0].accepted_us + self.limits.request_queue_us_max
+            for s in self._services.values()
+            if s.queue
+        )
+        return min(times) if times else None
+
+    def stats(self) -> dict[bytes, ServiceStats]:
+        """Per-service queue depth and worker counts."""
+        return {
+            name: ServiceStats(len(s.queue), len(s.idle), s.worker_count - len(s.idle))
+            for name, s in self._services.items()
+        }
+
+    def is_worker(self, peer: bytes) -> bool:
+        """Whether `peer` is a registered worker."""
+        return peer in self._workers
+
+    # ------------------------------------------------------------------------- client events
+
+    def _on_request(
+        self, peer: bytes, event: mdp.ClientRequest[object], now_us: int, identity: str | None
+    ) -> list[Send]:
+        pending = Pending(
+            peer, event.service, event.body, event.dialect, event.delimited, identity, now_us
+        )
+        if event.is_mmi:
+            return [self._mmi(pending, now_us)]
+        if self._draining:
+            return [
+                self._fail(
+                    pending, ErrorCode.SERVICE_UNAVAILABLE, now_us, "the broker is shutting down"
+                )
+            ]
+        service = self._services.get(event.service)
+        if service is None:
+            if len(self._services) >= self.limits.services_max:
+                return [
+                    self._fail(
+                        pending,
+                        ErrorCode.SERVICE_UNAVAILABLE,
+                        now_us,
+                        "the broker holds its maximum number of services",
+                    )
+                ]
+            service = self._services[event.service] = Service(event.service)
+        if len(service.queue) >= self.limits.service_queue_depth_max:
+            return [
+                self._fail(
+                    pending,
+                    ErrorCode.SERVICE_UNAVAILABLE,
+                    now_us,
+                    f"the queue of {event.service.decode()} is full",
+                )
+            ]
+        service.queue.append(pending)
+        return self._dispatch(service, now_us)
+
+    def _mmi(self, pending: Pending, now_us: int) -> Send:
+        """The MMI extension: `mmi.service` answers 200 when the named service has workers."""
+        if pending.service == mdp.MMI_SERVICE:
+            service = self._services.get(_service_name(pending.body[0]))
+            code = SERVICE_AVAILABLE if service and service.worker_count else SERVICE_MISSING
+        else:
+            code = MMI_NOT_IMPLEMENTED
+        self._observer.request_done(pending.service, OUTCOME_OK, now_us - pending.accepted_us, ())
+        return self._to_client(pending, (code,))
+
+    # ------------------------------------------------------------------------- worker events
+
+    def _on_ready(
+        self, peer: bytes, event: mdp.WorkerReady, now_us: int, identity: str | None
+    ) -> list[Send]:
+        allowed = self.limits.worker_identities
+        if allowed is not None and identity not in allowed:
+            self._observer.rejected("unauthorized_worker", peer)
+            return []
+        known = self._workers.get(peer)
+        if known is not None or event.service.startswith(mdp.MMI_PREFIX):
+            # RFC 18: "The worker MUST NOT send a further READY"; the broker "MUST respond to any
+            # valid but unexpected command by sending DISCONNECT".
+            return self._unexpected(peer, known, event.delimited, now_us)
+        service = self._services.get(event.service)
+        if service is None:
+            service = self._services[event.service] = Service(event.service)
+        worker = WorkerRecord(
+            peer,
+            event.service,
+            event.delimited,
+            now_us + self._expiry_us(),
+            now_us + self.limits.heartbeat_us,
+        )
+        self._workers[peer] = worker
+        service.worker_count += 1
+        service.idle[peer] = worker
+        self._observer.worker_changed("ready", event.service, peer)
+        return self._dispatch(service, now_us)
+
+    def _on_reply(
+        self,
+        peer: bytes,
+        event: mdp.WorkerFinal[object] | mdp.WorkerPartial[object],
+        now_us: int,
+        identity: str | None,
+    ) -> list[Send]:
+        worker = self._workers.get(peer)
+        if worker is None:
+            # A worker we dropped (expired, then woke up) answers late: its request was requeued.
+            self._observer.rejected("reply_from_unknown_worker", peer)
+            return [Send(peer, list(mdp.disconnect(delimited=event.delimited)))]
+        pending = worker.current
+        if pending is None or event.client_address != worker.address:
+            return self._unexpected(peer, worker, event.delimited, now_us)
+        worker.expires_us = now_us + self._expiry_us()
+        final = isinstance(event, mdp.WorkerFinal)
+        out = [self._to_client(pending, event.body, final=final)]
+        if final:
+            worker.current = None
+            service = self._services[worker.service]
+            service.idle[peer] = worker
+            self._observer.request_done(
+                pending.service, OUTCOME_OK, now_us - pending.accepted_us, pending.body
+            )
+            out.extend(self._dispatch(service, now_us))
+        return out
+
+    def _on_heartbeat(
+        self, peer: bytes, event: mdp.WorkerHeartbeat, now_us: int, identity: str | None
+    ) -> list[Send]:
+        worker = self._workers.get(peer)
+        if worker is None:
+            # The broker restarted, or dropped this worker: DISCONNECT makes it register again.
+            return [Send(peer, list(mdp.disconnect(delimited=event.delimited)))]
+        worker.expires_us = now_us + self._expiry_us()
+        return []
+
+    def _on_disconnect(
+        self, peer: bytes, event: mdp.WorkerDisconnect, now_us: int, identity: str | None
+    ) -> list[Send]:
+        worker = self._workers.get(peer)
+        if worker is None:
+            return []
+        self._observer.worker_changed("disconnected", worker.service, peer)
+        return self._remove_worker(worker, now_us)
+
+    # ------------------------------------------------------------------------------- helpers
+
+    def _expiry_us(self) -> int:
+        return self.limits.heartbeat_us * self.limits.liveness
+
+    def _dispatch(self, service: Service, now_us: int) -> list[Send]:
+        """Hand queued requests to idle workers, least recently used first."""
+        out: list[Send] = []
+        while service.queue and service.idle:
+            _, worker = service.idle.popitem(last=False)
+            pending = service.queue.popleft()
+            pending.attempts += 1
+            worker.current = pending
+            worker.address = mdp.pack_client_address(pending.client, pending.identity)
+            worker.heartbeat_due_us = now_us + self.limits.heartbeat_us
+            frames = mdp.broker_request(worker.address, pending.body, delimited=worker.delimited)
+            out.append(Send(worker.peer, frames))
+        return out
+
+    def _remove_worker(self, worker: WorkerRecord, now_us: int) -> list[Send]:
+        """Forget a worker; requeue its request at the front, or fail it when out of attempts."""
+        del self._workers[worker.peer]
+        service = self._services[worker.service]
+        service.worker_count -= 1
+        service.idle.pop(worker.peer, None)
+        pending, worker.current = worker.current, None
+        if pending is None:
+            return []
+        if pending.attempts > self.limits.requeue_max:
+            return [
+                self._fail(
+                    pending,
+                    ErrorCode.INTERNAL,
+                    now_us,
+                    f"{pending.attempts} workers died holding this request",
+                )
+            ]
+        self._observer.requeued(pending.service, pending.body)
+        service.queue.appendleft(pending)
+        return self._dispatch(service, now_us)
+
+    def _unexpected(
+        self, peer: bytes, worker: WorkerRecord | None, delimited: bool, now_us: int
+    ) -> list[Send]:
+        """RFC 18: a valid but unexpected command gets DISCONNECT and nothing more."""
+        self._observer.rejected("unexpected_command", peer)
+        out = [Send(peer, list(mdp.disconnect(delimited=delimited)))]
+        if worker is not None:
+            out.extend(self._remove_worker(worker, now_us))
+        return out
+
+    def _expire_queued(self, service: Service, now_us: int) -> list[Send]:
+        out: list[Send] = []
+        limit_us = self.limits.request_queue_us_max
+        while service.queue and service.queue[0].accepted_us + limit_us <= now_us:
+            pending = service.queue.popleft()
+            out.append(
+                self._fail(
+                    pending,
+                    ErrorCode.SERVICE_UNAVAILABLE,
+                    now_us,
+                    f"no worker of {service.name.decode()} took the request in "
+                    f"{limit_us // 1000} ms",
+                )
+            )
+        return out
+
+    def _fail(self, pending: Pending, code: ErrorCode, now_us: int, message: str) -> Send:
+        """The one FINAL of a request the broker answers itself, as a typed error body."""
+        self._observer.request_done(
+            pending.service, code.value, now_us - pending.accepted_us, pending.body
+        )
+        return self._to_client(pending, tuple(self._error_reply(code, message, pending.body)))
+
+    @staticmethod
+    def _to_client(pending: Pending, body: Sequence[object], *, final: bool = True) -> Send:
+        frames = mdp.client_reply(
+            pending.service,
+            body,
+            final=final,
+            dialect=pending.dialect,
+            delimited=pending.delimited,
+        )
+        return Send(pending.client, frames)
+
+
+def _service_name(frame: object) -> bytes:
+    """The service an `mmi.service` request asks about; an oversized name matches nothing."""
+    try:
+        return mdp.frame_bytes(frame, mdp.SERVICE_NAME_BYTES_MAX, "service")
+    except mdp.MalformedFrame:
+        return b""
+
+
+__all__ = [
+    "BrokerState",
+    "ErrorReply",
+    "Limits",
+    "NullObserver",
+    "Observer",
+    "Pending",
+    "Send",
+    "ServiceStats",
+]

@@ -1,0 +1,404 @@
+"""Broker routing state: LRU dispatch, bounded queues, heartbeats, requeues, MMI; integer clocks."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from broker.state import BrokerState, Limits, Send
+from latentmas_mesh.protocol import mdp
+
+HB = 1_000  # heartbeat interval in the tests' microseconds
+
+
+def error_reply(code, message, request_body):
+    """Stands in for the codec: the error code and the request's first body frame."""
+    return [b"ERR", code.value.encode(), request_body[0] if request_body else b""]
+
+
+class Recorder:
+    """Observer that keeps everything it is told."""
+
+    def __init__(self):
+        self.done = []
+        self.requeues = 0
+        self.rejects = []
+        self.changes = []
+
+    def request_done(self, service, outcome, elapsed_us, request_body):
+        self.done.append((service, outcome, elapsed_us))
+
+    def requeued(self, service, request_body):
+        self.requeues += 1
+
+    def rejected(self, reason, peer):
+        self.rejects.append(reason)
+
+    def worker_changed(self, change, service, peer):
+        self.changes.append((change, peer))
+
+
+def make_state(**limits):
+    recorder = Recorder()
+    state = BrokerState(
+        Limits(heartbeat_us=HB, **limits), error_reply=error_reply, observer=recorder
+    )
+    return state, recorder
+
+
+def request(state, client, body=b"x", *, service=b"svc", now=0, dialect=mdp.Dialect.RFC18):
+    return state.apply(client, mdp.parse(mdp.client_request(service, [body], dialect=dialect)), now)
+
+
+def ready(state, worker, service=b"svc", now=0, delimited=False):
+    return state.apply(worker, mdp.WorkerReady(service, delimited), now)
+
+
+def final(state, worker, address, body=b"r", now=0):
+    return state.apply(worker, mdp.WorkerFinal(address, (body,)), now)
+
+
+def only(sends):
+    assert 1 == len(sends)
+    return sends[0]
+
+
+def dispatched(send: Send):
+    """(worker, address, body) of a REQUEST the broker sent a worker."""
+    event = mdp.parse_for_worker(send.frames)
+    assert isinstance(event, mdp.BrokerRequest)
+    return send.peer, event.client_address, event.body
+
+
+def reply_to(send: Send, dialect=mdp.Dialect.RFC18):
+    return send.peer, mdp.parse_reply(send.frames, dialect)
+
+
+class TestDispatch:
+    def test_request_goes_to_idle_worker_and_final_back_to_client(self):
+        """A request reaches the service's worker; its FINAL reaches the client with the service."""
+        state, recorder = make_state()
+        ready(state, b"W1")
+
+        worker, address, body = dispatched(only(request(state, b"C1", b"hello", now=5)))
+        client, reply = reply_to(only(final(state, b"W1", address, b"olleh", now=9)))
+
+        assert (b"W1", (b"hello",)) == (worker, body)
+        assert (b"C1", mdp.Reply(True, (b"olleh",), b"svc")) == (client, reply)
+        assert [(b"svc", "ok", 4)] == recorder.done
+
+    def test_least_recently_used_idle_worker_gets_the_next_request(self):
+        """The worker idle longest is picked; one that just finished goes to the back."""
+        state, _ = make_state()
+        ready(state, b"W1")
+        ready(state, b"W2")
+        w_first, address, _ = dispatched(only(request(state, b"C1")))
+        final(state, w_first, address)
+
+        w_second, _, _ = dispatched(only(request(state, b"C2")))
+
+        assert (b"W1", b"W2") == (w_first, w_second)
+
+    def test_request_waits_in_queue_until_a_worker_registers(self):
+        """RFC 18: requests for a service with no worker are queued, not refused."""
+        state, _ = make_state()
+        assert [] == request(state, b"C1", b"early")
+
+        worker, _, body = dispatched(only(ready(state, b"W1")))
+
+        assert (b"W1", (b"early",)) == (worker, body)
+
+    def test_full_queue_answers_service_unavailable_at_once(self):
+        """One request beyond the bounded queue gets SERVICE_UNAVAILABLE instead of memory."""
+        state, _ = make_state(service_queue_depth_max=2)
+        request(state, b"C1", b"a")
+        request(state, b"C2", b"b")
+
+        client, reply = reply_to(only(request(state, b"C3", b"c")))
+
+        assert (b"C3", (b"ERR", b"SERVICE_UNAVAILABLE", b"c")) == (client, reply.body)
+
+    def test_queued_request_expires_with_service_unavailable(self):
+        """RFC 18: queued requests expire after a configurable time."""
+        state, recorder = make_state(request_queue_us_max=50)
+        request(state, b"C1", b"a", now=0)
+        assert [] == state.tick(49)
+
+        client, reply = reply_to(only(state.tick(50)))
+
+        assert (b"C1", (b"ERR", b"SERVICE_UNAVAILABLE", b"a")) == (client, reply.body)
+        assert [(b"svc", "SERVICE_UNAVAILABLE", 50)] == recorder.done
+
+    def test_partial_is_forwarded_and_worker_stays_busy(self):
+        """A PARTIAL reaches the client and the worker takes no other request until FINAL."""
+        state, _ = make_state()
+        ready(state, b"W1")
+        _, address, _ = dispatched(only(request(state, b"C1")))
+
+        client, reply = reply_to(only(state.apply(b"W1", mdp.WorkerPartial(address, (b"p",)), 1)))
+
+        assert (b"C1", mdp.Reply(False, (b"p",), b"svc")) == (client, reply)
+        assert [] == request(state, b"C2")
+
+    def test_majortomo_client_is_answered_in_its_dialect(self):
+        """A majortomo client's request gets '' MDPC02 0x04 body, without a service frame."""
+        state, _ = make_state()
+        ready(state, b"W1")
+        _, address, _ = dispatched(only(request(state, b"C1", dialect=mdp.Dialect.MAJORTOMO)))
+
+        send = only(final(state, b"W1", address, b"r"))
+
+        assert [b"", b"MDPC02", b"\x04", b"r"] == send.frames
+
+    def test_delimited_worker_is_spoken_to_with_the_delimiter(self):
+        """A majortomo worker (leading empty frame) receives its commands framed the same way."""
+        state, _ = make_state()
+        ready(state, b"W1", delimited=True)
+
+        send = only(request(state, b"C1"))
+
+        assert [b"", b"MDPW02", b"\x02"] == send.frames[:3]
+
+    def test_client_identity_rides_in_the_address_frame(self):
+        """The authenticated identity reaches the worker inside the opaque client address."""
+        state, _ = make_state()
+        ready(state, b"W1")
+        frames = mdp.client_request(b"svc", [b"x"])
+
+        sends = state.apply(b"C1", mdp.parse(frames), 0, identity="client-key")
+
+        _, address, _ = dispatched(only(sends))
+        assert mdp.ClientAddress(b"C1", "client-key") == mdp.unpack_client_address(address)
+
+
+class TestLiveness:
+    def test_heartbeat_is_sent_when_due(self):
+        """The broker heartbeats a worker it has sent nothing to for one interval."""
+        state, _ = make_state()
+        ready(state, b"W1")
+        assert [] == state.tick(HB - 1)
+
+        send = only(state.tick(HB))
+
+        assert (b"W1", [b"MDPW02", b"\x05"]) == (send.peer, send.frames)
+
+    def test_silent_worker_is_dropped_and_its_request_requeued(self):
+        """After liveness intervals of silence a worker is dropped; another gets its request."""
+        state, recorder = make_state(liveness=3)
+        ready(state, b"W1", now=0)
+        dispatched(only(request(state, b"C1", b"job")))
+        ready(state, b"W2", now=2 * HB)
+        state.apply(b"W2", mdp.WorkerHeartbeat(), 3 * HB - 1)
+
+        sends = state.tick(3 * HB)
+
+        peers = [s.peer for s in sends]
+        redispatched = [dispatched(s) for s in sends if s.peer == b"W2" and s.frames[1] == b"\x02"]
+        assert b"W1" in peers
+        assert [(b"W2", (b"job",))] == [(w, body) for w, _, body in redispatched]
+        assert 1 == recorder.requeues
+
+    def test_heartbeats_keep_a_worker_alive(self):
+        """Any command from the worker pushes its expiry forward."""
+        state, _ = make_state(liveness=3)
+        ready(state, b"W1", now=0)
+        state.apply(b"W1", mdp.WorkerHeartbeat(), 2 * HB)
+
+        sends = state.tick(4 * HB)
+
+        assert [[b"MDPW02", b"\x05"]] == [s.frames for s in sends]
+
+    def test_requeues_are_bounded_then_internal_error(self):
+        """A request whose workers keep dying is answered INTERNAL after requeue_max requeues."""
+        state, _ = make_state(requeue_max=1)
+        request(state, b"C1", b"poison")
+        ready(state, b"W1")
+        state.apply(b"W1", mdp.WorkerDisconnect(), 1)
+        ready(state, b"W2", now=2)
+
+        sends = state.apply(b"W2", mdp.WorkerDisconnect(), 3)
+
+        client, reply = reply_to(only(sends))
+        assert (b"C1", (b"ERR", b"INTERNAL", b"poison")) == (client, reply.body)
+
+    def test_late_final_from_dropped_worker_is_not_delivered(self):
+        """A FINAL from a worker already dropped gets DISCONNECT; the client hears only once."""
+        state, _ = make_state()
+        ready(state, b"W1")
+        _, address, _ = dispatched(only(request(state, b"C1")))
+        state.tick(10 * HB)
+
+        send = only(final(state, b"W1", address, now=10 * HB + 1))
+
+        assert (b"W1", [b"MDPW02", b"\x06"]) == (send.peer, send.frames)
+
+    def test_heartbeat_from_unknown_worker_gets_disconnect(self):
+        """After a broker restart a worker's heartbeat gets DISCONNECT, so it registers again."""
+        state, _ = make_state()
+
+        send = only(state.apply(b"W9", mdp.WorkerHeartbeat(), 0))
+
+        assert [b"MDPW02", b"\x06"] == send.frames
+
+    def test_second_ready_disconnects_the_worker(self):
+        """RFC 18: a worker MUST NOT send a further READY; the broker answers DISCONNECT."""
+        state, recorder = make_state()
+        ready(state, b"W1")
+
+        send = only(ready(state, b"W1"))
+
+        assert (b"W1", [b"MDPW02", b"\x06"]) == (send.peer, send.frames)
+        assert not state.is_worker(b"W1")
+        assert ["unexpected_command"] == recorder.rejects
+
+    def test_final_with_a_foreign_address_disconnects_and_requeues(self):
+        """A worker answering for a client it was not given is dropped; the request is requeued."""
+        state, recorder = make_state()
+        ready(state, b"W1")
+        request(state, b"C1")
+
+        sends = final(state, b"W1", b"someone-else")
+
+        assert [b"W1"] == [s.peer for s in sends]
+        assert 1 == recorder.requeues
+
+    def test_unauthorized_worker_is_ignored(self):
+        """With worker identities configured, a READY from another identity is dropped."""
+        state, recorder = make_state(worker_identities=frozenset({"good"}))
+
+        sends = state.apply(b"W1", mdp.WorkerReady(b"svc"), 0, identity="bad")
+
+        assert ([], ["unauthorized_worker"]) == (sends, recorder.rejects)
+        assert not state.is_worker(b"W1")
+
+
+class TestMmi:
+    @pytest.mark.parametrize(
+        ("service", "body", "expected"),
+        [
+            (b"mmi.service", b"svc", b"200"),
+            (b"mmi.service", b"nobody", b"404"),
+            (b"mmi.unknown", b"svc", b"501"),
+        ],
+    )
+    def test_mmi_answers_whether_a_service_has_workers(self, service, body, expected):
+        """mmi.service answers 200 or 404; other mmi. names answer 501."""
+        state, _ = make_state()
+        ready(state, b"W1")
+
+        _, reply = reply_to(only(request(state, b"C1", body, service=service)))
+
+        assert mdp.Reply(True, (expected,), service) == reply
+
+
+class TestShutdown:
+    def test_draining_refuses_new_requests(self):
+        """After drain, a new request gets SERVICE_UNAVAILABLE at once."""
+        state, _ = make_state()
+        state.drain()
+
+        _, reply = reply_to(only(request(state, b"C1", b"late")))
+
+        assert (b"ERR", b"SERVICE_UNAVAILABLE", b"late") == reply.body
+
+    def test_draining_lets_in_flight_requests_finish(self):
+        """A request accepted before drain still gets its worker's FINAL."""
+        state, _ = make_state()
+        ready(state, b"W1")
+        _, address, _ = dispatched(only(request(state, b"C1")))
+        state.drain()
+
+        client, reply = reply_to(only(final(state, b"W1", address, b"done")))
+
+        assert (b"C1", (b"done",), 0) == (client, reply.body, state.in_flight)
+
+    def test_shutdown_answers_everyone_and_disconnects_workers(self):
+        """Unfinished requests get SERVICE_UNAVAILABLE and every worker gets DISCONNECT."""
+        state, _ = make_state()
+        ready(state, b"W1")
+        request(state, b"C1", b"held")
+        request(state, b"C2", b"queued")
+
+        sends = state.shutdown(5)
+
+        bodies = sorted(reply_to(s)[1].body for s in sends if s.peer.startswith(b"C"))
+        assert [
+            (b"ERR", b"SERVICE_UNAVAILABLE", b"held"),
+            (b"ERR", b"SERVICE_UNAVAILABLE", b"queued"),
+        ] == bodies
+        assert [[b"MDPW02", b"\x06"]] == [s.frames for s in sends if s.peer == b"W1"]
+
+    def test_service_table_is_bounded(self):
+        """Requests naming ever new services stop at services_max."""
+        state, _ = make_state(services_max=2)
+        request(state, b"C1", service=b"a")
+        request(state, b"C1", service=b"b")
+
+        _, reply = reply_to(only(request(state, b"C1", b"c", service=b"c")))
+
+        assert b"SERVICE_UNAVAILABLE" == reply.body[1]
+
+
+class TestExactlyOnce:
+    def test_every_request_gets_exactly_one_final_under_random_faults(self, rng):
+        """Random arrivals, replies, deaths and silences: each request is answered exactly once."""
+        state, recorder = make_state(liveness=3, requeue_max=3, service_queue_depth_max=20)
+        finals: Counter[bytes] = Counter()
+        busy: dict[bytes, bytes] = {}  # worker -> address it holds
+        alive: set[bytes] = set()
+        sent = 0
+        next_worker = 0
+        now = 0
+
+        def absorb(sends):
+            for send in sends:
+                if send.peer.startswith(b"C"):
+                    reply = mdp.parse_reply(send.frames)
+                    assert reply.final
+                    key = reply.body[-1] if reply.body[0] == b"ERR" else reply.body[0]
+                    finals[key] += 1
+                elif send.frames[1] == b"\x02":
+                    event = mdp.parse_for_worker(send.frames)
+                    busy[send.peer] = event.client_address
+                elif send.frames[1] == b"\x06":
+                    alive.discard(send.peer)
+                    busy.pop(send.peer, None)
+
+        for _ in range(4_000):
+            now += int(rng.integers(1, HB // 2))
+            action = rng.integers(0, 6)
+            if action == 0 and sent < 1_000:
+                absorb(request(state, b"C%d" % sent, b"req-%d" % sent, now=now))
+                sent += 1
+            elif action == 1 and len(alive) < 6:
+                worker = b"W%d" % next_worker
+                next_worker += 1
+                alive.add(worker)
+                absorb(ready(state, worker, now=now))
+            elif action == 2 and busy:
+                worker = sorted(busy)[int(rng.integers(0, len(busy)))]
+                address = busy.pop(worker)
+                frames = state.apply(worker, mdp.WorkerFinal(address, (b"?",)), now)
+                # The worker echoes the request body: find it by the address's client id.
+                client = mdp.unpack_client_address(address).routing_id
+                for send in frames:
+                    if send.peer == client:
+                        finals[b"req-" + client[1:]] += 1
+                    else:
+                        absorb([send])
+            elif action == 3 and alive:
+                worker = sorted(alive)[int(rng.integers(0, len(alive)))]
+                alive.discard(worker)
+                busy.pop(worker, None)  # killed: it never answers
+            else:
+                for worker in alive:
+                    absorb(state.apply(worker, mdp.WorkerHeartbeat(), now))
+                absorb(state.tick(now))
+        absorb(state.shutdown(now))
+
+        outcomes = Counter(outcome for _, outcome, _ in recorder.done)
+        assert sent == len(finals)
+        assert {1} == set(finals.values())
+        assert recorder.requeues > 0
+        assert outcomes["ok"] > 0
