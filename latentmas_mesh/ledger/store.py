@@ -1,0 +1,53 @@
+"""The ledger store interface and the URL that picks its backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from latentmas_mesh.errors import ProtocolError
+from latentmas_mesh.ledger._types import (
+    AccountKind,
+    AuditReport,
+    LedgerEvent,
+    Outcome,
+    Reservation,
+    StatementPage,
+)
+
+
+class LedgerStore(Protocol):
+    """What every backend offers. Time is always passed in (`now_ms`); the store reads no clock."""
+
+    def open_account(self, account_id: str, kind: AccountKind, now_ms: int) -> None: ...
+    def apply(self, event: LedgerEvent, now_ms: int) -> Outcome: ...
+    def apply_batch(
+        self, events: Sequence[LedgerEvent], now_ms: int
+    ) -> list[Outcome | ProtocolError]: ...
+    def expire_due(self, now_ms: int, limit: int = ...) -> list[Outcome]: ...
+    def balance_units(self, account_id: str) -> int: ...
+    def balances(self) -> dict[str, int]: ...
+    def statement(
+        self, account_id: str, after_entry_id: int = ..., limit: int = ...
+    ) -> StatementPage: ...
+    def event_outcome(self, event_id: str) -> Outcome | None: ...
+    def reservation(self, reservation_id: str) -> Reservation | None: ...
+    def audit(self) -> AuditReport: ...
+    def close(self) -> None: ...
+
+
+def open_store(url: str, *, now_ms: int = 0) -> LedgerStore:
+    """`sqlite:///path/ledger.db` (or a plain path) or `postgresql://user@host:port/db[?...]`.
+
+    A PostgreSQL URL may name the schema with `#schema`, e.g. `postgresql://...#ledger`.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        from latentmas_mesh.ledger.postgres import PostgresLedgerStore
+
+        dsn, _, schema = url.partition("#")
+        return PostgresLedgerStore(dsn, schema=schema or "public", now_ms=now_ms)
+    from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
+
+    path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
+    return SqliteLedgerStore(Path(path), now_ms=now_ms)
