@@ -198,6 +198,8 @@ class BrokerState:
             if worker.heartbeat_due_us <= now_us:
                 out.append(Send(worker.peer, list(mdp.heartbeat(delimited=worker.delimited))))
                 worker.heartbeat_due_us = now_us + self.limits.heartbeat_us
+        if self._draining:
+            out.extend(self._fail_orphans(now_us))
         for service in list(self._services.values()):
             out.extend(self._expire_queued(service, now_us))
             if not service.queue and not service.worker_count:
@@ -212,9 +214,28 @@ class BrokerState:
         self._observer.worker_changed("unreachable", worker.service, peer)
         return self._remove_worker(worker, now_us)
 
-    def drain(self) -> None:
-        """Stop accepting requests; queued and in-flight ones still run to their FINAL."""
+    def drain(self, now_us: int) -> list[Send]:
+        """Stop accepting requests; queued and in-flight ones still run to their FINAL.
+
+        Requests queued for a service that has no worker cannot finish: they are answered
+        SERVICE_UNAVAILABLE now rather than at the drain deadline.
+        """
         self._draining = True
+        return self._fail_orphans(now_us)
+
+    def _fail_orphans(self, now_us: int) -> list[Send]:
+        out: list[Send] = []
+        for service in self._services.values():
+            while service.queue and not service.worker_count:
+                out.append(
+                    self._fail(
+                        service.queue.popleft(),
+                        ErrorCode.SERVICE_UNAVAILABLE,
+                        now_us,
+                        "the broker is shutting down and no worker is left",
+                    )
+                )
+        return out
 
     @property
     def in_flight(self) -> int:

@@ -30,6 +30,7 @@ from latentmas_mesh.errors import ERROR_CLASSES, ErrorCode, ProtocolError
 # checked before any copy, are turned into bytes.
 
 F = TypeVar("F")
+B_co = TypeVar("B_co", covariant=True)  # body frame type of an event (read only, so covariant)
 
 CLIENT_HEADER = b"MDPC02"
 WORKER_HEADER = b"MDPW02"
@@ -103,11 +104,11 @@ class MalformedFrame(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class ClientRequest(Generic[F]):
+class ClientRequest(Generic[B_co]):
     """A client asks `service` to process `body` (RFC 18: 4 or more frames, body non-empty)."""
 
     service: bytes
-    body: tuple[F, ...]
+    body: tuple[B_co, ...]
     dialect: Dialect = Dialect.RFC18
     delimited: bool = False
 
@@ -126,20 +127,20 @@ class WorkerReady:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerPartial(Generic[F]):
+class WorkerPartial(Generic[B_co]):
     """One of zero or more partial replies, addressed to the client frame the broker gave."""
 
     client_address: bytes
-    body: tuple[F, ...]
+    body: tuple[B_co, ...]
     delimited: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerFinal(Generic[F]):
+class WorkerFinal(Generic[B_co]):
     """The one final reply to a request; the worker is idle again afterwards."""
 
     client_address: bytes
-    body: tuple[F, ...]
+    body: tuple[B_co, ...]
     delimited: bool = False
 
 
@@ -158,11 +159,11 @@ class WorkerDisconnect:
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerRequest(Generic[F]):
+class BrokerRequest(Generic[B_co]):
     """What a worker receives: a request body and the client address to return with the reply."""
 
     client_address: bytes
-    body: tuple[F, ...]
+    body: tuple[B_co, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,14 +177,14 @@ class BrokerDisconnect:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply(Generic[F]):
+class Reply(Generic[B_co]):
     """What a client receives: a PARTIAL (`final` False) or the FINAL reply to its request.
 
     `service` is None in majortomo's dialect, which does not repeat the service name.
     """
 
     final: bool
-    body: tuple[F, ...]
+    body: tuple[B_co, ...]
     service: bytes | None = None
 
 

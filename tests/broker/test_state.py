@@ -296,18 +296,27 @@ class TestShutdown:
     def test_draining_refuses_new_requests(self):
         """After drain, a new request gets SERVICE_UNAVAILABLE at once."""
         state, _ = make_state()
-        state.drain()
+        state.drain(0)
 
         _, reply = reply_to(only(request(state, b"C1", b"late")))
 
         assert (b"ERR", b"SERVICE_UNAVAILABLE", b"late") == reply.body
+
+    def test_draining_answers_requests_no_worker_can_take(self):
+        """Requests queued for a service without workers are refused when the drain begins."""
+        state, _ = make_state()
+        request(state, b"C1", b"stuck")
+
+        _, reply = reply_to(only(state.drain(1)))
+
+        assert ((b"ERR", b"SERVICE_UNAVAILABLE", b"stuck"), 0) == (reply.body, state.in_flight)
 
     def test_draining_lets_in_flight_requests_finish(self):
         """A request accepted before drain still gets its worker's FINAL."""
         state, _ = make_state()
         ready(state, b"W1")
         _, address, _ = dispatched(only(request(state, b"C1")))
-        state.drain()
+        state.drain(0)
 
         client, reply = reply_to(only(final(state, b"W1", address, b"done")))
 

@@ -1,0 +1,75 @@
+"""CURVE encryption and ZAP authentication for the broker's socket, by allowed public keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from latentmas_mesh.errors import Unauthorized
+
+
+def load_public_keys(directory: Path | None) -> frozenset[str]:
+    """The Z85 public keys of every `*.key` file in `directory` (none when it is None).
+
+    These are what ZAP reports as a peer's User-Id, so the same strings serve for the allow list
+    and for the identity the broker forwards to workers.
+    """
+    if directory is None:
+        return frozenset()
+    if not directory.is_dir():
+        raise Unauthorized(f"CURVE key directory {directory} does not exist")
+    keys = set()
+    for path in sorted(directory.glob("*.key")):
+        public, _ = zmq.auth.load_certificate(path)
+        keys.add(public.decode("ascii"))
+    return frozenset(keys)
+
+
+class AllowedKeys:
+    """ZAP credentials provider: a peer is admitted when its public key is in the set."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: frozenset[str]) -> None:
+        self.keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """Called by zmq.auth with the peer's Z85 public key."""
+        return key.decode("ascii", errors="replace") in self.keys
+
+
+def serve_curve(
+    socket: zmq.Socket[bytes],
+    context: zmq.Context[zmq.Socket[bytes]],
+    secret_key_file: Path,
+    allowed: frozenset[str],
+) -> ThreadAuthenticator:
+    """Make `socket` a CURVE server admitting only `allowed` keys; call before bind.
+
+    Returns the running authenticator thread; stop it when the socket is closed.
+    """
+    public, secret = zmq.auth.load_certificate(secret_key_file)
+    if secret is None:
+        raise Unauthorized(f"{secret_key_file} holds no secret key (use the .key_secret file)")
+    authenticator = ThreadAuthenticator(context)
+    authenticator.start()
+    authenticator.configure_curve_callback(domain="*", credentials_provider=AllowedKeys(allowed))
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_server = True
+    return authenticator
+
+
+def user_id(frame: zmq.Frame) -> str | None:
+    """The ZAP User-Id of the peer that sent `frame` (its Z85 key under CURVE), if any."""
+    try:
+        value = frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+__all__ = ["AllowedKeys", "load_public_keys", "serve_curve", "user_id"]

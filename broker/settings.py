@@ -1,0 +1,72 @@
+"""The broker process's settings: endpoints, heartbeats, bounds, metrics port and CURVE keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from broker.state import Limits
+from latentmas_mesh.settings import MIB, MeshSettings
+
+FRAME_BYTES_MAX_DEFAULT = 1024 * MIB + MIB
+"""One frame may carry a whole array; 1 GiB plus room, the decoder's own message limit."""
+
+
+class BrokerSettings(MeshSettings):
+    """`latentmas broker` options; each also reads `LATENTMAS_<FIELD>` from the environment."""
+
+    bind: list[str] = Field(
+        default_factory=lambda: ["tcp://127.0.0.1:5555"],
+        description="Endpoints the one ROUTER socket binds (e.g. clients on one, workers on one).",
+    )
+    heartbeat_ms: int = Field(
+        default=2_500, gt=0, description="Heartbeat interval; workers must use the same value."
+    )
+    liveness: int = Field(
+        default=3, ge=2, le=10, description="Missed heartbeats before a peer is dead."
+    )
+    service_queue_depth_max: int = Field(default=1024, gt=0)
+    request_queue_ms_max: int = Field(
+        default=30_000, gt=0, description="How long a request may wait for a worker."
+    )
+    requeue_max: int = Field(default=2, ge=0, description="Re-dispatches when a worker dies.")
+    services_max: int = Field(default=1024, gt=0)
+    frame_bytes_max: int = Field(
+        default=FRAME_BYTES_MAX_DEFAULT,
+        gt=0,
+        description="ZeroMQ drops a peer that sends a larger frame, before allocating it.",
+    )
+    socket_hwm_max: int = Field(
+        default=100_000, gt=0, description="Messages queued per peer before sends are dropped."
+    )
+    drain_ms_max: int = Field(
+        default=10_000, ge=0, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(
+        default=9100, ge=0, le=65535, description="Prometheus /metrics port; 0 picks one; None off."
+    )
+    curve_secret_key_file: Path | None = Field(
+        default=None, description="The broker's `.key_secret` file; turns CURVE + ZAP on."
+    )
+    curve_client_keys_dir: Path | None = Field(
+        default=None, description="Public `.key` files of clients allowed to connect."
+    )
+    curve_worker_keys_dir: Path | None = Field(
+        default=None, description="Public `.key` files of workers allowed to connect and register."
+    )
+
+    def limits(self) -> Limits:
+        """The routing state's limits in its own units (microseconds)."""
+        return Limits(
+            heartbeat_us=self.heartbeat_ms * 1000,
+            liveness=self.liveness,
+            service_queue_depth_max=self.service_queue_depth_max,
+            request_queue_us_max=self.request_queue_ms_max * 1000,
+            requeue_max=self.requeue_max,
+            services_max=self.services_max,
+        )
+
+
+__all__ = ["BrokerSettings"]
