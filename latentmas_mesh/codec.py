@@ -1,0 +1,407 @@
+"""Wire messages as ZeroMQ multipart: one msgpack header frame, then one raw frame per array."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeAlias
+
+import msgpack
+import numpy as np
+import pydantic_core
+import zmq
+from pydantic import BaseModel
+
+from latentmas_mesh.errors import InternalError, InvalidRequest, PayloadTooLarge, ProtocolError
+from latentmas_mesh.protocol import MESSAGE_TYPES, WireModel, type_name_of, validate_message
+from latentmas_mesh.protocol.dtypes import DTYPES, dtype_name
+from latentmas_mesh.protocol.finite import all_finite
+from latentmas_mesh.settings import MeshSettings
+
+# Header layout, version 1 (frame 0, a msgpack map):
+#   {"version": 1, "type": <registered type name>, "request_id": <str>,
+#    "body": <the message's fields; each array replaced by ext type 1 holding its index>,
+#    "arrays": [{"dtype": <wire dtype name>, "shape": [<int>, ...], "frame": <1 + index>}, ...]}
+# Frames 1..n: each array's bytes, C order, little-endian, nothing else.
+CODEC_VERSION: Final = 1
+ARRAY_REF_EXT: Final = 1  # msgpack ext type code of an array reference: 4-byte big-endian index
+_HEADER_KEYS: Final = frozenset({"version", "type", "request_id", "body", "arrays"})
+_ARRAY_KEYS: Final = frozenset({"dtype", "shape", "frame"})
+
+Frame: TypeAlias = bytes | memoryview | zmq.Frame
+
+
+def _settings_default(name: str) -> int:
+    default = MeshSettings.model_fields[name].default
+    assert isinstance(default, int)
+    return default
+
+
+@dataclass(frozen=True)
+class CodecLimits:
+    """Bounds a decoder checks before it allocates anything; every one is named *_max."""
+
+    message_bytes_max: int = _settings_default("message_bytes_max")  # all frames together
+    header_bytes_max: int = _settings_default("header_bytes_max")  # frame 0
+    array_count_max: int = 64  # arrays (frames after the header) in one message
+    ndim_max: int = 8  # rank of one array
+    depth_max: int = 32  # nesting of maps and lists in the header
+    container_len_max: int = 1 << 16  # entries of one msgpack map or list
+    request_id_chars_max: int = 128
+
+    @classmethod
+    def from_settings(cls, settings: MeshSettings, **overrides: int) -> CodecLimits:
+        """Limits from a process's settings (message and header byte bounds), plus overrides."""
+        limits = cls(
+            message_bytes_max=settings.message_bytes_max,
+            header_bytes_max=settings.header_bytes_max,
+        )
+        return replace(limits, **overrides)
+
+
+DEFAULT_LIMITS: Final = CodecLimits()
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded message with the request id and type name its header carried."""
+
+    message: BaseModel
+    request_id: str
+    type_name: str
+
+
+@dataclass(frozen=True)
+class _ArrayRef:
+    """Placeholder left in the body by the msgpack ext hook until the arrays are built."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class _ArraySpec:
+    dtype_name: str
+    shape: tuple[int, ...]
+
+
+# ---------------------------------------------------------------- encode
+
+
+def encode(message: BaseModel, *, request_id: str) -> list[bytes | memoryview]:
+    """Frames [header, array 0, array 1, ...] for `message`, for `send_multipart(copy=False)`.
+
+    Arrays are not copied: a C-contiguous little-endian array is sent as a memoryview of its own
+    memory (keep the message alive until the send completes); any other layout is made contiguous
+    once. Raises TypeError for an unregistered type or an array dtype the wire cannot carry, and
+    ValueError for a bad request id: those are the sender's bugs, not the peer's.
+    """
+    if not isinstance(message, WireModel):
+        msg = f"{type(message).__name__} is not a WireModel"
+        raise TypeError(msg)
+    type_name = type_name_of(message)
+    if (
+        not isinstance(request_id, str)
+        or not 0 < len(request_id) <= DEFAULT_LIMITS.request_id_chars_max
+    ):
+        msg = f"request_id must be a str of 1..{DEFAULT_LIMITS.request_id_chars_max} characters"
+        raise ValueError(msg)
+    arrays: list[np.ndarray[Any, np.dtype[Any]]] = []
+
+    def default(value: object) -> object:
+        if isinstance(value, np.ndarray):
+            arrays.append(_wire_array(value))
+            return msgpack.ExtType(ARRAY_REF_EXT, struct.pack(">I", len(arrays) - 1))
+        if isinstance(value, np.generic):
+            return value.item()
+        return pydantic_core.to_jsonable_python(value)  # datetimes, enums, UUIDs, ...
+
+    packer = msgpack.Packer(default=default, use_bin_type=True, datetime=False)
+    parts = [
+        packer.pack_map_header(len(_HEADER_KEYS)),
+        packer.pack("version"),
+        packer.pack(CODEC_VERSION),
+        packer.pack("type"),
+        packer.pack(type_name),
+        packer.pack("request_id"),
+        packer.pack(request_id),
+        packer.pack("body"),
+        packer.pack(message.model_dump(mode="python")),
+        packer.pack("arrays"),
+        packer.pack([_describe(array, index) for index, array in enumerate(arrays)]),
+    ]
+    frames: list[bytes | memoryview] = [b"".join(parts)]
+    frames.extend(array.reshape(-1).view(np.uint8).data for array in arrays)
+    return frames
+
+
+def _wire_array(array: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dtype[Any]]:
+    """The array as the wire carries it: C-contiguous, little-endian (a copy only if it is not)."""
+    if dtype_name(array.dtype) is None:
+        little = array.dtype.newbyteorder("<")
+        if dtype_name(little) is None:
+            msg = f"dtype {array.dtype} cannot travel; wire dtypes are {sorted(DTYPES)}"
+            raise TypeError(msg)
+        array = array.astype(little)
+    return np.ascontiguousarray(array)
+
+
+def _describe(array: np.ndarray[Any, np.dtype[Any]], index: int) -> dict[str, object]:
+    return {"dtype": dtype_name(array.dtype), "shape": list(array.shape), "frame": 1 + index}
+
+
+# ---------------------------------------------------------------- decode
+
+
+def decode(
+    frames: Sequence[Frame], *, limits: CodecLimits = DEFAULT_LIMITS, check_finite: bool = True
+) -> Decoded:
+    """Validate and decode frames from `recv_multipart(copy=False)` (or bytes / memoryviews).
+
+    Raises only ProtocolError subclasses: InvalidRequest or PayloadTooLarge for bad input, and
+    InternalError if a bug lets anything else out. Every limit is checked before any array is
+    built; arrays are read-only numpy views on the frames' own buffers, never copies. With
+    `check_finite` a float array holding NaN or ±Inf is refused.
+    """
+    try:
+        return _decode(frames, limits, check_finite)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # the contract: nothing but a ProtocolError leaves the decoder
+        msg = f"decoder failed unexpectedly: {type(exc).__name__}"
+        raise InternalError(msg, details={"exception": type(exc).__name__}) from exc
+
+
+def request_id_of(frames: Sequence[Frame]) -> str | None:
+    """The request id in the header, best effort; never raises (to address an error reply)."""
+    try:
+        if not isinstance(frames, list | tuple) or not frames:
+            return None
+        header = _buffer_of(frames[0], 0)
+        if header.nbytes > DEFAULT_LIMITS.header_bytes_max:
+            return None
+        unpacked = _unpack_header(header, DEFAULT_LIMITS)
+        request_id = unpacked.get("request_id") if isinstance(unpacked, dict) else None
+        if (
+            isinstance(request_id, str)
+            and 0 < len(request_id) <= DEFAULT_LIMITS.request_id_chars_max
+        ):
+            return request_id
+    except Exception:  # best effort by contract
+        return None
+    return None
+
+
+def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) -> Decoded:
+    buffers = _frame_buffers(frames, limits)
+    header = _unpack_header(buffers[0], limits)
+    type_name, request_id, body, specs = _read_header(header, limits)
+    cls = MESSAGE_TYPES.get(type_name)
+    if cls is None:
+        msg = f"unknown message type {type_name!r}"
+        raise InvalidRequest(msg, details={"type": type_name})
+    if len(buffers) != 1 + len(specs):
+        msg = f"header declares {len(specs)} arrays but {len(buffers) - 1} array frames arrived"
+        raise InvalidRequest(msg, details={"declared": len(specs), "frames": len(buffers) - 1})
+    arrays = [_array_view(buffers[1 + i], spec, 1 + i) for i, spec in enumerate(specs)]
+    used = [False] * len(arrays)
+    resolved = _resolve(body, arrays, used, 0, limits)
+    if not all(used):
+        unused = [1 + i for i, was_used in enumerate(used) if not was_used]
+        msg = f"array frames {unused} are not referenced by the body"
+        raise InvalidRequest(msg, details={"frames": unused})
+    message = validate_message(cls, resolved)
+    if check_finite:
+        _check_finite(arrays)
+    return Decoded(message=message, request_id=request_id, type_name=type_name)
+
+
+def _frame_buffers(frames: Sequence[Frame], limits: CodecLimits) -> list[memoryview]:
+    """Byte views of all frames, with the frame-count and byte limits checked first."""
+    if not isinstance(frames, list | tuple):
+        msg = f"frames must be a list of frames, not {type(frames).__name__}"
+        raise InvalidRequest(msg)
+    if not frames:
+        msg = "no frames: a message needs at least its header frame"
+        raise InvalidRequest(msg)
+    if len(frames) > 1 + limits.array_count_max:
+        msg = f"{len(frames)} frames; at most {1 + limits.array_count_max} are accepted"
+        raise PayloadTooLarge(msg, details={"array_count_max": limits.array_count_max})
+    buffers = [_buffer_of(frame, index) for index, frame in enumerate(frames)]
+    total = sum(buffer.nbytes for buffer in buffers)
+    if total > limits.message_bytes_max:
+        msg = f"message is {total} bytes; at most {limits.message_bytes_max} are accepted"
+        raise PayloadTooLarge(msg, details={"bytes": total, "max": limits.message_bytes_max})
+    if buffers[0].nbytes > limits.header_bytes_max:
+        msg = f"header is {buffers[0].nbytes} bytes; at most {limits.header_bytes_max}"
+        raise PayloadTooLarge(msg, details={"bytes": buffers[0].nbytes})
+    return buffers
+
+
+def _buffer_of(frame: object, index: int) -> memoryview:
+    """A flat byte view of one frame without copying it."""
+    if isinstance(frame, zmq.Frame):
+        view = frame.buffer
+    elif isinstance(frame, bytes | bytearray | memoryview):
+        view = memoryview(frame)
+    else:
+        msg = f"frame {index} is a {type(frame).__name__}, not bytes"
+        raise InvalidRequest(msg)
+    if not view.c_contiguous:
+        msg = f"frame {index} is not contiguous memory"
+        raise InvalidRequest(msg)
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        view = view.cast("B")
+    return view
+
+
+def _ext_hook(code: int, data: bytes) -> _ArrayRef:
+    if code != ARRAY_REF_EXT or len(data) != 4:
+        msg = f"unexpected msgpack ext type {code}"
+        raise ValueError(msg)
+    return _ArrayRef(struct.unpack(">I", data)[0])
+
+
+def _unpack_header(buffer: memoryview, limits: CodecLimits) -> object:
+    """msgpack with every length bounded; any msgpack failure is an InvalidRequest."""
+    try:
+        return msgpack.unpackb(
+            buffer,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            ext_hook=_ext_hook,
+            max_str_len=limits.header_bytes_max,
+            max_bin_len=limits.header_bytes_max,
+            max_array_len=limits.container_len_max,
+            max_map_len=limits.container_len_max,
+            max_ext_len=4,
+        )
+    except Exception as exc:  # msgpack raises ValueError, StackError, FormatError, ...
+        msg = f"header is not valid msgpack within limits: {type(exc).__name__}: {str(exc)[:200]}"
+        raise InvalidRequest(msg) from exc
+
+
+def _read_header(
+    header: object, limits: CodecLimits
+) -> tuple[str, str, dict[str, Any], list[_ArraySpec]]:
+    """Check the header map's fixed layout; returns (type, request id, body, array specs)."""
+    if not isinstance(header, dict) or set(header) != _HEADER_KEYS:
+        keys = sorted(map(str, header)) if isinstance(header, dict) else type(header).__name__
+        msg = f"header must be a map with keys {sorted(_HEADER_KEYS)}"
+        raise InvalidRequest(msg, details={"got": str(keys)[:200]})
+    version = header["version"]
+    if type(version) is not int or version != CODEC_VERSION:
+        msg = f"codec version {version!r} is not supported; this decoder reads {CODEC_VERSION}"
+        raise InvalidRequest(msg, details={"supported": [CODEC_VERSION]})
+    type_name, request_id, body = header["type"], header["request_id"], header["body"]
+    if not isinstance(type_name, str):
+        raise InvalidRequest("header type must be a string")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= limits.request_id_chars_max:
+        msg = f"request_id must be a string of 1..{limits.request_id_chars_max} characters"
+        raise InvalidRequest(msg)
+    if not isinstance(body, dict):
+        raise InvalidRequest("header body must be a map")
+    descriptors = header["arrays"]
+    if not isinstance(descriptors, list):
+        raise InvalidRequest("header arrays must be a list")
+    if len(descriptors) > limits.array_count_max:
+        msg = f"{len(descriptors)} arrays declared; at most {limits.array_count_max}"
+        raise PayloadTooLarge(msg, details={"array_count_max": limits.array_count_max})
+    specs = [_read_array_spec(d, 1 + i, limits) for i, d in enumerate(descriptors)]
+    return type_name, request_id, body, specs
+
+
+def _read_array_spec(descriptor: object, frame: int, limits: CodecLimits) -> _ArraySpec:
+    """One array descriptor: a known dtype, a shape of non-negative ints, its own frame index."""
+    if not isinstance(descriptor, dict) or set(descriptor) != _ARRAY_KEYS:
+        msg = f"array descriptor {frame - 1} must be a map with keys {sorted(_ARRAY_KEYS)}"
+        raise InvalidRequest(msg)
+    name, shape, index = descriptor["dtype"], descriptor["shape"], descriptor["frame"]
+    if not isinstance(name, str) or name not in DTYPES:
+        msg = f"array {frame - 1} has dtype {str(name)[:40]!r}; wire dtypes are {sorted(DTYPES)}"
+        raise InvalidRequest(msg, details={"dtypes": sorted(DTYPES)})
+    if type(index) is not int or index != frame:
+        msg = f"array {frame - 1} must name frame {frame}, not {str(index)[:40]}"
+        raise InvalidRequest(msg)
+    if not isinstance(shape, list) or len(shape) > limits.ndim_max:
+        msg = f"array {frame - 1} shape must be a list of at most {limits.ndim_max} dimensions"
+        raise InvalidRequest(msg)
+    for dim in shape:
+        if type(dim) is not int or not 0 <= dim <= limits.message_bytes_max:
+            msg = f"array {frame - 1} shape has dimension {str(dim)[:40]}; need 0 <= d"
+            raise InvalidRequest(msg, details={"shape": str(shape)[:200]})
+    return _ArraySpec(dtype_name=name, shape=tuple(shape))
+
+
+def _array_view(buffer: memoryview, spec: _ArraySpec, frame: int) -> np.ndarray[Any, Any]:
+    """A read-only view of `buffer` as the declared array, after its byte count is proven."""
+    dtype = DTYPES[spec.dtype_name]
+    count = math.prod(spec.shape)  # Python ints: a lying shape cannot overflow
+    if count * dtype.itemsize != buffer.nbytes:
+        msg = (
+            f"frame {frame} holds {buffer.nbytes} bytes but its header declares "
+            f"{spec.dtype_name}{list(spec.shape)} = {count * dtype.itemsize} bytes"
+        )
+        raise InvalidRequest(msg, details={"frame": frame, "bytes": buffer.nbytes})
+    array = np.frombuffer(buffer, dtype=dtype, count=count).reshape(spec.shape)
+    array.flags.writeable = False
+    return array
+
+
+def _resolve(
+    node: object,
+    arrays: list[np.ndarray[Any, Any]],
+    used: list[bool],
+    depth: int,
+    limits: CodecLimits,
+) -> object:
+    """The body with each array reference replaced by its array; checks nesting and leaf types."""
+    if depth > limits.depth_max:
+        msg = f"header nests deeper than {limits.depth_max} levels"
+        raise InvalidRequest(msg)
+    if isinstance(node, _ArrayRef):
+        if node.index >= len(arrays) or used[node.index]:
+            msg = f"array reference {node.index} is out of range or used twice"
+            raise InvalidRequest(msg)
+        used[node.index] = True
+        return arrays[node.index]
+    if isinstance(node, dict):
+        return {
+            _key(key): _resolve(value, arrays, used, depth + 1, limits)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_resolve(item, arrays, used, depth + 1, limits) for item in node]
+    if node is None or isinstance(node, bool | int | float | str | bytes):
+        return node
+    msg = f"header holds an unsupported value of type {type(node).__name__}"
+    raise InvalidRequest(msg)
+
+
+def _key(key: object) -> str:
+    if not isinstance(key, str):
+        msg = "header map keys must be strings"
+        raise InvalidRequest(msg)
+    return key
+
+
+def _check_finite(arrays: list[np.ndarray[Any, Any]]) -> None:
+    for index, array in enumerate(arrays):
+        if not all_finite(array):
+            msg = f"array in frame {1 + index} holds NaN or infinity, which the protocol forbids"
+            raise InvalidRequest(msg, details={"frame": 1 + index})
+
+
+__all__ = [
+    "ARRAY_REF_EXT",
+    "CODEC_VERSION",
+    "DEFAULT_LIMITS",
+    "CodecLimits",
+    "Decoded",
+    "Frame",
+    "decode",
+    "encode",
+    "request_id_of",
+]
