@@ -31,15 +31,21 @@ def _positional(spec: ModelSpec) -> str:
 
 
 def _source(spec: ModelSpec) -> str:
+    """Where the numbers come from; `*` marks numbers not re-checked against a public copy."""
     src = spec.source
-    return f"{src.repo} {src.file}" if src.repo else src.kind.value
+    if not src.repo:
+        return src.kind.value
+    return f"{src.repo} {src.file}" + ("" if src.verified else " *")
 
 
 def _table(models: list[ModelSpec], registry: Registry) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"LatentMAS model registry ({len(models)} models)")
+    table = Table(
+        title=f"LatentMAS model registry ({len(models)} models)",
+        caption="* published numbers not re-checked against a public copy; see --json source.note",
+    )
     for column in ("name", "family", "layers", "heads", "kv heads", "head dim", "hidden"):
         table.add_column(column, justify="right" if column[0] in "lhk" else "left")
     for column in ("positional", "tier", "kv export", "source"):

@@ -66,30 +66,40 @@ class SourceKind(StrEnum):
 
 
 class Source(BaseModel):
-    """Provenance of an entry's numbers: which file of which repository, or why there is none."""
+    """Provenance of an entry's numbers: which file of which repository, or why there is none.
+
+    `verified` is True when the numbers were checked against a public copy of that file (or of
+    the vendor's code) while building the registry; `note` says what was and was not checked.
+    """
 
     model_config = _FROZEN
 
     kind: SourceKind
     repo: str | None = None
     file: str | None = None
+    verified: bool = False
     note: str = ""
 
     @model_validator(mode="after")
     def _published_sources_name_their_repo(self) -> Self:
         if self.kind != SourceKind.UNKNOWN and not (self.repo and self.file):
             raise ValueError(f"a {self.kind.value} source must name its repo and file")
-        if self.kind == SourceKind.UNKNOWN and not self.note:
-            raise ValueError("an unknown source must say why in `note`")
+        if self.kind == SourceKind.UNKNOWN and self.verified:
+            raise ValueError("an unknown source cannot be verified")
+        if not self.verified and not self.note:
+            raise ValueError("an unverified or unknown source must say why in `note`")
         return self
 
 
 class RopeScaling(BaseModel):
-    """A config.json `rope_scaling` block, kept because it changes the rotation angles."""
+    """A config.json `rope_scaling` block, kept because it changes the rotation angles.
+
+    `original` is xAI grok-2's own YaRN-like scheme (its config's `rope_type`), kept verbatim.
+    """
 
     model_config = _FROZEN
 
-    rope_type: Literal["linear", "dynamic", "llama3", "yarn", "su", "longrope"]
+    rope_type: Literal["linear", "dynamic", "llama3", "yarn", "longrope", "original"]
     factor: float = Field(gt=0)
     original_max_position_embeddings: int | None = Field(default=None, gt=0)
     low_freq_factor: float | None = None
@@ -98,6 +108,8 @@ class RopeScaling(BaseModel):
     beta_slow: float | None = None
     mscale: float | None = None
     mscale_all_dim: float | None = None
+    extrapolation_factor: float | None = None
+    attn_factor: float | None = None
 
 
 class Positional(BaseModel):
@@ -120,13 +132,17 @@ class Positional(BaseModel):
     @model_validator(mode="after")
     def _rotary_kinds_say_how_they_rotate(self) -> Self:
         rotary = self.kind in (PositionalKind.ROPE, PositionalKind.ROPE_2D, PositionalKind.MLA)
-        if rotary and (self.rope_theta is None or self.rotary_convention is None):
-            raise ValueError(f"{self.kind.value} needs rope_theta and rotary_convention")
+        if rotary and self.rope_theta is None:
+            raise ValueError(f"{self.kind.value} needs rope_theta")
         if not rotary and (self.rope_theta is not None or self.layer_rope_thetas is not None):
             raise ValueError(f"{self.kind.value} has no rotary base; rope_theta must be null")
         if self.layer_rope_thetas is not None and any(t <= 0 for t in self.layer_rope_thetas):
             raise ValueError("layer_rope_thetas must all be positive")
         return self
+
+
+# Caches that are not [kv_heads, seq, head_dim] keys a receiver could de-rotate from seq alone.
+_NOT_EXPORTABLE = (PositionalKind.UNKNOWN, PositionalKind.MLA, PositionalKind.ROPE_2D)
 
 
 class MlaDims(BaseModel):
@@ -171,6 +187,7 @@ class ModelSpec(BaseModel):
     layer_types: tuple[Literal["full_attention", "sliding_attention"], ...] | None = None
     sliding_window: int | None = Field(default=None, gt=0)
     num_experts: int | None = Field(default=None, gt=0)
+    query_pre_attn_scalar: float | None = Field(default=None, gt=0)
     capability_tier: int = Field(ge=1, le=5)
     spec_key_dimension: str | None = None
     source: Source
@@ -186,8 +203,11 @@ class ModelSpec(BaseModel):
             raise ValueError(f"{self.name}: a closed model cannot export its KV cache")
         if self.kv_export and len(known) != len(dims):
             raise ValueError(f"{self.name}: kv_export needs every dimension")
-        if self.kv_export and self.positional.kind in (PositionalKind.UNKNOWN, PositionalKind.MLA):
+        if self.kv_export and self.positional.kind in _NOT_EXPORTABLE:
             raise ValueError(f"{self.name}: kv_export needs a per-head positional encoding")
+        rotary = self.positional.rope_theta is not None
+        if self.kv_export and rotary and self.positional.rotary_convention is None:
+            raise ValueError(f"{self.name}: kv_export of rotated keys needs rotary_convention")
         if not self.kv_export and not self.kv_export_note:
             raise ValueError(f"{self.name}: say in kv_export_note why the cache is not exported")
         heads, kv_heads = self.num_attention_heads, self.num_kv_heads

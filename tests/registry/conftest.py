@@ -49,7 +49,12 @@ def open_entry(name: str, **overrides: Any) -> dict[str, Any]:
         "hidden_size": 128,
         "positional": {"kind": "rope", "rope_theta": 10000.0, "rotary_convention": "half"},
         "capability_tier": 1,
-        "source": {"kind": "config.json", "repo": f"acme/{name}", "file": "config.json"},
+        "source": {
+            "kind": "config.json",
+            "repo": f"acme/{name}",
+            "file": "config.json",
+            "verified": True,
+        },
     }
     entry.update(overrides)
     return entry
