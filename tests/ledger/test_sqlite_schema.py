@@ -1,0 +1,54 @@
+"""The SQLite schema itself refuses what the code must never write: floats, text, negatives."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from latentmas_mesh.ledger import Deposit
+from latentmas_mesh.ledger.sqlite import SqliteLedgerStore, connect
+
+
+class TestStrictSchema:
+    @pytest.mark.parametrize("bad", [1.5, "ten", b"\x01"])
+    def test_amount_column_refuses_non_integers(self, tmp_path, bad):
+        """STRICT INTEGER columns raise on a REAL, TEXT or BLOB value instead of storing it."""
+        SqliteLedgerStore(tmp_path / "l.db").close()
+        connection = connect(tmp_path / "l.db")
+
+        with pytest.raises(sqlite3.IntegrityError):
+            connection.execute(
+                "INSERT INTO accounts VALUES ('agent:x', 'agent', ?, 0)", (bad,)
+            )
+
+    def test_non_funding_balance_below_zero_is_refused_by_the_schema(self, tmp_path):
+        """The CHECK constraint is a second wall behind the code's own check."""
+        SqliteLedgerStore(tmp_path / "l.db").close()
+        connection = connect(tmp_path / "l.db")
+
+        with pytest.raises(sqlite3.IntegrityError):
+            connection.execute("UPDATE accounts SET balance_units = -1 WHERE kind = 'platform'")
+
+    def test_ledger_survives_reopening(self, tmp_path):
+        """Balances and recorded events are read back after closing and reopening the file."""
+        store = SqliteLedgerStore(tmp_path / "l.db")
+        store.apply(Deposit("d1", "alice", 10), now_ms=1)
+        store.close()
+
+        reopened = SqliteLedgerStore(tmp_path / "l.db")
+
+        assert (10, True) == (
+            reopened.balance_units("agent:alice"),
+            reopened.apply(Deposit("d1", "alice", 10), now_ms=2).replayed,
+        )
+
+    def test_journal_mode_is_wal_with_full_sync(self, tmp_path):
+        """The durability pragmas are what the ledger promises."""
+        SqliteLedgerStore(tmp_path / "l.db").close()
+        connection = connect(tmp_path / "l.db")
+
+        assert ("wal", 2) == (
+            connection.execute("PRAGMA journal_mode").fetchone()[0],
+            connection.execute("PRAGMA synchronous").fetchone()[0],
+        )
