@@ -83,7 +83,11 @@ def models_command(
         typer.echo(f"no models in family {family!r}; families: {known}", err=True)
         raise typer.Exit(code=1)
     if as_json:
-        payload = [spec.model_dump(mode="json") for spec in models]
-        typer.echo(json.dumps({"count": len(payload), "models": payload}, indent=2))
+        payload = {
+            "count": len(models),
+            "tier_scale": [level.model_dump(mode="json") for level in registry.tier_scale],
+            "models": [spec.model_dump(mode="json") for spec in models],
+        }
+        typer.echo(json.dumps(payload, indent=2))
         return
     _table(models, registry)

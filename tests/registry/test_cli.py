@@ -21,6 +21,7 @@ class TestModelsCommand:
         assert 0 == result.exit_code, result.output
         listing = json.loads(result.output)
         assert len(registry) == listing["count"] == len(listing["models"])
+        assert [1, 2, 3, 4, 5] == [level["tier"] for level in listing["tier_scale"]]
         smol = next(m for m in listing["models"] if m["name"] == "smollm2-135m-instruct")
         assert (30, 9, 3, 64, 576) == (
             smol["num_layers"],
