@@ -103,9 +103,10 @@ def tokens_factor(tokens: int, tokens_cap: int) -> Fraction:
 
 
 def tier_factor(tier: int, tier_count: int) -> Fraction:
-    """(tier_count - tier) / (tier_count - 1): tier 1 is the most capable (factor 1), the last 0.
+    """(tier - 1) / (tier_count - 1): the smallest tier scores 0, the frontier tier scores 1.
 
-    Tiers are the registry's capability tiers, numbered from 1 (frontier) to `tier_count`.
+    Tiers are the registry's capability tiers (`ModelSpec.capability_tier`, 1 = small ...
+    `tier_count` = frontier; the registry's `tier_scale` says what each means).
     With a single tier every model gets factor 1.
     """
     _require_int("tier_count", tier_count, 1)
@@ -115,7 +116,7 @@ def tier_factor(tier: int, tier_count: int) -> Fraction:
         raise InvalidRequest(msg, details={"tier": tier, "tier_count": tier_count})
     if tier_count == 1:
         return Fraction(1)
-    return Fraction(tier_count - tier, tier_count - 1)
+    return Fraction(tier - 1, tier_count - 1)
 
 
 def quality_factor(quality: float | Fraction) -> Fraction:

@@ -38,9 +38,9 @@ class TestNormalisation:
             tokens_factor(0, 1024),
         )
 
-    def test_tier_one_is_the_most_capable(self):
-        """Tier 1 of 4 scores 1, tier 4 scores 0, tiers between are evenly spaced."""
-        assert [Fraction(1), Fraction(2, 3), Fraction(1, 3), Fraction(0)] == [
+    def test_frontier_tier_scores_one_and_the_smallest_zero(self):
+        """Tier 1 of 4 scores 0, tier 4 scores 1, tiers between are evenly spaced."""
+        assert [Fraction(0), Fraction(1, 3), Fraction(2, 3), Fraction(1)] == [
             tier_factor(tier, 4) for tier in (1, 2, 3, 4)
         ]
 
@@ -138,7 +138,7 @@ class TestPrice:
         """Memory and reasoning are charged per use, capability per purchase, each from its base."""
         schedule = PriceSchedule()
         weighted = factors(
-            tokens=16_384, tokens_cap=32_768, tier=1, tier_count=3, quality=1.0, similar_assets=1
+            tokens=16_384, tokens_cap=32_768, tier=3, tier_count=3, quality=1.0, similar_assets=1
         )
 
         prices = {t: asset_price_units(schedule, t, weighted) for t in AssetType}
