@@ -83,13 +83,15 @@ def issue_quote(
     return SignedQuote(terms, _sign(key, terms))
 
 
-def verify_quote(quote: SignedQuote, *, key: bytes, now_ms: int) -> QuoteTerms:
+def verify_quote(quote: SignedQuote, *, key: bytes, now_ms: int | None) -> QuoteTerms:
     """The terms of a unexpired quote; InvalidRequest for a forged, altered or stale one."""
     _check_key(key)
     expected = _sign(key, quote.terms)
     if not hmac.compare_digest(expected, quote.signature):
         msg = "quote signature does not match its terms: altered, forged or signed with another key"
         raise InvalidRequest(msg, details={"quote_id": quote.terms.quote_id})
+    if now_ms is None:  # signature only: a re-delivered payment made while the quote was valid
+        return quote.terms
     if now_ms >= quote.terms.expires_at_ms:
         msg = "quote has expired: ask for a new quote"
         raise InvalidRequest(
