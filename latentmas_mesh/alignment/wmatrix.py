@@ -1,0 +1,516 @@
+"""The W-matrix estimator (section 4.3): W: R^d_s -> R^d_u -> R^d_t, fitted three ways."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from latentmas_mesh.alignment._linalg import (
+    RELATIVE_ALPHAS,
+    mean_eigenvalue,
+    orthonormal_basis,
+    pad_columns,
+    procrustes,
+    ridge_path,
+    scaling_factors,
+)
+from latentmas_mesh.alignment._split import RowSplit, split_rows
+from latentmas_mesh.alignment._types import F64, METHODS, Method
+from latentmas_mesh.alignment.quality import BOOTSTRAP_RESAMPLES, AlignmentQuality, measure_quality
+from latentmas_mesh.errors import DimensionMismatch, InternalError, InvalidRequest
+
+FORMAT: Final = "latentmas-wmatrix/1"
+_META_KEY: Final = "latentmas"
+# Arrays that define what a W-matrix computes, in the order the content hash reads them.
+ARRAY_NAMES: Final = ("source_mean", "encoder", "core", "scaling", "decoder", "target_mean")
+
+
+class NotFittedError(RuntimeError):
+    """A W-matrix was used before `fit` (a programming error, never a wire error)."""
+
+
+@dataclass(frozen=True)
+class _Charts:
+    """Each side's principal chart into R^d_u, fitted on the fit rows only.
+
+    source_encoder: [d_s, d_u] = [P_s, 0] / σ_s; target_encoder: [d_t, d_u] = [P_t, 0] / σ_t;
+    target_decoder: [d_u, d_t] = σ_t [P_t, 0]ᵀ. σ is the RMS norm of the projected fit rows, so
+    each side's chart coordinates have unit mean squared norm.
+    """
+
+    source_mean: F64
+    target_mean: F64
+    source_encoder: F64
+    target_encoder: F64
+    target_decoder: F64
+
+
+class WMatrix:
+    """A fitted map W = decoder ∘ (core · diag(scaling)) ∘ encoder, scikit-learn style.
+
+    transform(x) = (((x − μ_s) E) C ⊙ s) D + μ_t with E: [d_s, d_u], C: [d_u, d_u], s: [d_u],
+    D: [d_u, d_t]. The unified space R^d_u is the target's principal chart (top-d_u principal
+    directions of the target rows, scaled to unit RMS norm); D = σ_t P_tᵀ maps it back.
+
+    Methods (section 4.3.2):
+
+    * ``orthogonal``: E = [P_s, 0]/σ_s (source principal chart: QR-orthonormalised principal
+      directions), C = R = argmin_{RᵀR=I} ||U_s R − U_t||_F (orthogonal Procrustes by SVD of
+      U_sᵀU_t), s = 1. Inside the unified space the map is R, so norms and angles are preserved
+      exactly: ||uR|| = ||u|| and ⟨uR, vR⟩ = ⟨u, v⟩.
+    * ``learned``: E = argmin ||X E − U_t||² + α||E||² (ridge on the full source, closed form
+      by SVD), C = I, and per-dimension scaling factors s_j = ⟨û_j, u_j⟩/⟨û_j, û_j⟩ fitted on
+      validation rows (the spec's lightweight scaling parameters; they undo ridge shrinkage).
+    * ``hybrid``: the orthogonal map E₀C as a base plus a ridge refinement
+      Δ = argmin ||X(E₀R + Δ) − U_t||² + α||Δ||², so α → ∞ gives back the orthogonal map
+      (∞ is one of the candidates); stored as E = E₀ + ΔRᵀ, C = R, then scaling factors.
+
+    α is chosen from ``relative_alphas`` × trace(XᵀX)/d_s by mean squared error on validation
+    rows, then the map is refitted on train + validation rows. ``quality_`` is measured on the
+    held-out rows only (``split_.holdout``), which no fitted parameter depends on.
+
+    Parameters: method; unified_dim d_u; holdout_fraction (of rows, or of groups) kept for
+    quality; validation_fraction (of the rest) for choosing α and the scaling factors;
+    relative_alphas; resamples for the bootstrap confidence; random_state seeds the split and
+    the bootstrap.
+    """
+
+    def __init__(
+        self,
+        method: Method = "orthogonal",
+        unified_dim: int = 128,
+        *,
+        holdout_fraction: float = 0.2,
+        validation_fraction: float = 0.2,
+        relative_alphas: Sequence[float] = RELATIVE_ALPHAS,
+        resamples: int = BOOTSTRAP_RESAMPLES,
+        random_state: int = 0,
+    ) -> None:
+        self.method = method
+        self.unified_dim = unified_dim
+        self.holdout_fraction = holdout_fraction
+        self.validation_fraction = validation_fraction
+        self.relative_alphas = relative_alphas
+        self.resamples = resamples
+        self.random_state = random_state
+
+    # ---------------------------------------------------------------- fitting
+
+    def fit(
+        self, source: npt.ArrayLike, target: npt.ArrayLike, *, groups: npt.ArrayLike | None = None
+    ) -> Self:
+        """Fit on row-paired source [n, d_s] and target [n, d_t]; returns self.
+
+        groups [n] (optional, e.g. passage ids) keeps related rows on one side of each split, so
+        held-out quality is not inflated by near-duplicate neighbours.
+        """
+        x, y = _paired_rows(source, target)
+        self._check_hyperparameters()
+        split = split_rows(
+            x.shape[0],
+            holdout_fraction=self.holdout_fraction,
+            validation_fraction=self.validation_fraction,
+            random_state=self.random_state,
+            groups=groups,
+        )
+        charts = _fit_charts(x[split.fit], y[split.fit], self.unified_dim)
+        if self.method == "orthogonal":
+            encoder, core, scaling, alpha = _fit_orthogonal(x, y, split, charts)
+        else:
+            encoder, core, scaling, alpha = _fit_ridge(
+                x, y, split, charts, method=self.method, relative_alphas=self.relative_alphas
+            )
+        self._set_parts(
+            source_mean=charts.source_mean,
+            encoder=encoder,
+            core=core,
+            scaling=scaling,
+            decoder=charts.target_decoder,
+            target_mean=charts.target_mean,
+        )
+        self.alpha_: float | None = alpha
+        self.split_: RowSplit | None = split
+        self.quality_: AlignmentQuality | None = measure_quality(
+            self.transform(x[split.holdout]),
+            y[split.holdout],
+            resamples=self.resamples,
+            random_state=self.random_state,
+        )
+        return self
+
+    def _check_hyperparameters(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidRequest(
+                f"unknown W-matrix method {self.method!r}; use one of {', '.join(METHODS)}",
+                details={"method": self.method, "methods": list(METHODS)},
+            )
+        if not isinstance(self.unified_dim, int) or self.unified_dim < 1:
+            raise InvalidRequest(
+                f"unified_dim must be a positive integer, got {self.unified_dim!r}",
+                details={"unified_dim": repr(self.unified_dim)},
+            )
+
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        method: Method,
+        source_mean: npt.ArrayLike,
+        encoder: npt.ArrayLike,
+        core: npt.ArrayLike,
+        scaling: npt.ArrayLike,
+        decoder: npt.ArrayLike,
+        target_mean: npt.ArrayLike,
+        quality: AlignmentQuality | None = None,
+        alpha: float | None = None,
+    ) -> WMatrix:
+        """A W-matrix from explicit parts (a hub composition, an identity, a loaded file)."""
+        parts = {
+            name: np.asarray(value, dtype=np.float64)
+            for name, value in zip(
+                ARRAY_NAMES,
+                (source_mean, encoder, core, scaling, decoder, target_mean),
+                strict=True,
+            )
+        }
+        unified_dim = parts["core"].shape[0]
+        wmatrix = cls(method=method, unified_dim=unified_dim)
+        wmatrix._set_parts(**parts)
+        wmatrix.alpha_ = alpha
+        wmatrix.split_ = None
+        wmatrix.quality_ = quality
+        return wmatrix
+
+    @classmethod
+    def identity(cls, dim: int, unified_dim: int | None = None) -> WMatrix:
+        """The exact identity map on R^dim (a same-model exchange): E = D = I, C = I, s = 1."""
+        width = dim if unified_dim is None else unified_dim
+        if width < dim:
+            raise InvalidRequest(
+                f"an identity map of dimension {dim} needs unified_dim >= {dim}",
+                details={"dim": dim, "unified_dim": width},
+            )
+        embed = pad_columns(np.eye(dim), width)
+        return cls.from_parts(
+            method="orthogonal",
+            source_mean=np.zeros(dim),
+            encoder=embed,
+            core=np.eye(width),
+            scaling=np.ones(width),
+            decoder=embed.T,
+            target_mean=np.zeros(dim),
+        )
+
+    def _set_parts(
+        self,
+        *,
+        source_mean: F64,
+        encoder: F64,
+        core: F64,
+        scaling: F64,
+        decoder: F64,
+        target_mean: F64,
+    ) -> None:
+        d_s, d_u = encoder.shape
+        d_t = decoder.shape[1]
+        expected = {
+            "source_mean": (d_s,),
+            "core": (d_u, d_u),
+            "scaling": (d_u,),
+            "decoder": (d_u, d_t),
+            "target_mean": (d_t,),
+        }
+        actual = {
+            "source_mean": source_mean.shape,
+            "core": core.shape,
+            "scaling": scaling.shape,
+            "decoder": decoder.shape,
+            "target_mean": target_mean.shape,
+        }
+        if expected != actual:
+            raise DimensionMismatch(
+                "W-matrix parts do not compose",
+                details={"expected": {k: list(v) for k, v in expected.items()},
+                         "actual": {k: list(v) for k, v in actual.items()}},
+            )
+        self.source_mean_ = source_mean
+        self.encoder_ = encoder
+        self.core_ = core
+        self.scaling_ = scaling
+        self.decoder_ = decoder
+        self.target_mean_ = target_mean
+        self.n_features_in_ = int(d_s)
+        self.n_features_out_ = int(d_t)
+        matrix = ((encoder @ core) * scaling) @ decoder
+        self._matrix: F64 = np.asarray(matrix)
+        self._bias: F64 = np.asarray(target_mean - source_mean @ matrix)
+
+    # ---------------------------------------------------------------- using
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "encoder_"):
+            raise NotFittedError("this W-matrix is not fitted yet; call fit() first")
+
+    def transform(self, x: npt.ArrayLike) -> F64:
+        """Map x: [..., d_s] -> [..., d_t] (float64). Raises DimensionMismatch on the last axis."""
+        self._check_fitted()
+        rows = np.asarray(x, dtype=np.float64)
+        if rows.ndim < 1 or rows.shape[-1] != self.n_features_in_:
+            raise DimensionMismatch(
+                f"input's last axis is {rows.shape[-1:] or '()'}, this W-matrix reads "
+                f"{self.n_features_in_}",
+                details={"shape": list(rows.shape), "source_dim": self.n_features_in_},
+            )
+        return np.asarray(rows @ self._matrix + self._bias)
+
+    def affine(self) -> tuple[F64, F64]:
+        """The whole map folded into one affine map: (A [d_s, d_t], b [d_t]), y = x A + b."""
+        self._check_fitted()
+        return self._matrix.copy(), self._bias.copy()
+
+    @property
+    def quality(self) -> AlignmentQuality:
+        """Held-out quality of section 4.3.4 (raises if this map was never measured)."""
+        self._check_fitted()
+        if self.quality_ is None:
+            raise NotFittedError("this W-matrix carries no measured quality")
+        return self.quality_
+
+    @property
+    def computational_cost(self) -> int:
+        """Multiply-adds per vector in factored form, d_s·d_u + d_u·d_t (128/128/128: 32768)."""
+        self._check_fitted()
+        d_u = self.core_.shape[0]
+        return int(self.n_features_in_ * d_u + d_u * self.n_features_out_)
+
+    def arrays(self) -> dict[str, F64]:
+        """The defining arrays by name (what save() writes and the content hash reads)."""
+        self._check_fitted()
+        return {name: getattr(self, f"{name}_") for name in ARRAY_NAMES}
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over the method and every defining array (name, dtype, shape, bytes)."""
+        return _content_hash(self.method, self.arrays())
+
+    def transformation_rules(self) -> dict[str, list[Any]]:
+        """Section 4.3.3 transformationRules: the core (orthogonal part) and the scaling factors."""
+        self._check_fitted()
+        rules: dict[str, list[Any]] = {"scaling_factors": self.scaling_.tolist()}
+        if self.method != "learned":
+            rules["orthogonal_matrix"] = self.core_.tolist()
+        return rules
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path) -> str:
+        """Write a safetensors file whose header metadata holds the JSON description.
+
+        Returns the content hash. The write goes to a temporary name first, then is renamed, so a
+        crash never leaves a half-written map under `path`.
+        """
+        from safetensors.numpy import save_file
+
+        target = Path(path)
+        meta = self.metadata()
+        tmp = target.with_name(f".{target.name}.tmp")
+        save_file(
+            {name: np.ascontiguousarray(a) for name, a in self.arrays().items()},
+            str(tmp),
+            metadata={_META_KEY: json.dumps(meta, sort_keys=True)},
+        )
+        tmp.replace(target)
+        return str(meta["content_hash"])
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-safe description: format, method, dimensions, α, quality, content hash."""
+        self._check_fitted()
+        return {
+            "format": FORMAT,
+            "method": self.method,
+            "unified_dim": int(self.core_.shape[0]),
+            "source_dim": self.n_features_in_,
+            "target_dim": self.n_features_out_,
+            "alpha": _json_float(self.alpha_),
+            "quality": None if self.quality_ is None else self.quality_.to_dict(),
+            "computational_cost": self.computational_cost,
+            "content_hash": self.content_hash,
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> WMatrix:
+        """Read a file written by save(); the content hash is checked against the arrays."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as handle:
+            raw = (handle.metadata() or {}).get(_META_KEY)
+            arrays = {name: handle.get_tensor(name) for name in ARRAY_NAMES}
+        if raw is None:
+            raise InvalidRequest(f"{path} is not a latentmas W-matrix file", details={})
+        meta = json.loads(raw)
+        quality = None if meta["quality"] is None else AlignmentQuality(**meta["quality"])
+        alpha = meta["alpha"]
+        wmatrix = cls.from_parts(
+            method=meta["method"],
+            quality=quality,
+            alpha=math.inf if alpha == "inf" else alpha,
+            **arrays,
+        )
+        if wmatrix.content_hash != meta["content_hash"]:
+            raise InternalError(
+                f"W-matrix file {path} is corrupt: its arrays do not match its content hash",
+                details={"stored": meta["content_hash"], "computed": wmatrix.content_hash},
+            )
+        return wmatrix
+
+    def __repr__(self) -> str:
+        state = "unfitted" if not hasattr(self, "encoder_") else (
+            f"{self.n_features_in_}->{self.core_.shape[0]}->{self.n_features_out_}"
+        )
+        return f"WMatrix(method={self.method!r}, {state})"
+
+
+def fit_w_matrix(
+    source: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    method: Method = "orthogonal",
+    unified_dim: int = 128,
+    groups: npt.ArrayLike | None = None,
+    holdout_fraction: float = 0.2,
+    validation_fraction: float = 0.2,
+    random_state: int = 0,
+) -> WMatrix:
+    """Fit a W-matrix on row-paired source [n, d_s] and target [n, d_t] (see WMatrix)."""
+    return WMatrix(
+        method,
+        unified_dim,
+        holdout_fraction=holdout_fraction,
+        validation_fraction=validation_fraction,
+        random_state=random_state,
+    ).fit(source, target, groups=groups)
+
+
+# -------------------------------------------------------------------- private solvers
+
+
+def _paired_rows(source: npt.ArrayLike, target: npt.ArrayLike) -> tuple[F64, F64]:
+    x = np.asarray(source, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise DimensionMismatch(
+            f"source {x.shape} and target {y.shape} must be row-paired [n, d_s] and [n, d_t]",
+            details={"source": list(x.shape), "target": list(y.shape)},
+        )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise InvalidRequest("fitting data contains NaN or infinity", details={})
+    return x, y
+
+
+def _fit_charts(x: F64, y: F64, unified_dim: int) -> _Charts:
+    """Both sides' principal charts (see _Charts) from the fit rows x [m, d_s], y [m, d_t]."""
+    source_mean, target_mean = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - source_mean, y - target_mean
+    rank_max = x.shape[0] - 1
+    source_basis = orthonormal_basis(xc, min(unified_dim, x.shape[1], rank_max))
+    target_basis = orthonormal_basis(yc, min(unified_dim, y.shape[1], rank_max))
+    source_scale = _rms_norm(xc @ source_basis)
+    target_scale = _rms_norm(yc @ target_basis)
+    target_embed = pad_columns(target_basis, unified_dim)
+    return _Charts(
+        source_mean=source_mean,
+        target_mean=target_mean,
+        source_encoder=pad_columns(source_basis, unified_dim) / source_scale,
+        target_encoder=target_embed / target_scale,
+        target_decoder=target_embed.T * target_scale,
+    )
+
+
+def _rms_norm(rows: F64) -> float:
+    value = float(np.sqrt(np.mean(np.sum(rows * rows, axis=1))))
+    return value if value > 0.0 else 1.0
+
+
+def _fit_orthogonal(
+    x: F64, y: F64, split: RowSplit, charts: _Charts
+) -> tuple[F64, F64, F64, float | None]:
+    """E = source chart, C = Procrustes rotation between the two charts on the fit rows."""
+    fit = split.fit
+    u_source = (x[fit] - charts.source_mean) @ charts.source_encoder
+    u_target = (y[fit] - charts.target_mean) @ charts.target_encoder
+    rotation = procrustes(u_source, u_target)
+    return charts.source_encoder, rotation, np.ones(rotation.shape[0]), None
+
+
+def _fit_ridge(
+    x: F64,
+    y: F64,
+    split: RowSplit,
+    charts: _Charts,
+    *,
+    method: Method,
+    relative_alphas: Sequence[float],
+) -> tuple[F64, F64, F64, float]:
+    """Learned or hybrid: choose α on validation, scaling on validation, refit on fit rows."""
+    xc = x - charts.source_mean
+    uc = (y - charts.target_mean) @ charts.target_encoder
+    scale = mean_eigenvalue(xc[split.train])
+    alphas = [a * scale for a in relative_alphas]
+    train, validation = split.train, split.validation
+
+    base_train = _base_encoder(xc[train], uc[train], charts, method)
+    candidates = [
+        base_train + delta
+        for delta in ridge_path(xc[train], uc[train] - xc[train] @ base_train, alphas)
+    ]
+    if method == "hybrid":
+        alphas.append(math.inf)
+        candidates.append(base_train)
+    errors = [float(np.mean((xc[validation] @ e - uc[validation]) ** 2)) for e in candidates]
+    best = int(np.argmin(errors))
+    alpha = alphas[best]
+    scaling = scaling_factors(xc[validation] @ candidates[best], uc[validation])
+
+    fit = split.fit
+    base = _base_encoder(xc[fit], uc[fit], charts, method)
+    if math.isinf(alpha):
+        encoder = base
+    else:
+        (delta,) = ridge_path(xc[fit], uc[fit] - xc[fit] @ base, [alpha])
+        encoder = base + delta
+    if method == "learned":
+        return encoder, np.eye(encoder.shape[1]), scaling, alpha
+    rotation = procrustes(xc[fit] @ charts.source_encoder, uc[fit])
+    return encoder @ rotation.T, rotation, scaling, alpha
+
+
+def _base_encoder(xc: F64, uc: F64, charts: _Charts, method: Method) -> F64:
+    """The prior the ridge shrinks toward: zero (learned) or the orthogonal map E₀R (hybrid)."""
+    if method == "learned":
+        return np.zeros((xc.shape[1], uc.shape[1]))
+    rotation = procrustes(xc @ charts.source_encoder, uc)
+    return np.asarray(charts.source_encoder @ rotation)
+
+
+def _content_hash(method: str, arrays: dict[str, F64]) -> str:
+    digest = hashlib.sha256(f"{FORMAT}\0{method}\0".encode())
+    for name in ARRAY_NAMES:
+        array = np.ascontiguousarray(arrays[name], dtype="<f8")
+        digest.update(f"{name}\0{array.dtype.str}\0{list(array.shape)}\0".encode())
+        digest.update(array.tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _json_float(value: float | None) -> float | str | None:
+    if value is None:
+        return None
+    return "inf" if math.isinf(value) else float(value)
+
