@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from latentmas_mesh.errors import InternalError, InvalidRequest, PayloadTooLarge, ProtocolError
 from latentmas_mesh.protocol import MESSAGE_TYPES, WireModel, type_name_of, validate_message
+from latentmas_mesh.protocol.base import TYPE_NAME_CHARS_MAX
 from latentmas_mesh.protocol.dtypes import DTYPES, dtype_name
 from latentmas_mesh.protocol.finite import all_finite
 from latentmas_mesh.settings import MeshSettings
@@ -199,8 +200,9 @@ def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) ->
     type_name, request_id, body, specs = _read_header(header, limits)
     cls = MESSAGE_TYPES.get(type_name)
     if cls is None:
-        msg = f"unknown message type {type_name!r}"
-        raise InvalidRequest(msg, details={"type": type_name})
+        shown = type_name[:TYPE_NAME_CHARS_MAX]
+        msg = f"unknown message type {shown!r}"
+        raise InvalidRequest(msg, details={"type": shown})
     if len(buffers) != 1 + len(specs):
         msg = f"header declares {len(specs)} arrays but {len(buffers) - 1} array frames arrived"
         raise InvalidRequest(msg, details={"declared": len(specs), "frames": len(buffers) - 1})
