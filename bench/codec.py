@@ -1,0 +1,148 @@
+"""Codec benchmark: encode+decode of a float16 KV cache against one memcpy of the same bytes."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from latentmas_mesh import codec
+from latentmas_mesh.protocol import KVCache, KVCacheMetadata, finite
+
+LAYERS, KV_HEADS, HEAD_DIM = 32, 8, 128  # llama-3-8b's KV geometry
+BYTES_PER_TOKEN = 2 * LAYERS * KV_HEADS * HEAD_DIM * 2  # keys + values, float16
+
+
+def build_cache(size_mib: int, rng: np.random.Generator) -> KVCache:
+    """keys + values of `size_mib` MiB in float16, shape [32, 8, seq, 128] each."""
+    seq = max(1, size_mib * (1 << 20) // BYTES_PER_TOKEN)
+    shape = (LAYERS, KV_HEADS, seq, HEAD_DIM)
+    keys = rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
+    values = rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
+    return KVCache(
+        source_model="llama-3-8b",
+        keys=keys,
+        values=values,
+        metadata=KVCacheMetadata(
+            sequence_length=seq,
+            context_description="codec benchmark",
+            token_count=seq,
+            generated_at=dt.datetime.now(dt.UTC),
+        ),
+    )
+
+
+def median_seconds(action: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `action` over `repeats` runs, after one untimed warm-up run."""
+    action()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cold_compile_seconds() -> float:
+    """Compile time of the NaN/Inf kernel with an empty numba cache, in a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        code = "from latentmas_mesh.protocol import finite; print(finite.warm_up())"
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=256, help="keys + values, MiB")
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+
+    warm_start = time.perf_counter()
+    finite.warm_up()
+    warm_seconds = time.perf_counter() - warm_start
+    cold_seconds = cold_compile_seconds()
+
+    kv = build_cache(args.size_mib, np.random.default_rng(0))
+    total_bytes = kv.keys.nbytes + kv.values.nbytes
+    keys_copy, values_copy = np.empty_like(kv.keys), np.empty_like(kv.values)
+
+    def memcpy() -> None:
+        np.copyto(keys_copy, kv.keys)
+        np.copyto(values_copy, kv.values)
+
+    def alloc_and_copy() -> None:
+        kv.keys.copy()
+        kv.values.copy()
+
+    def round_trip(check_finite: bool) -> Callable[[], object]:
+        def run() -> object:
+            decoded = codec.decode(codec.encode(kv, request_id="bench"), check_finite=check_finite)
+            assert decoded.message.keys.shape == kv.keys.shape  # type: ignore[attr-defined]
+            return decoded
+
+        return run
+
+    def scan_only() -> None:
+        finite.all_finite(kv.keys)
+        finite.all_finite(kv.values)
+
+    copyto_s = median_seconds(memcpy, args.repeats)
+    alloc_copy_s = median_seconds(alloc_and_copy, args.repeats)
+    memcpy_s = min(copyto_s, alloc_copy_s)  # the stricter reference: the faster copy
+    unvalidated_s = median_seconds(round_trip(False), args.repeats)
+    validated_s = median_seconds(round_trip(True), args.repeats)
+    scan_s = median_seconds(scan_only, args.repeats)
+    encode_s = median_seconds(lambda: codec.encode(kv, request_id="bench"), args.repeats)
+
+    gib = total_bytes / (1 << 30)
+    rows = [
+        ("np.copyto into preallocated arrays", copyto_s),
+        ("np.copy (allocates the destination)", alloc_copy_s),
+        ("encode only", encode_s),
+        ("encode + decode, no NaN/Inf scan", unvalidated_s),
+        ("encode + decode, with NaN/Inf scan", validated_s),
+        ("NaN/Inf scan only", scan_s),
+    ]
+    shape = "x".join(map(str, kv.keys.shape))
+    print(f"KV cache: keys and values float16 [{shape}] each, {total_bytes / (1 << 20):.0f} MiB")
+    print(f"cores: {os.cpu_count()}, repeats: {args.repeats} (median)")
+    print("reference (x memcpy = 1): the faster of the two numpy copies below")
+    print(f"{'operation':<46}{'ms':>10}{'GiB/s':>10}{'x memcpy':>10}")
+    for name, seconds in rows:
+        print(f"{name:<46}{seconds * 1e3:>10.3f}{gib / seconds:>10.1f}{seconds / memcpy_s:>10.4f}")
+    print(f"numba kernel: {cold_seconds:.2f} s cold compile, {warm_seconds:.2f} s load from cache")
+    figures = {
+        "bytes": total_bytes,
+        "shape": list(kv.keys.shape),
+        "repeats": args.repeats,
+        "cpu_count": os.cpu_count(),
+        "memcpy_ms": memcpy_s * 1e3,
+        "numpy_copyto_ms": copyto_s * 1e3,
+        "numpy_copy_with_alloc_ms": alloc_copy_s * 1e3,
+        "encode_ms": encode_s * 1e3,
+        "encode_decode_unvalidated_ms": unvalidated_s * 1e3,
+        "encode_decode_validated_ms": validated_s * 1e3,
+        "scan_ms": scan_s * 1e3,
+        "ratio_to_memcpy_unvalidated": unvalidated_s / memcpy_s,
+        "ratio_to_memcpy_validated": validated_s / memcpy_s,
+        "ratio_scan_to_memcpy": scan_s / memcpy_s,
+        "numba_compile_cold_s": cold_seconds,
+        "numba_load_warm_s": warm_seconds,
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
