@@ -1,0 +1,204 @@
+"""The broker's one socket loop: poll, receive, parse, apply, send; timers at its own pace."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import threading
+import time
+from collections.abc import Sequence
+from wsgiref.simple_server import WSGIServer
+
+import zmq
+from prometheus_client import start_http_server
+from zmq.auth.thread import ThreadAuthenticator
+
+from broker import replies, security
+from broker.metrics import BrokerMetrics
+from broker.settings import BrokerSettings
+from broker.state import BrokerState, ErrorReply, Send
+from latentmas_mesh.log import get_logger
+from latentmas_mesh.protocol import mdp
+
+RECEIVE_BATCH_MAX = 256
+"""Messages handled per wake-up before timers are looked at again (timers never starve)."""
+POLL_MS_MAX = 100
+"""The loop wakes at least this often, so a stop request is seen promptly."""
+GAUGE_EVERY_US = 500_000
+LINGER_MS = 1_000
+"""On close, how long queued DISCONNECTs and replies may still be delivered."""
+
+
+def now_us() -> int:
+    """The broker's clock: monotonic integer microseconds (passed into the routing state)."""
+    return time.monotonic_ns() // 1000
+
+
+class Broker:
+    """An MDP/0.2 broker on one ROUTER socket, which may bind several endpoints.
+
+    `bind()` then `run()` (blocks until `stop()` and the drain finish), or `serve_forever()` for
+    both. `stop()` is safe from any thread or a signal handler: it begins the graceful shutdown
+    (stop accepting, let in-flight requests finish within `drain_ms_max`, DISCONNECT workers).
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings | None = None,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        error_reply: ErrorReply = replies.error_reply,
+    ) -> None:
+        self.settings = settings or BrokerSettings()
+        self._context = context or zmq.Context.instance()
+        self._log = get_logger("broker")
+        self.metrics = BrokerMetrics(
+            request_id_of=replies.request_id_of,
+            log_requests=self.settings.log_level == "debug",
+        )
+        limits = self.settings.limits()
+        self._worker_keys: frozenset[str] = frozenset()
+        self._curve = self.settings.curve_secret_key_file is not None
+        if self._curve:
+            self._worker_keys = security.load_public_keys(self.settings.curve_worker_keys_dir)
+            limits = dataclasses.replace(limits, worker_identities=self._worker_keys)
+        self.state = BrokerState(limits, error_reply=error_reply, observer=self.metrics)
+        self._socket: zmq.Socket[bytes] | None = None
+        self._authenticator: ThreadAuthenticator | None = None
+        self._http: WSGIServer | None = None
+        self._stop = threading.Event()
+        self.endpoints: list[str] = []
+        self.metrics_port: int | None = None
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def bind(self) -> list[str]:
+        """Create the socket, bind every endpoint, start metrics; returns the bound endpoints.
+
+        Wildcard ports (`tcp://127.0.0.1:*`) are resolved, so callers learn the real address.
+        """
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable peer raises, not vanishes
+        socket.setsockopt(zmq.MAXMSGSIZE, self.settings.frame_bytes_max)
+        socket.setsockopt(zmq.SNDHWM, self.settings.socket_hwm_max)
+        socket.setsockopt(zmq.RCVHWM, self.settings.socket_hwm_max)
+        socket.setsockopt(zmq.LINGER, LINGER_MS)
+        if self.settings.curve_secret_key_file is not None:
+            allowed = self._worker_keys | security.load_public_keys(
+                self.settings.curve_client_keys_dir
+            )
+            self._authenticator = security.serve_curve(
+                socket, self._context, self.settings.curve_secret_key_file, allowed
+            )
+        self._socket = socket
+        for endpoint in self.settings.bind:
+            socket.bind(endpoint)
+            last = socket.getsockopt(zmq.LAST_ENDPOINT)
+            self.endpoints.append(last.decode() if isinstance(last, bytes) else str(last))
+        if self.settings.metrics_port is not None:
+            self._http, _ = start_http_server(
+                self.settings.metrics_port,
+                addr=self.settings.metrics_host,
+                registry=self.metrics.registry,
+            )
+            self.metrics_port = int(self._http.server_port)
+        self._log.info(
+            "listening", endpoints=self.endpoints, metrics_port=self.metrics_port, curve=self._curve
+        )
+        return self.endpoints
+
+    def serve_forever(self) -> None:
+        """Bind and run until stopped."""
+        self.bind()
+        self.run()
+
+    def stop(self) -> None:
+        """Begin the graceful shutdown (thread- and signal-safe: it only sets an event)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Release the socket, the authenticator and the metrics server (idempotent)."""
+        if self._socket is not None:
+            self._socket.close(linger=LINGER_MS)
+            self._socket = None
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    # ----------------------------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        """The loop: until stopped and drained. A bad frame is counted and dropped, never fatal."""
+        socket = self._socket
+        if socket is None:
+            raise RuntimeError("call bind() before run()")
+        tick_us = max(1_000, self.state.limits.heartbeat_us // 4)
+        next_tick_us = next_gauge_us = 0
+        drain_deadline_us: int | None = None
+        self.ready.set()
+        try:
+            while True:
+                now = now_us()
+                if self._stop.is_set() and drain_deadline_us is None:
+                    self._send(self.state.drain(now), now)
+                    drain_deadline_us = now + self.settings.drain_ms_max * 1000
+                    self._log.info("draining", in_flight=self.state.in_flight)
+                if drain_deadline_us is not None and (
+                    self.state.in_flight == 0 or now >= drain_deadline_us
+                ):
+                    self._send(self.state.shutdown(now), now)
+                    break
+                if now >= next_tick_us:
+                    self._send(self.state.tick(now), now)
+                    next_tick_us = now + tick_us
+                if now >= next_gauge_us:
+                    self.metrics.update_gauges(self.state.stats())
+                    next_gauge_us = now + GAUGE_EVERY_US
+                timeout_ms = min(POLL_MS_MAX, max(0, (next_tick_us - now) // 1000 + 1))
+                if socket.poll(timeout_ms, zmq.POLLIN):
+                    self._receive_batch(socket)
+        finally:
+            self._log.info("stopped")
+            self.close()
+
+    def _receive_batch(self, socket: zmq.Socket[bytes]) -> None:
+        for _ in range(RECEIVE_BATCH_MAX):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._handle(frames, now_us())
+
+    def _handle(self, frames: list[zmq.Frame], now: int) -> None:
+        """One message from a peer: parse the envelope, apply it, send what follows."""
+        peer = frames[0].bytes
+        try:
+            event = mdp.parse(frames[1:])
+        except mdp.MalformedFrame as error:
+            self.metrics.rejected_frame(error.reason, peer, error.message)
+            return
+        identity = security.user_id(frames[0]) if self._curve else None
+        self._send(self.state.apply(peer, event, now, identity), now)
+
+    def _send(self, sends: Sequence[Send], now: int) -> None:
+        """Send each message; a full or vanished peer loses it; a vanished worker is dropped."""
+        socket = self._socket
+        assert socket is not None  # the loop owns the socket while it runs
+        for peer, frames in sends:
+            try:
+                socket.send_multipart([peer, *frames], zmq.NOBLOCK, copy=False)  # type: ignore[list-item]
+            except zmq.Again:
+                self.metrics.rejected_frame("peer_queue_full", peer)
+            except zmq.ZMQError as error:
+                if error.errno != errno.EHOSTUNREACH:
+                    raise
+                self.metrics.rejected_frame("peer_unreachable", peer)
+                self._send(self.state.forget_worker(peer, now), now)
+
+
+__all__ = ["Broker", "now_us"]

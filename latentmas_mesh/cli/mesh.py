@@ -1,0 +1,170 @@
+"""`latentmas broker`, `worker`, `up` and `keys`: run the mesh's processes from the command line.
+
+The CLI is the one part of `latentmas_mesh` that starts the broker and workers; it imports them
+inside each command, so the library itself never depends on them.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from latentmas_mesh.cli.app import app
+from latentmas_mesh.log import configure_logging
+
+
+def _on_stop_signals(stop: Callable[[], object]) -> None:
+    """Call `stop()` on SIGTERM and SIGINT (Ctrl-C); a second signal is handled the same way."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _given(**options: object) -> dict[str, Any]:
+    """Only the flags the user set, so unset ones fall back to LATENTMAS_* and the defaults."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+@app.command()
+def broker(
+    *,
+    bind: Annotated[
+        list[str] | None, typer.Option("--bind", help="Endpoint to bind; repeat for more.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus port (0 picks a free one).")
+    ] = None,
+    heartbeat_ms: Annotated[int | None, typer.Option(help="Heartbeat interval.")] = None,
+    curve_secret_key: Annotated[
+        Path | None, typer.Option(help="The broker's .key_secret file: turns CURVE on.")
+    ] = None,
+    curve_client_keys: Annotated[
+        Path | None, typer.Option(help="Directory of allowed clients' .key files.")
+    ] = None,
+    curve_worker_keys: Annotated[
+        Path | None, typer.Option(help="Directory of allowed workers' .key files.")
+    ] = None,
+) -> None:
+    """Run an MDP/0.2 broker in the foreground until SIGTERM or Ctrl-C.
+
+    Prints one JSON line on stdout once bound: {"endpoints": [...], "metrics_port": N}.
+    """
+    from broker.server import Broker
+    from broker.settings import BrokerSettings
+
+    settings = BrokerSettings(
+        **_given(
+            bind=bind or None,
+            metrics_port=metrics_port,
+            heartbeat_ms=heartbeat_ms,
+            curve_secret_key_file=curve_secret_key,
+            curve_client_keys_dir=curve_client_keys,
+            curve_worker_keys_dir=curve_worker_keys,
+        )
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    server = Broker(settings)
+    _on_stop_signals(server.stop)
+    endpoints = server.bind()
+    typer.echo(json.dumps({"endpoints": endpoints, "metrics_port": server.metrics_port}))
+    server.run()
+
+
+@app.command()
+def worker(
+    kind: Annotated[str, typer.Argument(help="Worker kind, e.g. echo.")],
+    *,
+    connect: Annotated[str | None, typer.Option(help="The broker's endpoint.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes to run.")] = 1,
+    dialect: Annotated[
+        str | None, typer.Option(help="rfc18, or majortomo to serve a majortomo broker.")
+    ] = None,
+    curve_secret_key: Annotated[
+        Path | None, typer.Option(help="This worker's .key_secret.")
+    ] = None,
+    curve_server_key: Annotated[Path | None, typer.Option(help="The broker's .key file.")] = None,
+) -> None:
+    """Run worker processes of one kind until SIGTERM or Ctrl-C (crashed ones are restarted)."""
+    from workers import WORKER_KINDS
+    from workers.settings import WorkerSettings
+    from workers.supervisor import Supervisor, run_worker
+
+    if kind not in WORKER_KINDS:
+        raise typer.BadParameter(
+            f"known kinds: {', '.join(sorted(WORKER_KINDS))}", param_hint="KIND"
+        )
+    settings = WorkerSettings(
+        **_given(
+            connect=connect,
+            dialect=dialect,
+            curve_secret_key_file=curve_secret_key,
+            curve_server_key_file=curve_server_key,
+        )
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    if concurrency == 1:
+        run_worker(kind, settings)
+        return
+    supervisor = Supervisor(kind, settings, concurrency)
+    _on_stop_signals(supervisor.stop)
+    supervisor.run()
+
+
+def _parse_workers(specs: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for spec in specs:
+        kind, _, count = spec.partition("=")
+        if not kind or (count and not count.isdigit()):
+            raise typer.BadParameter(f"{spec!r}: use KIND or KIND=COUNT", param_hint="--workers")
+        counts[kind] = counts.get(kind, 0) + int(count or 1)
+    return counts
+
+
+@app.command()
+def up(
+    workers: Annotated[
+        list[str] | None,
+        typer.Option("--workers", "-w", help="KIND=COUNT; repeat per kind (default echo=1)."),
+    ] = None,
+    heartbeat_ms: Annotated[int, typer.Option(help="Heartbeat interval for every process.")] = 1000,
+) -> None:
+    """Start a broker and workers on loopback; print where they listen; Ctrl-C stops all."""
+    from latentmas_mesh.harness import LocalMesh
+
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
+    mesh = LocalMesh(_parse_workers(workers or ["echo=1"]), heartbeat_ms=heartbeat_ms)
+    with mesh:
+        typer.echo(mesh.describe())
+        typer.echo("Ctrl-C stops everything.")
+        while not stop.wait(0.5):
+            for process in [mesh.broker, *mesh.worker_processes]:
+                if process is not None and not process.alive():
+                    typer.echo(f"{process.role} (pid {process.pid}) exited; stopping", err=True)
+                    stop.set()
+    typer.echo("stopped")
+
+
+@app.command()
+def keys(
+    name: Annotated[str, typer.Argument(help="Key pair name, e.g. broker, client-alice.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the files.")] = Path(
+        "keys"
+    ),
+) -> None:
+    """Generate a CURVE key pair: NAME.key (public, share it) and NAME.key_secret (keep it)."""
+    from latentmas_mesh.transport import create_key_pair, public_key_of
+
+    public_file, secret_file = create_key_pair(directory, name)
+    typer.echo(f"public  {public_file}  ({public_key_of(public_file)})")
+    typer.echo(f"secret  {secret_file}")

@@ -1,0 +1,80 @@
+"""What the sync and asyncio transports share: framing a call, reading its reply, MMI answers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import zmq
+from pydantic import BaseModel
+
+from latentmas_mesh import codec
+from latentmas_mesh.errors import Timeout
+from latentmas_mesh.protocol import ErrorBody, mdp
+from latentmas_mesh.transport._settings import TransportSettings
+
+Frame: TypeAlias = bytes | memoryview | zmq.Frame
+MMI_FOUND = b"200"
+
+
+def new_request_id() -> str:
+    """A fresh request id; a retry reuses the id of the call it repeats."""
+    return uuid.uuid4().hex
+
+
+def dialect_of(settings: TransportSettings) -> mdp.Dialect:
+    """The client framing the settings ask for."""
+    return mdp.Dialect(settings.dialect)
+
+
+def request_frames(
+    service: str, body: Sequence[Frame], settings: TransportSettings
+) -> list[bytes | Frame]:
+    """The REQUEST frames of one attempt (the same for every attempt of a call)."""
+    return mdp.client_request(service.encode("ascii"), body, dialect=dialect_of(settings))
+
+
+def read_reply(
+    frames: list[zmq.Frame], service: str, settings: TransportSettings
+) -> mdp.Reply[zmq.Frame] | None:
+    """A reply for `service`, or None for anything else (malformed, or another service's)."""
+    try:
+        reply = mdp.parse_reply(frames, dialect_of(settings))
+    except mdp.MalformedFrame:
+        return None
+    if reply.service is not None and reply.service != service.encode("ascii"):
+        return None
+    return reply
+
+
+def decode_reply(frames: Sequence[Frame], settings: TransportSettings) -> codec.Decoded:
+    """Decode a FINAL body; an ErrorBody is raised as its typed ProtocolError."""
+    limits = codec.CodecLimits.from_settings(settings)
+    decoded = codec.decode(frames, limits=limits, check_finite=settings.check_finite)
+    if isinstance(decoded.message, ErrorBody):
+        raise decoded.message.to_exception()
+    return decoded
+
+
+def encode_call(message: BaseModel, request_id: str | None) -> tuple[str, list[bytes | memoryview]]:
+    """The request id (given, or new) and the message's codec frames."""
+    request_id = request_id or new_request_id()
+    return request_id, codec.encode(message, request_id=request_id)
+
+
+def mmi_found(body: Sequence[Frame]) -> bool:
+    """Whether an `mmi.service` answer says the service has workers (RFC: "200")."""
+    if len(body) != 1:
+        return False
+    frame = body[0]
+    value = frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
+    return value == MMI_FOUND
+
+
+def timeout_error(service: str, request_id: str | None, attempts: int, waited_ms: int) -> Timeout:
+    """The typed error of a call that got no FINAL within its deadline."""
+    return Timeout(
+        f"no reply from {service} within {waited_ms} ms after {attempts} attempt(s)",
+        details={"service": service, "request_id": request_id, "attempts": attempts},
+    )

@@ -1,0 +1,151 @@
+"""The synchronous client transport: one request at a time on a DEALER socket, retried safely."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+import zmq
+from pydantic import BaseModel
+
+from latentmas_mesh import codec
+from latentmas_mesh.transport import _calls
+from latentmas_mesh.transport._curve import use_curve
+from latentmas_mesh.transport._settings import TransportSettings
+
+PartialCallback = Callable[[list[zmq.Frame]], None]
+
+
+class Transport:
+    """A blocking MDP/0.2 client of the broker, for the SDK and for scripts.
+
+    Each attempt waits `attempt_timeout_ms` for the FINAL; silence closes the socket and the same
+    frames (so the same request id) are sent on a new one, as RFC 18 recommends, until
+    `retries_max` resends or the call's deadline. A late reply to an abandoned socket is never
+    seen, so each call returns exactly one FINAL. Not thread-safe: one Transport per thread.
+    """
+
+    def __init__(
+        self,
+        settings: TransportSettings | None = None,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        self.settings = settings or TransportSettings()
+        self._context = context or zmq.Context.instance()
+        self._socket: zmq.Socket[bytes] | None = None
+        self.attempts_total = 0
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket; a later call opens a new one."""
+        self._drop_socket()
+
+    # ------------------------------------------------------------------------------- calls
+
+    def call(
+        self,
+        service: str,
+        message: BaseModel,
+        *,
+        request_id: str | None = None,
+        timeout_ms: int | None = None,
+    ) -> codec.Decoded:
+        """Send a message, return the decoded reply; an error reply raises its typed error."""
+        request_id, frames = _calls.encode_call(message, request_id)
+        body = self.request(service, frames, timeout_ms=timeout_ms, request_id=request_id)
+        return _calls.decode_reply(body, self.settings)
+
+    def service_available(self, service: str, *, timeout_ms: int | None = None) -> bool:
+        """MMI `mmi.service`: whether the broker has a worker for `service` now."""
+        return _calls.mmi_found(
+            self.request("mmi.service", [service.encode("ascii")], timeout_ms=timeout_ms)
+        )
+
+    def request(
+        self,
+        service: str,
+        body: Sequence[_calls.Frame],
+        *,
+        timeout_ms: int | None = None,
+        request_id: str | None = None,
+        on_partial: PartialCallback | None = None,
+    ) -> list[zmq.Frame]:
+        """Raw frames in, the FINAL's body frames out (zero-copy); raises Timeout.
+
+        `request_id` only labels the Timeout error: the id travels inside `body`.
+        """
+        frames = _calls.request_frames(service, body, self.settings)
+        total_ms = timeout_ms or self.settings.request_timeout_ms
+        started = time.monotonic()
+        deadline = started + total_ms / 1000
+        attempts = 0
+        while attempts <= self.settings.retries_max:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                break
+            attempts += 1
+            self.attempts_total += 1
+            wait_s = min(remaining_s, self.settings.attempt_timeout_ms / 1000)
+            reply = self._attempt(service, frames, wait_s, on_partial)
+            if reply is not None:
+                return reply
+            self._drop_socket()  # RFC 18: close the socket, open a new one, resend
+        waited_ms = round((time.monotonic() - started) * 1000)
+        raise _calls.timeout_error(service, request_id, attempts, waited_ms)
+
+    # ---------------------------------------------------------------------------- internals
+
+    def _attempt(
+        self,
+        service: str,
+        frames: Sequence[_calls.Frame],
+        wait_s: float,
+        on_partial: PartialCallback | None,
+    ) -> list[zmq.Frame] | None:
+        socket = self._socket or self._open_socket()
+        try:
+            socket.send_multipart(frames, copy=False)
+            deadline = time.monotonic() + wait_s
+            while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+                if not socket.poll(left_ms, zmq.POLLIN):
+                    return None
+                reply = _calls.read_reply(socket.recv_multipart(copy=False), service, self.settings)
+                if reply is None:
+                    continue
+                if reply.final:
+                    return list(reply.body)
+                if on_partial is not None:
+                    on_partial(list(reply.body))
+                deadline = time.monotonic() + wait_s  # a PARTIAL shows the request is alive
+            return None
+        except BaseException:
+            self._drop_socket()  # a reply may still be on its way: never reuse this socket
+            raise
+
+    def _open_socket(self) -> zmq.Socket[bytes]:
+        socket = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        use_curve(socket, self.settings.curve_secret_key_file, self.settings.curve_server_key_file)
+        socket.connect(self.settings.broker_url)
+        self._socket = socket
+        return socket
+
+    def _drop_socket(self) -> None:
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            socket.close(linger=0)
+
+
+__all__ = ["PartialCallback", "Transport"]

@@ -1,0 +1,364 @@
+"""The worker base: an MDP/0.2 worker loop around one handler; bad input never kills it."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeAlias
+
+import zmq
+from pydantic import BaseModel
+
+from latentmas_mesh import codec
+from latentmas_mesh.errors import InternalError, ProtocolError
+from latentmas_mesh.log import get_logger
+from latentmas_mesh.protocol import ErrorBody, mdp
+from latentmas_mesh.transport._curve import use_curve
+from workers.settings import WorkerSettings
+
+Frame: TypeAlias = bytes | memoryview | zmq.Frame
+UNKNOWN_REQUEST_ID = "unknown"
+_instance_ids = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What a handler knows about a request besides its body.
+
+    `identity` is the client's authenticated identity: the Z85 CURVE public key that the broker's
+    ZAP handler reported as User-Id, carried in the client address frame. It is None when the
+    broker runs without CURVE, or is not ours. Derive who pays from this, never from the body.
+    """
+
+    request_id: str | None
+    service: str
+    identity: str | None
+    client_address: bytes
+
+
+RawHandler: TypeAlias = Callable[[list[zmq.Frame], RequestContext], Sequence[Frame]]
+"""Body frames in (zero-copy `zmq.Frame`s), reply body frames out."""
+Handler: TypeAlias = Callable[[codec.Decoded, RequestContext], BaseModel]
+"""A decoded request in, a reply message out; raise a ProtocolError to answer with an error."""
+
+
+def error_frames(error: ProtocolError, request_id: str | None) -> list[bytes | memoryview]:
+    """The typed error reply (an encoded ErrorBody) for a failed request."""
+    body = ErrorBody.from_error(error)
+    return codec.encode(body, request_id=request_id or UNKNOWN_REQUEST_ID)
+
+
+@dataclass(slots=True)
+class _Job:
+    generation: int
+    client_address: bytes
+    body: list[zmq.Frame]
+    context: RequestContext
+
+
+class RawWorker:
+    """An MDP/0.2 worker for one service, handling one request at a time with `handler`.
+
+    The loop sends READY, answers heartbeats, reconnects on a new socket with exponential backoff
+    when the broker falls silent or says DISCONNECT, and turns every exception of the handler into
+    a typed error reply. With `handler_thread` (the default) the handler runs on its own thread so
+    heartbeats go on during long work; its reply comes back over an inproc pipe, zero-copy.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        handler: RawHandler,
+        settings: WorkerSettings | None = None,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings or WorkerSettings()
+        self._service_bytes = service.encode("ascii")
+        self._handler = handler
+        self._context = context or zmq.Context.instance()
+        self._delimited = self.settings.dialect == "majortomo"
+        self._log = get_logger("worker").bind(service=service)
+        self._stop = threading.Event()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._poller = zmq.Poller()
+        self._generation = 0
+        self._busy = False
+        self._expires_s = 0.0
+        self._heartbeat_due_s = 0.0
+        self._reconnect_at_s = 0.0
+        self._backoff_s = self.settings.reconnect_ms_min / 1000
+        self.handled = 0
+        self.connections = 0
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Finish the request in hand (within drain_ms_max), send DISCONNECT, return from run."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Serve until `stop()`; never raises for anything a peer sends."""
+        jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        pipe = self._context.socket(zmq.PAIR)
+        address = f"inproc://latentmas-worker-{id(self)}-{next(_instance_ids)}"
+        pipe.bind(address)
+        thread = None
+        if self.settings.handler_thread:
+            thread = threading.Thread(
+                target=self._handler_loop, args=(jobs, address), name="handler", daemon=True
+            )
+            thread.start()
+        try:
+            self._loop(jobs, pipe)
+        finally:
+            self._close(send_disconnect=True)
+            jobs.put(None)
+            if thread is not None:
+                thread.join(timeout=self.settings.drain_ms_max / 1000)
+            pipe.close(linger=0)
+            self._log.info("worker_stopped", handled=self.handled)
+
+    def _loop(self, jobs: queue.SimpleQueue[_Job | None], pipe: zmq.Socket[bytes]) -> None:
+        drain_deadline_s: float | None = None
+        self._poller.register(pipe, zmq.POLLIN)
+        while True:
+            now = time.monotonic()
+            if self._stop.is_set():
+                if drain_deadline_s is None:
+                    drain_deadline_s = now + self.settings.drain_ms_max / 1000
+                if not self._busy or now >= drain_deadline_s:
+                    return
+            connectable = self._socket is None and not self._busy and drain_deadline_s is None
+            if connectable and now >= self._reconnect_at_s:
+                self._connect(now)
+            ready = dict(self._poller.poll(self._poll_ms(now)))
+            if pipe in ready:
+                self._on_result(pipe)
+            if self._socket is not None and self._socket in ready:
+                self._on_broker(jobs)
+            self._timers(time.monotonic())
+
+    def _poll_ms(self, now: float) -> int:
+        deadlines = [now + 0.1]  # wake at least every 100 ms to see stop()
+        if self._socket is not None:
+            deadlines.append(self._heartbeat_due_s)
+            if not self._busy:
+                deadlines.append(self._expires_s)
+        else:
+            deadlines.append(self._reconnect_at_s)
+        return max(0, int((min(deadlines) - now) * 1000) + 1)
+
+    # ----------------------------------------------------------------------------- connection
+
+    def _connect(self, now: float) -> None:
+        socket = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 1_000)
+        use_curve(socket, self.settings.curve_secret_key_file, self.settings.curve_server_key_file)
+        socket.connect(self.settings.connect)
+        self._socket = socket
+        self._poller.register(socket, zmq.POLLIN)
+        self._generation += 1
+        self.connections += 1
+        self._send(mdp.worker_ready(self._service_bytes, delimited=self._delimited), now)
+        self._expires_s = now + self._expiry_s()
+        self._log.info("worker_ready", connect=self.settings.connect, generation=self._generation)
+        self.ready.set()
+
+    def _close(self, *, send_disconnect: bool) -> None:
+        socket, self._socket = self._socket, None
+        if socket is None:
+            return
+        self._poller.unregister(socket)
+        if send_disconnect:
+            with contextlib.suppress(zmq.ZMQError):  # a broker that is gone needs no goodbye
+                socket.send_multipart(mdp.disconnect(delimited=self._delimited), zmq.NOBLOCK)
+        socket.close(linger=100 if send_disconnect else 0)
+
+    def _reconnect_later(self, now: float, why: str) -> None:
+        """Drop the socket; connect a new one after a jittered, doubling delay (RFC 18)."""
+        self._close(send_disconnect=False)
+        delay = self._backoff_s * random.uniform(0.5, 1.0)
+        self._reconnect_at_s = now + delay
+        self._backoff_s = min(self._backoff_s * 2, self.settings.reconnect_ms_max / 1000)
+        self._log.info("worker_reconnecting", reason=why, delay_ms=round(delay * 1000))
+
+    def _expiry_s(self) -> float:
+        return self.settings.heartbeat_ms * self.settings.liveness / 1000
+
+    def _send(self, frames: Sequence[Frame], now: float) -> None:
+        if self._socket is None:
+            return
+        try:
+            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self._log.warning("worker_send_dropped", reason="broker queue full")
+        self._heartbeat_due_s = now + self.settings.heartbeat_ms / 1000
+
+    def _timers(self, now: float) -> None:
+        if self._socket is None:
+            return
+        if not self._busy and now >= self._expires_s:
+            # RFC 18: "If the worker detects that the broker has disconnected, it SHOULD restart
+            # a new conversation." While busy the check waits: some brokers (majortomo) do not
+            # heartbeat a busy worker.
+            self._reconnect_later(now, "broker silent")
+        elif now >= self._heartbeat_due_s:
+            self._send(mdp.heartbeat(delimited=self._delimited), now)
+
+    # -------------------------------------------------------------------------------- requests
+
+    def _on_broker(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        socket = self._socket
+        assert socket is not None  # polled only while connected
+        for _ in range(64):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            now = time.monotonic()
+            try:
+                event = mdp.parse_for_worker(frames)
+            except mdp.MalformedFrame as error:
+                self._log.warning("worker_dropped_frame", reason=error.reason)
+                continue
+            self._expires_s = now + self._expiry_s()
+            self._backoff_s = self.settings.reconnect_ms_min / 1000
+            if isinstance(event, mdp.BrokerDisconnect):
+                self._reconnect_later(now, "broker said DISCONNECT")
+                return
+            if isinstance(event, mdp.BrokerRequest):
+                self._on_request(event, jobs, now)
+
+    def _on_request(
+        self,
+        event: mdp.BrokerRequest[zmq.Frame],
+        jobs: queue.SimpleQueue[_Job | None],
+        now: float,
+    ) -> None:
+        if self._busy:
+            # RFC 18: workers handle at most one request at a time; a broker breaking that gets
+            # nothing from us, and its client's retry (same id) will find a free worker.
+            self._log.warning("worker_dropped_request", reason="already busy")
+            return
+        address = mdp.unpack_client_address(event.client_address)
+        context = RequestContext(None, self.service, address.identity, event.client_address)
+        job = _Job(self._generation, event.client_address, list(event.body), context)
+        if self.settings.handler_thread:
+            self._busy = True
+            jobs.put(job)
+        else:
+            self._reply(job.client_address, self.call(job.body, job.context), now)
+
+    def _handler_loop(self, jobs: queue.SimpleQueue[_Job | None], address: str) -> None:
+        pipe = self._context.socket(zmq.PAIR)
+        pipe.connect(address)
+        try:
+            while (job := jobs.get()) is not None:
+                reply = self.call(job.body, job.context)
+                header = [job.generation.to_bytes(8, "little"), job.client_address]
+                pipe.send_multipart([*header, *reply], copy=False)
+        finally:
+            pipe.close(linger=0)
+
+    def _on_result(self, pipe: zmq.Socket[bytes]) -> None:
+        frames = pipe.recv_multipart(copy=False)
+        self._busy = False
+        now = time.monotonic()
+        self._expires_s = max(self._expires_s, now + self._expiry_s())
+        if int.from_bytes(frames[0].bytes, "little") != self._generation:
+            self._log.info("worker_reply_abandoned", reason="connection replaced meanwhile")
+            return
+        self._reply(frames[1].bytes, frames[2:], now)
+
+    def _reply(self, client_address: bytes, body: Sequence[Frame], now: float) -> None:
+        self.handled += 1
+        self._send(mdp.worker_reply(client_address, body, delimited=self._delimited), now)
+
+    def call(self, body: list[zmq.Frame], context: RequestContext) -> Sequence[Frame]:
+        """Run the handler; any exception becomes a typed error reply, never a crash."""
+        try:
+            return self._handler(body, context)
+        except ProtocolError as error:
+            request_id = context.request_id or codec.request_id_of(body)
+            self._log.info(
+                "request_failed",
+                request_id=request_id,
+                code=error.code.value,
+                message=error.message,
+            )
+            return error_frames(error, request_id)
+        except Exception as error:  # a handler bug must not kill the worker
+            request_id = context.request_id or codec.request_id_of(body)
+            self._log.exception("handler_crashed", request_id=request_id)
+            internal = InternalError(
+                f"the {self.service} handler failed: {type(error).__name__}",
+                details={"exception": type(error).__name__},
+            )
+            return error_frames(internal, request_id)
+
+
+class Worker(RawWorker):
+    """A worker whose handler takes a decoded message and returns a message (the usual kind).
+
+    `Worker("latentmas.ledger", handle, settings)` with
+    `def handle(request: Decoded, context: RequestContext) -> BaseModel`. Decoding errors and
+    ProtocolErrors raised by `handle` reach the client as typed errors; one structlog event per
+    request carries its id, service, outcome and elapsed time.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        handler: Handler,
+        settings: WorkerSettings | None = None,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        super().__init__(service, self._handle_frames, settings, context=context)
+        self.handler = handler
+        self._limits = codec.CodecLimits.from_settings(self.settings)
+
+    def _handle_frames(self, body: list[zmq.Frame], context: RequestContext) -> Sequence[Frame]:
+        started = time.perf_counter()
+        outcome = "ok"
+        request_id = codec.request_id_of(body)
+        try:
+            decoded = codec.decode(
+                body, limits=self._limits, check_finite=self.settings.check_finite
+            )
+            context = replace(context, request_id=decoded.request_id)
+            reply = self.handler(decoded, context)
+            return codec.encode(reply, request_id=decoded.request_id)
+        except ProtocolError as error:
+            outcome = error.code.value
+            raise
+        except Exception:
+            outcome = "INTERNAL"
+            raise
+        finally:
+            self._log.info(
+                "request",
+                request_id=context.request_id or request_id,
+                outcome=outcome,
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+
+__all__ = [
+    "UNKNOWN_REQUEST_ID",
+    "Handler",
+    "RawHandler",
+    "RawWorker",
+    "RequestContext",
+    "Worker",
+    "error_frames",
+]
