@@ -1,0 +1,118 @@
+"""Client helpers for the `latentmas.ledger` service: typed calls, outcome checks, outbox sender."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from latentmas_mesh.codec import Decoded
+from latentmas_mesh.errors import Conflict, InsufficientFunds, InvalidRequest
+from latentmas_mesh.ledger._types import EventStatus
+from latentmas_mesh.protocol.ledger import (
+    LEDGER_SERVICE,
+    BalanceReply,
+    BalanceRequest,
+    DepositEvent,
+    EventResult,
+    LedgerEventsReply,
+    LedgerEventsRequest,
+    LedgerWireEvent,
+    Quote,
+    QuoteRequest,
+    SettlementStatusReply,
+    SettlementStatusRequest,
+    StatementReply,
+    StatementRequest,
+)
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class Caller(Protocol):
+    """What the client needs of a transport (`latentmas_mesh.transport.Transport` has it)."""
+
+    def call(
+        self,
+        service: str,
+        message: BaseModel,
+        *,
+        request_id: str | None = None,
+        timeout_ms: int | None = None,
+    ) -> Decoded: ...
+
+
+def new_event_id() -> str:
+    """A fresh event id (32 hex digits): choose it once, before the first delivery, and keep it."""
+    return uuid.uuid4().hex
+
+
+def raise_for_result(result: EventResult) -> EventResult:
+    """The result itself if the event was applied; else its typed error (status mapped to one)."""
+    if result.error is not None:
+        raise result.error.to_exception()
+    if result.status == EventStatus.APPLIED:
+        return result
+    details = {"event_id": result.event_id, "status": result.status}
+    if result.status == EventStatus.INSUFFICIENT_FUNDS:
+        raise InsufficientFunds(f"event {result.event_id}: insufficient funds", details=details)
+    if result.status in (EventStatus.RESERVATION_NOT_PENDING, EventStatus.RESERVATION_EXPIRED):
+        status = EventStatus(result.status).name.lower()
+        raise Conflict(f"event {result.event_id}: {status}", details=details)
+    raise InvalidRequest(f"event {result.event_id}: unknown status {result.status}")
+
+
+class LedgerClient:
+    """Typed calls to the ledger over any `Caller`; the caller's identity is the payer."""
+
+    def __init__(
+        self, caller: Caller, *, service: str = LEDGER_SERVICE, timeout_ms: int | None = None
+    ) -> None:
+        self.caller = caller
+        self.service = service
+        self.timeout_ms = timeout_ms
+
+    def _call(self, message: BaseModel, reply_type: type[R]) -> R:
+        reply = self.caller.call(self.service, message, timeout_ms=self.timeout_ms).message
+        if not isinstance(reply, reply_type):
+            msg = f"expected {reply_type.__name__}, got {type(reply).__name__}"
+            raise InvalidRequest(msg)
+        return reply
+
+    def send_events(self, events: Sequence[LedgerWireEvent]) -> list[EventResult]:
+        """One batch, one result per event in order (an Outbox `Sender`)."""
+        request = LedgerEventsRequest(events=tuple(events))
+        return list(self._call(request, LedgerEventsReply).results)
+
+    def apply(self, event: LedgerWireEvent) -> EventResult:
+        """One event; raises its typed error unless it was applied."""
+        (result,) = self.send_events([event])
+        return raise_for_result(result)
+
+    def deposit(
+        self, agent_id: str, amount_units: int, *, event_id: str | None = None
+    ) -> EventResult:
+        """Fund an agent's account (operators, or the agent itself with open deposits)."""
+        return self.apply(
+            DepositEvent(
+                event_id=event_id or new_event_id(), agent_id=agent_id, amount_units=amount_units
+            )
+        )
+
+    def balance(self, account: str | None = None) -> BalanceReply:
+        return self._call(BalanceRequest(account=account), BalanceReply)
+
+    def statement(
+        self, account: str | None = None, *, after_entry_id: int = 0, limit: int = 100
+    ) -> StatementReply:
+        request = StatementRequest(account=account, after_entry_id=after_entry_id, limit=limit)
+        return self._call(request, StatementReply)
+
+    def quote(self, request: QuoteRequest) -> Quote:
+        return self._call(request, Quote)
+
+    def status(self, event_id: str) -> EventResult | None:
+        """The recorded outcome of an event, or None if the ledger never applied it."""
+        return self._call(SettlementStatusRequest(event_id=event_id), SettlementStatusReply).result

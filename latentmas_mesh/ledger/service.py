@@ -1,0 +1,259 @@
+"""The `latentmas.ledger` request handler: wire messages + the caller's identity in, replies out."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from latentmas_mesh.errors import InvalidRequest, ProtocolError, Unauthorized
+from latentmas_mesh.ledger._types import (
+    Deposit,
+    LedgerEvent,
+    Outcome,
+    Post,
+    Reserve,
+    Settle,
+    Void,
+    agent_account,
+    validator_account,
+)
+from latentmas_mesh.ledger.store import LedgerStore
+from latentmas_mesh.market import (
+    PriceSchedule,
+    QuoteTerms,
+    SignedQuote,
+    asset_price_units,
+    factors,
+    issue_quote,
+    verify_quote,
+)
+from latentmas_mesh.protocol.errors import ErrorBody
+from latentmas_mesh.protocol.ledger import (
+    BalanceReply,
+    BalanceRequest,
+    DepositEvent,
+    EventResult,
+    LedgerEventsReply,
+    LedgerEventsRequest,
+    LedgerWireEvent,
+    PostEvent,
+    Quote,
+    QuoteRequest,
+    ReserveEvent,
+    SettleEvent,
+    SettlementStatusReply,
+    SettlementStatusRequest,
+    StatementEntry,
+    StatementReply,
+    StatementRequest,
+    VoidEvent,
+)
+from latentmas_mesh.registry import Registry, default_registry
+
+
+@dataclass(slots=True)
+class LedgerPolicy:
+    """Who may do what, and the market's configuration."""
+
+    quote_key: bytes
+    currency: str = "credit"
+    quote_ttl_ms: int = 60_000
+    services: frozenset[str] = frozenset()
+    operators: frozenset[str] = frozenset()
+    open_deposits: bool = False
+    sweep_interval_ms: int = 1_000
+    schedule: PriceSchedule = field(default_factory=PriceSchedule)
+
+
+class LedgerService:
+    """Answers every ledger message. The paying account is always `agent:<identity>`, where
+    identity is the authenticated CURVE key of the request (None: nothing may be spent or read)."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        policy: LedgerPolicy,
+        *,
+        clock: Callable[[], int],
+        registry: Registry | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.registry = registry or default_registry()
+        self._swept_at_ms = -policy.sweep_interval_ms
+
+    def handle(self, message: BaseModel, identity: str | None) -> BaseModel:
+        """Dispatch on the message type; raises a ProtocolError for a refused request."""
+        now_ms = self.clock()
+        self._sweep(now_ms)
+        if isinstance(message, QuoteRequest):
+            return self.quote(message, now_ms)
+        if identity is None:
+            msg = "the ledger needs an authenticated identity (CURVE) for this request"
+            raise Unauthorized(msg)
+        if isinstance(message, LedgerEventsRequest):
+            return self.events(message.events, identity, now_ms)
+        if isinstance(message, BalanceRequest):
+            account = self._readable(message.account, identity)
+            units = self.store.balance_units(account)
+            return BalanceReply(account=account, balance_units=units, currency=self.policy.currency)
+        if isinstance(message, StatementRequest):
+            return self.statement(message, identity)
+        if isinstance(message, SettlementStatusRequest):
+            outcome = self.store.event_outcome(message.event_id)
+            result = None if outcome is None else _result(outcome)
+            return SettlementStatusReply(event_id=message.event_id, result=result)
+        msg = f"the ledger does not answer {type(message).__name__}"
+        raise InvalidRequest(msg)
+
+    def events(
+        self, events: Sequence[LedgerWireEvent], identity: str, now_ms: int
+    ) -> LedgerEventsReply:
+        """Convert each event (payer = identity) and apply the valid ones in one batch."""
+        results: list[EventResult | None] = []
+        converted: list[LedgerEvent] = []
+        for wire in events:
+            try:
+                converted.append(self._convert(wire, identity, now_ms))
+                results.append(None)
+            except ProtocolError as error:
+                results.append(_error(wire.event_id, error))
+        applied = iter(self.store.apply_batch(converted, now_ms))
+        final = [
+            result if result is not None else _answer(wire.event_id, next(applied))
+            for wire, result in zip(events, results, strict=True)
+        ]
+        return LedgerEventsReply(results=tuple(final))
+
+    def statement(self, request: StatementRequest, identity: str) -> StatementReply:
+        account = self._readable(request.account, identity)
+        page = self.store.statement(account, request.after_entry_id, request.limit)
+        entries = tuple(
+            StatementEntry(
+                entry_id=e.entry_id,
+                event_id=e.event_id,
+                amount_units=e.amount_units,
+                balance_after_units=e.balance_after_units,
+                at_ms=e.at_ms,
+            )
+            for e in page.entries
+        )
+        return StatementReply(
+            account=account,
+            currency=self.policy.currency,
+            entries=entries,
+            next_after=page.next_after,
+        )
+
+    def quote(self, request: QuoteRequest, now_ms: int) -> Quote:
+        """Price by spec 7.4.2 with the registry's tier for the source model; sign the terms."""
+        spec = self.registry.get(request.source_model)  # unknown -> MODEL_NOT_SUPPORTED
+        tier_count = max(len(self.registry.tier_scale), spec.capability_tier)
+        weighted = factors(
+            tokens=request.tokens,
+            tokens_cap=self.policy.schedule.tokens_cap,
+            tier=spec.capability_tier,
+            tier_count=tier_count,
+            quality=request.quality,
+            similar_assets=request.similar_assets,
+        )
+        signed = issue_quote(
+            key=self.policy.quote_key,
+            quote_id=uuid.uuid4().hex,
+            asset_type=request.asset_type,
+            asset_id=request.asset_id,
+            creator=request.creator,
+            validators=request.validators,
+            price_units=asset_price_units(self.policy.schedule, request.asset_type, weighted),
+            currency=self.policy.currency,
+            now_ms=now_ms,
+            ttl_ms=min(request.ttl_ms, self.policy.quote_ttl_ms),
+        )
+        return Quote(**_terms_fields(signed.terms), signature=signed.signature)
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _sweep(self, now_ms: int) -> None:
+        if now_ms - self._swept_at_ms >= self.policy.sweep_interval_ms:
+            self._swept_at_ms = now_ms
+            self.store.expire_due(now_ms)
+
+    def _readable(self, account: str | None, identity: str) -> str:
+        """The sender's own account, or one it owns, or any account for an operator."""
+        if account is None:
+            return agent_account(identity)
+        owned = {agent_account(identity), validator_account(identity)}
+        if account in owned or identity in self.policy.operators:
+            return account
+        msg = "only the account's owner (or an operator) may read it"
+        raise Unauthorized(msg, details={"account": account})
+
+    def _convert(self, wire: LedgerWireEvent, identity: str, now_ms: int) -> LedgerEvent:
+        if isinstance(wire, DepositEvent):
+            own = self.policy.open_deposits and wire.agent_id == identity
+            if not (own or identity in self.policy.operators):
+                raise Unauthorized("only an operator may fund accounts")
+            return Deposit(wire.event_id, wire.agent_id, wire.amount_units)
+        if isinstance(wire, PostEvent):
+            is_service = identity in self.policy.services
+            return Post(wire.event_id, wire.reservation_id, identity, is_service)
+        if isinstance(wire, ReserveEvent | SettleEvent):
+            creator, validators, amount = self._terms(wire, now_ms)
+            if isinstance(wire, ReserveEvent):
+                return Reserve(
+                    wire.event_id, identity, creator, validators, amount, wire.expires_at_ms
+                )
+            return Settle(wire.event_id, identity, creator, validators, amount)
+        if isinstance(wire, VoidEvent):
+            is_service = identity in self.policy.services
+            return Void(wire.event_id, wire.reservation_id, identity, is_service)
+        raise InvalidRequest(f"unknown event type {type(wire).__name__}")
+
+    def _terms(
+        self, wire: ReserveEvent | SettleEvent, now_ms: int
+    ) -> tuple[str, tuple[str, ...], int]:
+        """(creator, validators, amount) from the explicit fields or a genuine quote."""
+        if wire.quote is None:
+            if wire.creator is None or wire.amount_units is None:
+                raise InvalidRequest("give amount_units with creator, or a quote")
+            return wire.creator, tuple(wire.validators), wire.amount_units
+        terms = verify_quote(_signed(wire.quote), key=self.policy.quote_key, now_ms=None)
+        if now_ms >= terms.expires_at_ms and self.store.event_outcome(wire.event_id) is None:
+            verify_quote(_signed(wire.quote), key=self.policy.quote_key, now_ms=now_ms)  # raises
+        return terms.creator, terms.validators, terms.price_units
+
+
+def _signed(quote: Quote) -> SignedQuote:
+    fields = quote.model_dump(exclude={"signature"})
+    fields["validators"] = tuple(fields["validators"])
+    return SignedQuote(QuoteTerms(**fields), quote.signature)
+
+
+def _terms_fields(terms: QuoteTerms) -> dict[str, object]:
+    return {f.name: getattr(terms, f.name) for f in dataclasses.fields(terms)}
+
+
+def _result(outcome: Outcome) -> EventResult:
+    return EventResult(
+        event_id=outcome.event_id,
+        kind=outcome.kind.value,
+        status=int(outcome.status),
+        amount_units=outcome.amount_units,
+        applied_at_ms=outcome.applied_at_ms,
+        replayed=outcome.replayed,
+    )
+
+
+def _error(event_id: str, error: ProtocolError) -> EventResult:
+    return EventResult(event_id=event_id, error=ErrorBody.from_error(error))
+
+
+def _answer(event_id: str, answer: Outcome | ProtocolError) -> EventResult:
+    return _error(event_id, answer) if isinstance(answer, ProtocolError) else _result(answer)
+
+
+__all__ = ["LedgerPolicy", "LedgerService"]

@@ -1,0 +1,94 @@
+"""The outbox: durable spooling, re-sending until a final answer, exactly-once at the ledger."""
+
+from __future__ import annotations
+
+import pytest
+
+from latentmas_mesh.errors import Conflict, Timeout
+from latentmas_mesh.ledger.outbox import Outbox
+from latentmas_mesh.protocol.ledger import EventResult, SettleEvent
+
+
+def settle(event_id: str, amount: int = 5) -> SettleEvent:
+    return SettleEvent(event_id=event_id, creator="bob", amount_units=amount)
+
+
+class FlakyLedger:
+    """Answers like a ledger that records each id once; fails the first `failures` sends."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.seen: dict[str, int] = {}
+        self.sends = 0
+
+    def __call__(self, events):
+        self.sends += 1
+        if self.failures:
+            self.failures -= 1
+            for event in events:  # applied, but the answer is lost on the way back
+                self.seen[event.event_id] = self.seen.get(event.event_id, 0) + 1
+            raise Timeout("no answer")
+        results = []
+        for event in events:
+            replayed = event.event_id in self.seen
+            self.seen[event.event_id] = self.seen.get(event.event_id, 0) + 1
+            results.append(EventResult(event_id=event.event_id, status=0, replayed=replayed))
+        return results
+
+
+class TestOutbox:
+    def test_spooled_events_survive_reopening(self, tmp_path):
+        """An emitter that crashes after add finds its events pending on restart."""
+        Outbox(tmp_path / "o.db").add(settle("a"), settle("b"))
+
+        reopened = Outbox(tmp_path / "o.db")
+
+        assert ["a", "b"] == [e.event_id for e in reopened.pending()]
+
+    def test_lost_answers_are_resent_until_acknowledged(self, tmp_path):
+        """Two timeouts, then an answer: every event ends acknowledged, none pending."""
+        outbox = Outbox(tmp_path / "o.db")
+        outbox.add(*(settle(f"e{i}") for i in range(10)))
+        ledger = FlakyLedger(failures=2)
+
+        left = outbox.drain(ledger, batch_max=4, sleep=lambda _: None)
+
+        assert (0, 5) == (left, ledger.sends)  # two lost answers, then batches of 4, 4, 2
+        assert {"status_0": 10} == outbox.final_counts()
+        assert True is outbox.result("e0").replayed
+
+    def test_same_event_twice_is_spooled_once(self, tmp_path):
+        """Adding an identical event again is a no-op."""
+        outbox = Outbox(tmp_path / "o.db")
+        outbox.add(settle("a"))
+        outbox.add(settle("a"))
+
+        assert 1 == outbox.pending_count()
+
+    def test_other_content_under_a_spooled_id_is_a_conflict(self, tmp_path):
+        """An emitter bug reusing an id is caught before it reaches the ledger."""
+        outbox = Outbox(tmp_path / "o.db")
+        outbox.add(settle("a", 5))
+
+        with pytest.raises(Conflict):
+            outbox.add(settle("a", 6))
+        assert 1 == outbox.pending_count()
+
+    def test_final_refusals_are_not_resent(self, tmp_path):
+        """A conflict or insufficient funds is an answer: the event leaves the queue."""
+        outbox = Outbox(tmp_path / "o.db")
+        outbox.add(settle("a"), settle("b"))
+
+        def refuse(events):
+            return [
+                EventResult(event_id="a", status=1),
+                EventResult(event_id="b", error={"code": "CONFLICT", "message": "m",
+                                                 "resolution": "r"}),
+            ]
+
+        outbox.drain(refuse, sleep=lambda _: None)
+
+        assert (0, {"status_1": 1, "CONFLICT": 1}) == (
+            outbox.pending_count(),
+            outbox.final_counts(),
+        )
