@@ -28,6 +28,7 @@ THREADS_MAX: Final = 8
 _lock = threading.Lock()
 _kernel: Callable[[np.ndarray[Any, Any], Any], Any] | None = None
 _pool: ThreadPoolExecutor | None = None
+_pool_pid: int | None = None  # a pool inherited through fork has no threads: rebuild it
 compile_seconds: float | None = None  # set once the kernel is compiled or loaded from cache
 
 
@@ -83,20 +84,28 @@ def _flat_bits(
     return array.reshape(-1).view(unsigned)
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _threads_for(nbytes: int) -> int:
     if nbytes < PARALLEL_BYTES_MIN:
         return 1
-    return max(1, min(THREADS_MAX, os.cpu_count() or 1))
+    return max(1, min(THREADS_MAX, _usable_cpus()))
 
 
 def _get_pool() -> ThreadPoolExecutor:
-    global _pool  # noqa: PLW0603  # one lazily created pool per process
+    global _pool, _pool_pid  # noqa: PLW0603  # one lazily created pool per process
     with _lock:
-        if _pool is None:
+        if _pool is None or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(
-                max_workers=min(THREADS_MAX, os.cpu_count() or 1),
+                max_workers=min(THREADS_MAX, _usable_cpus()),
                 thread_name_prefix="latentmas-finite",
             )
+            _pool_pid = os.getpid()
         return _pool
 
 

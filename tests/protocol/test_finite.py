@@ -64,3 +64,23 @@ class TestAllFinite:
         finite.warm_up()
 
         assert finite.compile_seconds is not None
+
+
+def _scan_in_child(queue) -> None:
+    array = np.zeros(finite.PARALLEL_BYTES_MIN, dtype=np.float16)
+    array[-1] = np.inf
+    queue.put(finite.all_finite(array))
+
+
+def test_threaded_scan_works_in_a_forked_child():
+    """A child forked after the parent used the thread pool builds its own pool, not hangs."""
+    import multiprocessing
+
+    finite.all_finite(np.zeros(finite.PARALLEL_BYTES_MIN, dtype=np.float16))  # parent's pool
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_scan_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+
+    assert (0, False) == (child.exitcode, queue.get(timeout=5))
