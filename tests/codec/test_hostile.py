@@ -162,3 +162,15 @@ def test_msgpack_int_keys_are_refused_by_the_unpacker():
     """strict_map_key: a map keyed by ints never reaches the body walker."""
     with pytest.raises(InvalidRequest):
         codec.decode([msgpack.packb({"version": 1, 2: 3})])
+
+
+def test_limits_follow_the_process_settings():
+    """CodecLimits.from_settings takes the byte bounds from MeshSettings (LATENTMAS_* env)."""
+    from latentmas_mesh.settings import MeshSettings
+
+    limits = codec.CodecLimits.from_settings(MeshSettings(message_bytes_max=100), ndim_max=4)
+
+    with pytest.raises(ProtocolError) as raised:
+        codec.decode(valid_frames(), limits=limits)
+
+    assert (ErrorCode.PAYLOAD_TOO_LARGE, 4) == (raised.value.code, limits.ndim_max)
