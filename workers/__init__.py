@@ -14,6 +14,7 @@ WorkerFactory = Callable[["WorkerSettings"], "RawWorker"]
 
 WORKER_KINDS: dict[str, str] = {
     "echo": "workers.echo:create",
+    "ledger": "workers.ledger:create",
 }
 """Kind name -> "module:factory"; a factory takes WorkerSettings and returns a worker to `run()`.
 

@@ -1,0 +1,56 @@
+"""The ledger worker through a real broker with CURVE: identity from the key, not the body."""
+
+from __future__ import annotations
+
+import pytest
+
+from latentmas_mesh.errors import Unauthorized
+from latentmas_mesh.ledger.client import LedgerClient
+from latentmas_mesh.ledger.localnet import LedgerNet
+from latentmas_mesh.protocol.ledger import SettleEvent
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    ledger_net = LedgerNet(tmp_path_factory.mktemp("ledger-net"), clients=("alice", "bob"))
+    ledger_net.start()
+    yield ledger_net
+    ledger_net.stop()
+
+
+class TestLedgerWorker:
+    def test_settlement_through_the_broker_charges_the_authenticated_key(self, net):
+        """Alice's key pays; Bob's account receives 80%; statements are per owner."""
+        alice, bob = net.identity("alice"), net.identity("bob")
+        with net.transport("operator") as t_op, net.transport("alice") as t_alice, \
+                net.transport("bob") as t_bob:
+            operator = LedgerClient(t_op)
+            operator.deposit(alice, 1_000)
+            operator.deposit(bob, 1)
+            LedgerClient(t_alice).apply(
+                SettleEvent(event_id="w-s1", creator=bob, amount_units=100)
+            )
+
+            balances = (LedgerClient(t_alice).balance().balance_units,
+                        LedgerClient(t_bob).balance().balance_units)
+            with pytest.raises(Unauthorized):
+                LedgerClient(t_bob).statement(f"agent:{alice}")
+
+        assert (900, 81) == balances
+
+    def test_cli_prints_the_balance(self, net, monkeypatch):
+        """`latentmas ledger balance` reads the caller's own account through the broker."""
+        from typer.testing import CliRunner
+
+        from latentmas_mesh.cli import _register_subcommands, app
+
+        _register_subcommands()
+        keys = net.root / "keys"
+        secret = keys / "clients" / "alice.key_secret"
+        monkeypatch.setenv("LATENTMAS_CURVE_SECRET_KEY_FILE", str(secret))
+        monkeypatch.setenv("LATENTMAS_CURVE_SERVER_KEY_FILE", str(keys / "broker/broker.key"))
+
+        result = CliRunner().invoke(app, ["ledger", "balance", "--broker-url", net.mesh.broker_url])
+
+        assert 0 == result.exit_code, result.output
+        assert f"agent:{net.identity('alice')}" in result.output
