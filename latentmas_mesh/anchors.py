@@ -1,0 +1,128 @@
+"""The shipped anchor corpus (spec 4.3): public-domain passages every model reads for fitting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Final
+
+from latentmas_mesh.errors import InvalidRequest
+
+ANCHOR_FILE: Final = "anchors.jsonl"
+HELD_OUT_FRACTION_DEFAULT: Final = 0.25
+ANCHOR_PASSAGES_MAX: Final = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorPassage:
+    """One passage: continuous prose of one work, 220-420 words (see data/ANCHORS.md)."""
+
+    id: str
+    work: str
+    author: str
+    title: str
+    year: int
+    ebook: int
+    text: str
+
+
+def anchor_corpus_path() -> Path:
+    """Where the shipped corpus lies inside the installed package."""
+    return Path(str(files("latentmas_mesh").joinpath("data", ANCHOR_FILE)))
+
+
+def load_anchor_passages(path: Path | None = None) -> tuple[AnchorPassage, ...]:
+    """Every passage of the corpus at `path` (default: the shipped one), in file order.
+
+    Raises InvalidRequest when a line is not a passage record, or the file holds more than
+    ANCHOR_PASSAGES_MAX passages or repeats an id.
+    """
+    if path is None:
+        return _shipped_passages()
+    return _read_passages(path)
+
+
+@cache
+def _shipped_passages() -> tuple[AnchorPassage, ...]:
+    return _read_passages(anchor_corpus_path())
+
+
+def _read_passages(path: Path) -> tuple[AnchorPassage, ...]:
+    passages: list[AnchorPassage] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if len(passages) >= ANCHOR_PASSAGES_MAX:
+                raise InvalidRequest(f"{path}: more than {ANCHOR_PASSAGES_MAX} passages")
+            passage = _passage_of(line, f"{path}:{number}")
+            if passage.id in seen:
+                raise InvalidRequest(f"{path}:{number}: passage id {passage.id!r} repeated")
+            seen.add(passage.id)
+            passages.append(passage)
+    return tuple(passages)
+
+
+def _passage_of(line: str, where: str) -> AnchorPassage:
+    try:
+        record = json.loads(line)
+        return AnchorPassage(
+            id=str(record["id"]),
+            work=str(record["work"]),
+            author=str(record["author"]),
+            title=str(record["title"]),
+            year=int(record["year"]),
+            ebook=int(record["ebook"]),
+            text=str(record["text"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidRequest(f"{where}: not an anchor passage record ({exc})") from exc
+
+
+def anchor_corpus_sha256(path: Path | None = None) -> str:
+    """Content hash of a corpus file: W-matrix metadata names the exact anchors it was fitted on."""
+    data = (path or anchor_corpus_path()).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def split_anchor_passages(
+    passages: tuple[AnchorPassage, ...],
+    *,
+    held_out_fraction: float = HELD_OUT_FRACTION_DEFAULT,
+    seed: int = 0,
+) -> tuple[tuple[AnchorPassage, ...], tuple[AnchorPassage, ...]]:
+    """Split by passage into (fit, held_out), stratified by work, deterministic in `seed`.
+
+    Every work contributes round(held_out_fraction x its passages) held-out passages, chosen by a
+    hash of (seed, id), so a map is always measured on passages no row of its fit came from and
+    on every kind of prose the corpus has. Order inside each part follows the input order.
+    """
+    if not 0.0 < held_out_fraction < 1.0:
+        raise InvalidRequest(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
+    by_work: dict[str, list[AnchorPassage]] = {}
+    for passage in passages:
+        by_work.setdefault(passage.work, []).append(passage)
+    held_out_ids: set[str] = set()
+    for group in by_work.values():
+        count = round(held_out_fraction * len(group))
+        ranked = sorted(group, key=lambda p: hashlib.sha256(f"{seed}:{p.id}".encode()).digest())
+        held_out_ids.update(p.id for p in ranked[:count])
+    fit = tuple(p for p in passages if p.id not in held_out_ids)
+    held_out = tuple(p for p in passages if p.id in held_out_ids)
+    return fit, held_out
+
+
+__all__ = [
+    "ANCHOR_FILE",
+    "HELD_OUT_FRACTION_DEFAULT",
+    "AnchorPassage",
+    "anchor_corpus_path",
+    "anchor_corpus_sha256",
+    "load_anchor_passages",
+    "split_anchor_passages",
+]

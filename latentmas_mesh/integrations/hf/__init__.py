@@ -1,0 +1,55 @@
+"""Hugging Face transformers integration (extra `hf`): real models, cache export and import."""
+
+from __future__ import annotations
+
+from latentmas_mesh.integrations.hf._kv import (
+    CONTEXT_TOKENS_MAX,
+    NEW_TOKENS_MAX,
+    ContextTokens,
+    continuation_logits,
+    continuation_nll,
+    extract_kv_cache,
+    greedy_continue,
+    inject_kv_cache,
+    layer_tensors,
+    prefill_cache,
+    start_entry_cache,
+    tokenize_context,
+    without_start_entry,
+)
+from latentmas_mesh.integrations.hf._load import (
+    MODEL_SOURCES,
+    GgufSource,
+    LoadedModel,
+    convert_model,
+    converted_dir,
+    gguf_path,
+    load_model,
+    resolve_model,
+    supported_model_names,
+)
+
+__all__ = [
+    "CONTEXT_TOKENS_MAX",
+    "MODEL_SOURCES",
+    "NEW_TOKENS_MAX",
+    "ContextTokens",
+    "GgufSource",
+    "LoadedModel",
+    "continuation_logits",
+    "continuation_nll",
+    "convert_model",
+    "converted_dir",
+    "extract_kv_cache",
+    "gguf_path",
+    "greedy_continue",
+    "inject_kv_cache",
+    "layer_tensors",
+    "load_model",
+    "prefill_cache",
+    "resolve_model",
+    "start_entry_cache",
+    "supported_model_names",
+    "tokenize_context",
+    "without_start_entry",
+]
