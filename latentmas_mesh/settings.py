@@ -38,5 +38,7 @@ class MeshSettings(BaseSettings):
         default=1024 * MIB, gt=0, description="Largest total message a decoder accepts."
     )
     header_bytes_max: int = Field(
-        default=1 * MIB, gt=0, description="Largest msgpack header frame a decoder accepts."
+        default=256 * 1024,
+        gt=0,
+        description="Largest msgpack header frame a decoder accepts (arrays never ride in it).",
     )
