@@ -16,6 +16,9 @@ from latentmas_mesh.transport import _calls
 from latentmas_mesh.transport._curve import use_curve
 from latentmas_mesh.transport._settings import TransportSettings
 
+ATTEMPT_S_MIN = 0.005
+"""Less time than this left is not worth another attempt: the call has timed out."""
+
 
 class AsyncTransport:
     """The asyncio twin of `Transport`: same calls, awaitable, and safe to use concurrently.
@@ -89,7 +92,7 @@ class AsyncTransport:
         async with self._slots:
             while attempts <= self.settings.retries_max:
                 remaining_s = deadline - time.monotonic()
-                if remaining_s <= 0:
+                if remaining_s < ATTEMPT_S_MIN:
                     break
                 attempts += 1
                 self.attempts_total += 1

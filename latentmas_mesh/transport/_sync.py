@@ -14,6 +14,9 @@ from latentmas_mesh.transport import _calls
 from latentmas_mesh.transport._curve import use_curve
 from latentmas_mesh.transport._settings import TransportSettings
 
+ATTEMPT_S_MIN = 0.005
+"""Less time than this left is not worth another attempt: the call has timed out."""
+
 PartialCallback = Callable[[list[zmq.Frame]], None]
 
 
@@ -93,7 +96,7 @@ class Transport:
         attempts = 0
         while attempts <= self.settings.retries_max:
             remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
+            if remaining_s < ATTEMPT_S_MIN:
                 break
             attempts += 1
             self.attempts_total += 1

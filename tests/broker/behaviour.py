@@ -1,0 +1,281 @@
+"""Broker, worker base and client transport behaviour, written once and run over inproc and tcp."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from latentmas_mesh import codec
+from latentmas_mesh.errors import (
+    InsufficientFunds,
+    InternalError,
+    InvalidRequest,
+    ServiceUnavailable,
+    Timeout,
+)
+from latentmas_mesh.protocol import mdp
+from tests.broker.messages import Note
+from workers.echo import SERVICE as ECHO
+
+NOTE = "tests.note"
+
+
+def note_handler(decoded, context):
+    """Answers a Note with the text upper-cased and the values doubled."""
+    note = decoded.message
+    if note.text == "broke":
+        raise InsufficientFunds("no money", details={"needed_units": 5})
+    if note.text == "crash":
+        raise RuntimeError("handler bug")
+    return Note(text=note.text.upper(), values=note.values * 2)
+
+
+def raw_peer(mesh, *frames_to_send):
+    """A DEALER on the broker that sends each message given (a rogue or strict peer)."""
+    socket = mesh.context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(mesh.endpoint)
+    for frames in frames_to_send:
+        socket.send_multipart(frames)
+    return socket
+
+
+def metric_total(metric):
+    """The sum of a prometheus counter over all its labels."""
+    return sum(
+        sample.value
+        for family in metric.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
+def recv(socket, timeout_ms=3_000):
+    assert socket.poll(timeout_ms), "no message arrived"
+    return socket.recv_multipart()
+
+
+class BrokerBehaviour:
+    endpoint = "tcp://127.0.0.1:*"
+
+    # ------------------------------------------------------------------------------ round trips
+
+    def test_echo_returns_every_body_frame_unchanged(self, mesh):
+        """Multi-frame bodies pass broker and echo worker and come back byte for byte."""
+        mesh.echo()
+        body = [b"header", b"\x00" * 1000, b"", b"tail"]
+
+        with mesh.transport() as transport:
+            reply = transport.request(ECHO, body)
+
+        assert body == [frame.bytes for frame in reply]
+
+    def test_typed_call_returns_the_decoded_reply(self, mesh):
+        """A message goes through the codec both ways, arrays included."""
+        mesh.typed(NOTE, note_handler)
+
+        with mesh.transport() as transport:
+            decoded = transport.call(NOTE, Note(text="hi", values=np.arange(4.0)))
+
+        assert ("HI", [0.0, 2.0, 4.0, 6.0]) == (decoded.message.text, list(decoded.message.values))
+
+    def test_reply_carries_the_request_id_of_the_call(self, mesh):
+        """The request id the client chose comes back in the reply's header."""
+        mesh.typed(NOTE, note_handler)
+
+        with mesh.transport() as transport:
+            decoded = transport.call(NOTE, Note(text="a", values=np.zeros(1)), request_id="rq-42")
+
+        assert "rq-42" == decoded.request_id
+
+    def test_asyncio_transport_serves_concurrent_calls(self, mesh):
+        """Concurrent asyncio requests each get their own answer."""
+        mesh.echo()
+        mesh.echo()
+
+        async def run():
+            async with mesh.async_transport() as transport:
+                replies = await asyncio.gather(
+                    *(transport.request(ECHO, [b"%d" % i]) for i in range(50))
+                )
+            return [reply[0].bytes for reply in replies]
+
+        assert [b"%d" % i for i in range(50)] == asyncio.run(run())
+
+    def test_asyncio_typed_call_raises_typed_error(self, mesh):
+        """An error reply is raised as its typed exception by the asyncio transport too."""
+        mesh.typed(NOTE, note_handler)
+
+        async def run():
+            async with mesh.async_transport() as transport:
+                await transport.call(NOTE, Note(text="broke", values=np.zeros(1)))
+
+        with pytest.raises(InsufficientFunds) as caught:
+            asyncio.run(run())
+
+        assert {"needed_units": 5} == caught.value.details
+
+    # --------------------------------------------------------------------------------- errors
+
+    def test_handler_protocol_error_reaches_client_typed(self, mesh):
+        """A ProtocolError raised in a handler arrives as the same typed error with details."""
+        mesh.typed(NOTE, note_handler)
+
+        with mesh.transport() as transport, pytest.raises(InsufficientFunds) as caught:
+            transport.call(NOTE, Note(text="broke", values=np.zeros(1)))
+
+        assert {"needed_units": 5} == caught.value.details
+
+    def test_handler_crash_is_internal_error_and_worker_lives_on(self, mesh):
+        """A handler bug answers INTERNAL, and the same worker serves the next request."""
+        worker = mesh.typed(NOTE, note_handler)
+
+        with mesh.transport() as transport:
+            with pytest.raises(InternalError):
+                transport.call(NOTE, Note(text="crash", values=np.zeros(1)))
+            decoded = transport.call(NOTE, Note(text="ok", values=np.zeros(1)))
+
+        assert ("OK", 2) == (decoded.message.text, worker.handled)
+
+    def test_garbage_body_to_typed_worker_is_invalid_request(self, mesh):
+        """Bytes that are not a codec message get INVALID_REQUEST, not a dead worker."""
+        mesh.typed(NOTE, note_handler)
+
+        with mesh.transport() as transport:
+            reply = transport.request(NOTE, [b"\xc1 not msgpack"])
+
+        error = codec.decode(reply).message.to_exception()
+        assert InvalidRequest is type(error)
+
+    def test_unserved_service_times_out_with_typed_timeout(self, mesh):
+        """No worker and a short deadline: the client raises TIMEOUT with its attempts."""
+        with mesh.transport() as transport, pytest.raises(Timeout) as caught:
+            transport.request("nobody.home", [b"x"], timeout_ms=300)
+
+        assert 1 == caught.value.details["attempts"]
+
+    def test_full_queue_answers_service_unavailable(self, mesh):
+        """With no worker and a full queue, the next request is refused at once."""
+        mesh.restart_broker(service_queue_depth_max=1)
+        waiting = raw_peer(mesh, mdp.client_request(b"busy.svc", [b"first"]))
+        time.sleep(0.1)
+
+        with mesh.transport() as transport:
+            reply = transport.request("busy.svc", [b"second"], timeout_ms=2_000)
+
+        error = codec.decode(reply).message.to_exception()
+        assert isinstance(error, ServiceUnavailable)
+        waiting.close()
+
+    # ------------------------------------------------------------------------------------ MMI
+
+    def test_mmi_reports_whether_a_service_has_workers(self, mesh):
+        """mmi.service says 200 for a served service and 404 otherwise."""
+        mesh.echo()
+
+        with mesh.transport() as transport:
+            answers = (transport.service_available(ECHO), transport.service_available("none"))
+
+        assert (True, False) == answers
+
+    # ------------------------------------------------------------------------------ liveness
+
+    def test_request_held_by_a_silent_worker_is_requeued(self, mesh):
+        """A worker that takes a request and falls silent is dropped; another one answers."""
+        silent = raw_peer(mesh, mdp.worker_ready(ECHO.encode()))
+        mesh.wait_for_service(ECHO)
+        mesh.echo()
+        mesh.wait_for_service(ECHO, workers=2)
+
+        with mesh.transport() as transport:
+            reply = transport.request(ECHO, [b"job"])  # LRU: the silent worker gets it first
+
+        assert [b"job"] == [frame.bytes for frame in reply]
+        assert metric_total(mesh.broker.metrics.requeues) >= 1
+        silent.close()
+
+    def test_worker_reregisters_after_broker_disconnect(self, mesh):
+        """A worker told DISCONNECT reconnects on a new socket and serves again."""
+        worker = mesh.echo()
+        mesh.wait_for_service(ECHO)
+        peer = next(iter(mesh.broker.state._workers))
+        mesh.broker.state._workers[peer].expires_us = 0  # the broker drops it at the next tick
+
+        deadline = time.monotonic() + 5
+        while worker.connections < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        mesh.wait_for_service(ECHO)
+        with mesh.transport() as transport:
+            reply = transport.request(ECHO, [b"again"])
+
+        assert (2, [b"again"]) == (worker.connections, [frame.bytes for frame in reply])
+
+    # ---------------------------------------------------------------------- hostile peers
+
+    def test_garbage_from_a_rogue_client_is_dropped_and_others_served(self, mesh):
+        """Wrong headers, unknown commands, empty and huge frames: dropped, counted, harmless."""
+        mesh.echo()
+        rogue = raw_peer(
+            mesh,
+            [b"garbage"],
+            [b"MDPC01", b"\x01", b"svc", b"x"],
+            [b"MDPC02", b"\x07", b"svc", b"x"],
+            [b"MDPC02", b"\x01"],
+            [b"MDPC02", b"\x01", b"\xff" * 300, b"x"],
+            [b"", b"", b""],
+            [b"MDPW02", b"\x04", b"addr", b"", b"forged final"],
+            [b"MDPC02", b"\x01", b"svc", *([b"x"] * 5000)],
+        )
+
+        with mesh.transport() as transport:
+            reply = transport.request(ECHO, [b"still here"])
+
+        assert [b"still here"] == [frame.bytes for frame in reply]
+        assert metric_total(mesh.broker.metrics.rejected_frames) >= 7
+        rogue.close()
+
+    def test_rogue_worker_gets_disconnect_and_others_served(self, mesh):
+        """A worker sending unknown commands or foreign replies is cut off; service goes on."""
+        mesh.echo()
+        rogue = raw_peer(
+            mesh,
+            mdp.worker_ready(b"rogue.svc"),
+            [b"MDPW02", b"\x09"],
+            [b"MDPW02", b"\x04", b"not-a-client", b"", b"x"],
+        )
+
+        with mesh.transport() as transport:
+            reply = transport.request(ECHO, [b"fine"])
+
+        assert [b"fine"] == [frame.bytes for frame in reply]
+        assert [b"MDPW02", b"\x06"] == recv(rogue)
+        rogue.close()
+
+    def test_worker_survives_garbage_from_its_broker(self, mesh):
+        """Malformed frames reaching a worker are dropped; it answers the next real request."""
+        router = mesh.context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        port_endpoint = (
+            mesh.endpoint.replace("://", "://fake-")
+            if "inproc" in mesh.endpoint
+            else ("tcp://127.0.0.1:*")
+        )
+        router.bind(port_endpoint)
+        fake_broker = router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        mesh.raw(ECHO, lambda body, context: body, connect=fake_broker, handler_thread=False)
+        worker_id, *ready = recv(router)
+        for garbage in ([b"junk"], [b"MDPW02", b"\x02", b"no-delimiter"], [b"MDPW02", b"\x09"]):
+            router.send_multipart([worker_id, *garbage])
+
+        router.send_multipart([worker_id, *mdp.broker_request(b"client-1", [b"real"])])
+        reply = recv(router)
+        while reply[2] == b"\x05":  # skip heartbeats
+            reply = recv(router)
+
+        assert [b"MDPW02", b"\x01", ECHO.encode()] == ready
+        assert [worker_id, b"MDPW02", b"\x04", b"client-1", b"", b"real"] == reply
+        router.close()
