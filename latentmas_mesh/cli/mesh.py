@@ -95,14 +95,13 @@ def worker(
     curve_server_key: Annotated[Path | None, typer.Option(help="The broker's .key file.")] = None,
 ) -> None:
     """Run worker processes of one kind until SIGTERM or Ctrl-C (crashed ones are restarted)."""
-    from workers import WORKER_KINDS
+    from workers import worker_kinds
     from workers.settings import WorkerSettings
     from workers.supervisor import Supervisor, run_worker
 
-    if kind not in WORKER_KINDS:
-        raise typer.BadParameter(
-            f"known kinds: {', '.join(sorted(WORKER_KINDS))}", param_hint="KIND"
-        )
+    kinds = worker_kinds()
+    if kind not in kinds:
+        raise typer.BadParameter(f"known kinds: {', '.join(sorted(kinds))}", param_hint="KIND")
     settings = WorkerSettings(
         **_given(
             connect=connect,

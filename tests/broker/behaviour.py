@@ -119,6 +119,26 @@ class BrokerBehaviour:
 
         assert {"needed_units": 5} == caught.value.details
 
+    def test_retry_after_silence_resends_the_same_request_id(self, mesh):
+        """An attempt that times out is resent on a new socket with the same id; one answer."""
+        seen = []
+
+        def slow_first_time(decoded, context):
+            seen.append(context.request_id)
+            if len(seen) == 1:
+                time.sleep(0.6)
+            return decoded.message
+
+        mesh.typed(NOTE, slow_first_time)
+
+        with mesh.transport(attempt_timeout_ms=250, retries_max=5) as transport:
+            decoded = transport.call(NOTE, Note(text="once", values=np.zeros(1)), request_id="r-7")
+            attempts = transport.attempts_total
+
+        assert "r-7" == decoded.request_id
+        assert {"r-7"} == set(seen)
+        assert attempts >= 2
+
     # --------------------------------------------------------------------------------- errors
 
     def test_handler_protocol_error_reaches_client_typed(self, mesh):

@@ -116,3 +116,8 @@ def mesh(request):
     built = InProcessMesh(endpoint)
     yield built
     built.close()
+
+
+from latentmas_mesh.testing import local_mesh, local_mesh_factory, pytest_configure  # noqa: E402
+
+__all__ = ["local_mesh", "local_mesh_factory", "pytest_configure"]
