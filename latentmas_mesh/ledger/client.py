@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -20,6 +20,7 @@ from latentmas_mesh.protocol.ledger import (
     LedgerEventsReply,
     LedgerEventsRequest,
     LedgerWireEvent,
+    OpenAccountRequest,
     Quote,
     QuoteRequest,
     SettlementStatusReply,
@@ -100,6 +101,10 @@ class LedgerClient:
                 event_id=event_id or new_event_id(), agent_id=agent_id, amount_units=amount_units
             )
         )
+
+    def open_account(self, kind: Literal["agent", "validator"], owner: str) -> BalanceReply:
+        """Operators: open an agent or validator account so that it can be paid."""
+        return self._call(OpenAccountRequest(kind=kind, owner=owner), BalanceReply)
 
     def balance(self, account: str | None = None) -> BalanceReply:
         return self._call(BalanceRequest(account=account), BalanceReply)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from latentmas_mesh.errors import InvalidRequest, ProtocolError, Unauthorized
 from latentmas_mesh.ledger._types import (
+    AccountKind,
     Deposit,
     LedgerEvent,
     Outcome,
@@ -40,6 +41,7 @@ from latentmas_mesh.protocol.ledger import (
     LedgerEventsReply,
     LedgerEventsRequest,
     LedgerWireEvent,
+    OpenAccountRequest,
     PostEvent,
     Quote,
     QuoteRequest,
@@ -104,6 +106,8 @@ class LedgerService:
             return BalanceReply(account=account, balance_units=units, currency=self.policy.currency)
         if isinstance(message, StatementRequest):
             return self.statement(message, identity)
+        if isinstance(message, OpenAccountRequest):
+            return self.open_account(message, identity, now_ms)
         if isinstance(message, SettlementStatusRequest):
             outcome = self.store.event_outcome(message.event_id)
             result = None if outcome is None else _result(outcome)
@@ -129,6 +133,20 @@ class LedgerService:
             for wire, result in zip(events, results, strict=True)
         ]
         return LedgerEventsReply(results=tuple(final))
+
+    def open_account(
+        self, request: OpenAccountRequest, identity: str, now_ms: int
+    ) -> BalanceReply:
+        """Operators only: open `validator:<owner>` or `agent:<owner>` at zero (idempotent)."""
+        if identity not in self.policy.operators:
+            raise Unauthorized("only an operator may open accounts")
+        if request.kind == "validator":
+            account, kind = validator_account(request.owner), AccountKind.VALIDATOR
+        else:
+            account, kind = agent_account(request.owner), AccountKind.AGENT
+        self.store.open_account(account, kind, now_ms)
+        units = self.store.balance_units(account)
+        return BalanceReply(account=account, balance_units=units, currency=self.policy.currency)
 
     def statement(self, request: StatementRequest, identity: str) -> StatementReply:
         account = self._readable(request.account, identity)

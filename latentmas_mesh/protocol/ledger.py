@@ -202,6 +202,17 @@ class QuoteRequest(WireModel):
     ttl_ms: Annotated[int, Strict(), Field(ge=1, le=QUOTE_TTL_MS_MAX)] = 60_000
 
 
+@register_message("ledger.open_account_request")
+class OpenAccountRequest(WireModel):
+    """Operators open validator (or agent) accounts; an agent's also opens with its first deposit.
+
+    Payments to an account that was never opened are refused (unknown account).
+    """
+
+    kind: Literal["agent", "validator"]
+    owner: Identity
+
+
 @register_message("ledger.status_request")
 class SettlementStatusRequest(WireModel):
     """The recorded outcome of an event id (did my settlement happen?)."""
@@ -227,6 +238,7 @@ __all__ = [
     "LedgerEventsReply",
     "LedgerEventsRequest",
     "LedgerWireEvent",
+    "OpenAccountRequest",
     "PostEvent",
     "Quote",
     "QuoteRequest",
