@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from latentmas_mesh.protocol.base import EnvelopeV2, ModelName, WireModel, register_message
+from latentmas_mesh.protocol.base import (
+    EnvelopeV2,
+    ModelName,
+    WireModel,
+    WireStr,
+    register_message,
+)
 from latentmas_mesh.protocol.kv import KVCache
 from latentmas_mesh.protocol.quality import AlignmentQuality
 from latentmas_mesh.protocol.wmatrix import VERSION_PATTERN
@@ -20,7 +26,7 @@ class AlignKVCacheRequest(EnvelopeV2):
 
     kv_cache: KVCache
     target_model: ModelName
-    w_matrix_version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+    w_matrix_version: WireStr | None = Field(default=None, pattern=VERSION_PATTERN)
 
 
 @register_message("align_kv_cache_response")
@@ -42,7 +48,7 @@ class ExchangeMemoryRequest(EnvelopeV2):
     kv_source: KVCache
     source_model: ModelName
     target_model: ModelName
-    w_matrix_version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+    w_matrix_version: WireStr | None = Field(default=None, pattern=VERSION_PATTERN)
 
 
 @register_message("exchange_memory_response")

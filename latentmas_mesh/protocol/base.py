@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import numpy as np
-from pydantic import AliasGenerator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import (
+    AliasGenerator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    StringConstraints,
+    ValidationError,
+)
 from pydantic.alias_generators import to_camel
 
 from latentmas_mesh import PROTOCOL_VERSION, PROTOCOL_VERSION_V1
@@ -17,8 +27,37 @@ TYPE_NAME_CHARS_MAX: Final = 64
 VALIDATION_ERRORS_MAX: Final = 20  # errors listed in an InvalidRequest's details
 LOCATION_PART_CHARS_MAX: Final = 64  # a peer's unknown key is echoed back at most this long
 
+# Wire scalars are strict: a peer's numeric string, bool or float never becomes an int, a bool
+# never becomes a number and bytes never become text (issue 4: wrong types are refused, not
+# coerced). A float field still takes an int, because JSON writes 32768.0 as 32768.
+WireInt = Annotated[int, Strict()]
+WireFloat = Annotated[float, Strict()]
+WireStr = Annotated[str, Strict()]
 # A model identifier such as "llama-3-70b"; the registry resolves names and aliases, not the schema.
-ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MODEL_NAME_CHARS_MAX)]
+ModelName = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=MODEL_NAME_CHARS_MAX)
+]
+
+
+def _iso_datetime(value: object) -> object:
+    """Datetimes travel as ISO 8601 text (JSON bodies and msgpack headers alike).
+
+    Pydantic alone would also read an int, a float or a string of digits as a Unix timestamp;
+    on the wire those are wrong types. Awareness (a UTC offset) is checked by AwareDatetime.
+    """
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        msg = f"expected an ISO 8601 datetime string, got {type(value).__name__}"
+        raise ValueError(msg)  # a TypeError would escape pydantic; ValueError is reported
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        msg = "expected an ISO 8601 datetime string such as 2026-01-25T12:30:05Z"
+        raise ValueError(msg) from None
+
+
+WireDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_datetime)]
 
 
 class WireModel(BaseModel):
@@ -167,7 +206,11 @@ __all__ = [
     "EnvelopeV1",
     "EnvelopeV2",
     "ModelName",
+    "WireDatetime",
+    "WireFloat",
+    "WireInt",
     "WireModel",
+    "WireStr",
     "register_message",
     "type_name_of",
     "validate_message",

@@ -13,7 +13,7 @@ from latentmas_mesh.errors import (
     ProtocolError,
     error_from_wire,
 )
-from latentmas_mesh.protocol.base import WireModel, register_message
+from latentmas_mesh.protocol.base import WireModel, WireStr, register_message
 
 ERROR_MESSAGE_CHARS_MAX: Final = 4096
 
@@ -23,8 +23,8 @@ class ErrorBody(WireModel):
     """Every error reply: the shape of `ProtocolError.to_wire()` (Appendix C.2 plus our codes)."""
 
     code: ErrorCode
-    message: str = Field(max_length=ERROR_MESSAGE_CHARS_MAX)
-    resolution: str = Field(max_length=ERROR_MESSAGE_CHARS_MAX)
+    message: WireStr = Field(max_length=ERROR_MESSAGE_CHARS_MAX)
+    resolution: WireStr = Field(max_length=ERROR_MESSAGE_CHARS_MAX)
     details: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

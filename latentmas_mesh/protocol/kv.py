@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from pydantic import AwareDatetime, Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from latentmas_mesh.protocol.arrays import AttentionMask, KVTensor, NDArray, PositionArray
-from latentmas_mesh.protocol.base import ModelName, WireModel, register_message
+from latentmas_mesh.protocol.base import (
+    ModelName,
+    WireDatetime,
+    WireInt,
+    WireModel,
+    WireStr,
+    register_message,
+)
 from latentmas_mesh.protocol.dtypes import dtype_name
 from latentmas_mesh.protocol.json_edge import is_json_edge, json_float_dtype, nested_to_array
 
@@ -20,10 +27,10 @@ _KV_NAMES: Final = ("keys", "values")
 class KVCacheMetadata(WireModel):
     """metadata of section 3.5.2; `sequence_length` must equal the seq axis of keys and values."""
 
-    sequence_length: int = Field(ge=1, le=SEQUENCE_LENGTH_MAX)
-    context_description: str = Field(max_length=CONTEXT_DESCRIPTION_CHARS_MAX)
-    token_count: int = Field(ge=0, le=SEQUENCE_LENGTH_MAX)
-    generated_at: AwareDatetime
+    sequence_length: WireInt = Field(ge=1, le=SEQUENCE_LENGTH_MAX)
+    context_description: WireStr = Field(max_length=CONTEXT_DESCRIPTION_CHARS_MAX)
+    token_count: WireInt = Field(ge=0, le=SEQUENCE_LENGTH_MAX)
+    generated_at: WireDatetime
 
 
 @register_message("kv_cache")

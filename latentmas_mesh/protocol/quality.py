@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from latentmas_mesh.protocol.base import WireModel
+from latentmas_mesh.protocol.base import WireFloat, WireInt, WireModel
 
 
 class AlignmentQuality(WireModel):
@@ -14,18 +14,18 @@ class AlignmentQuality(WireModel):
     information_retention > 0.92, confidence > 0.85. Targets are the caller's to enforce.
     """
 
-    cosine_similarity: float = Field(ge=-1.0, le=1.0)
-    euclidean_distance: float = Field(ge=0.0)
-    information_retention: float = Field(ge=0.0, le=1.0)
-    confidence: float = Field(ge=0.0, le=1.0)
+    cosine_similarity: WireFloat = Field(ge=-1.0, le=1.0)
+    euclidean_distance: WireFloat = Field(ge=0.0)
+    information_retention: WireFloat = Field(ge=0.0, le=1.0)
+    confidence: WireFloat = Field(ge=0.0, le=1.0)
 
 
 class WMatrixQualityMetrics(WireModel):
     """Section 4.3.3 `qualityMetrics` and Appendix C's generate response `quality_metrics`."""
 
-    expected_quality: float = Field(ge=0.0, le=1.0)
-    information_retention: float = Field(ge=0.0, le=1.0)
-    computational_cost: int | float = Field(ge=0)  # the spec's example is 32768 (an int)
+    expected_quality: WireFloat = Field(ge=0.0, le=1.0)
+    information_retention: WireFloat = Field(ge=0.0, le=1.0)
+    computational_cost: WireInt | WireFloat = Field(ge=0)  # the spec's example is 32768 (an int)
 
 
 __all__ = ["AlignmentQuality", "WMatrixQualityMetrics"]

@@ -7,7 +7,14 @@ from typing import Final, Literal
 from pydantic import Field
 
 from latentmas_mesh.protocol.arrays import FloatMatrix, FloatVector
-from latentmas_mesh.protocol.base import EnvelopeV2, ModelName, WireModel, register_message
+from latentmas_mesh.protocol.base import (
+    EnvelopeV2,
+    ModelName,
+    WireInt,
+    WireModel,
+    WireStr,
+    register_message,
+)
 from latentmas_mesh.protocol.quality import WMatrixQualityMetrics
 
 UNIFIED_DIMENSION_MAX: Final = 1 << 16
@@ -33,10 +40,10 @@ class TransformationRules(WireModel):
 class WMatrixStandard(WireModel):
     """Section 4.3.3: one versioned W-matrix, W: R^d_s -> R^d_u -> R^d_t."""
 
-    version: str = Field(pattern=VERSION_PATTERN)
+    version: WireStr = Field(pattern=VERSION_PATTERN)
     source_model: ModelName
     target_model: ModelName
-    unified_dimension: int = Field(ge=1, le=UNIFIED_DIMENSION_MAX)
+    unified_dimension: WireInt = Field(ge=1, le=UNIFIED_DIMENSION_MAX)
     method: WMatrixMethod
     transformation_rules: TransformationRules
     quality_metrics: WMatrixQualityMetrics
@@ -55,8 +62,8 @@ class GenerateWMatrixRequest(EnvelopeV2):
 class GenerateWMatrixResponse(WireModel):
     """Appendix C.1 generate response: the new version and its measured quality."""
 
-    version: str = Field(pattern=VERSION_PATTERN)
-    unified_dimension: int = Field(ge=1, le=UNIFIED_DIMENSION_MAX)
+    version: WireStr = Field(pattern=VERSION_PATTERN)
+    unified_dimension: WireInt = Field(ge=1, le=UNIFIED_DIMENSION_MAX)
     quality_metrics: WMatrixQualityMetrics
 
 

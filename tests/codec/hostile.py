@@ -274,6 +274,37 @@ CORPUS: list[Case] = [
         lambda: with_header(set_in(["body", "metadata", "generated_at"], "2026-01-01T00:00:00")),
         INVALID,
     ),
+    # wrong scalar types are refused, never coerced
+    Case(
+        "sequence length as a numeric string",
+        lambda: with_header(set_in(["body", "metadata", "sequence_length"], "3")),
+        INVALID,
+    ),
+    Case(
+        "sequence length as a whole float",
+        lambda: with_header(set_in(["body", "metadata", "sequence_length"], 3.0)),
+        INVALID,
+    ),
+    Case(
+        "token count as a bool",
+        lambda: with_header(set_in(["body", "metadata", "token_count"], True)),
+        INVALID,
+    ),
+    Case(
+        "source model as msgpack bin",
+        lambda: with_header(set_in(["body", "source_model"], b"llama-3-8b")),
+        INVALID,
+    ),
+    Case(
+        "generated_at as a unix timestamp",
+        lambda: with_header(set_in(["body", "metadata", "generated_at"], 1_769_344_205)),
+        INVALID,
+    ),
+    Case(
+        "generated_at as a string of digits",
+        lambda: with_header(set_in(["body", "metadata", "generated_at"], "1769344205")),
+        INVALID,
+    ),
     Case(
         "keys of a dtype KV caches do not use",
         lambda: with_header(set_in(["arrays", 0, "dtype"], "int16")),

@@ -159,6 +159,36 @@ class TestModelRules:
 
         assert expected_loc == raised.value.details["errors"][0]["loc"]
 
+    @pytest.mark.parametrize(
+        ("field", "value"), [("cosine_similarity", True), ("confidence", "0.9")]
+    )
+    def test_quality_figures_refuse_bools_and_numeric_strings(self, field, value):
+        """A metric is a number: True or "0.9" is a wrong type, not coerced to 1.0 or 0.9."""
+        figures = {
+            "cosine_similarity": 0.93,
+            "euclidean_distance": 0.12,
+            "information_retention": 0.95,
+            "confidence": 0.91,
+        }
+
+        with pytest.raises(InvalidRequest) as raised:
+            validate_message(p.AlignmentQuality, {**figures, field: value})
+
+        assert [field] == raised.value.details["errors"][0]["loc"]
+
+    def test_whole_number_is_accepted_where_a_float_belongs(self):
+        """JSON writes 1.0 as 1, so an int is a valid value for a float metric."""
+        figures = {
+            "cosine_similarity": 1,
+            "euclidean_distance": 0,
+            "information_retention": 1,
+            "confidence": 1,
+        }
+
+        quality = validate_message(p.AlignmentQuality, figures)
+
+        assert (1.0, float) == (quality.cosine_similarity, type(quality.cosine_similarity))
+
     def test_values_may_be_narrower_than_keys(self, rng):
         """value_dim may differ from head_dim (architectures with distinct key/value widths)."""
         keys = rng.standard_normal((1, 1, 2, 8)).astype(np.float32)
