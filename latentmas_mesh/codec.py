@@ -69,7 +69,7 @@ DEFAULT_LIMITS: Final = CodecLimits()
 class Decoded:
     """A decoded message with the request id and type name its header carried."""
 
-    message: BaseModel
+    message: WireModel
     request_id: str
     type_name: str
 
@@ -207,6 +207,7 @@ def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) ->
         msg = f"header declares {len(specs)} arrays but {len(buffers) - 1} array frames arrived"
         raise InvalidRequest(msg, details={"declared": len(specs), "frames": len(buffers) - 1})
     arrays = [_array_view(buffers[1 + i], spec, 1 + i) for i, spec in enumerate(specs)]
+    _check_bools(arrays)
     used = [False] * len(arrays)
     resolved = _resolve(body, arrays, used, 0, limits)
     if not all(used):
@@ -387,6 +388,18 @@ def _key(key: object) -> str:
         msg = "header map keys must be strings"
         raise InvalidRequest(msg)
     return key
+
+
+def _check_bools(arrays: list[np.ndarray[Any, Any]]) -> None:
+    """A bool frame holds only the bytes 0 and 1.
+
+    numpy reads any other byte as True but compares and copies the raw byte, and torch (which
+    receives these arrays in the integrations) leaves such a tensor's behaviour undefined.
+    """
+    for index, array in enumerate(arrays):
+        if array.dtype == np.bool_ and array.size and int(array.view(np.uint8).max()) > 1:
+            msg = f"bool array in frame {1 + index} holds bytes other than 0 and 1"
+            raise InvalidRequest(msg, details={"frame": 1 + index})
 
 
 def _check_finite(arrays: list[np.ndarray[Any, Any]]) -> None:

@@ -86,6 +86,16 @@ def poisoned(dtype: str, value: float, where: str = "keys") -> list[Any]:
     return frames
 
 
+def bool_mask_frames(middle_byte: int) -> list[Any]:
+    """A valid message with a bool attention mask [1, 3] whose frame is [1, middle_byte, 0]."""
+    kv = kv_cache(np.random.default_rng(7)).model_copy(
+        update={"attention_mask": np.array([[True, True, False]])}
+    )
+    frames = [bytes(frame) for frame in codec.encode(kv, request_id="req-hostile")]
+    frames[3] = bytes([1, middle_byte, 0])
+    return frames
+
+
 def unreferenced_extra_array(mapping: dict[str, Any]) -> None:
     mapping["arrays"].append({"dtype": "uint8", "shape": [1], "frame": 5})
 
@@ -316,6 +326,8 @@ CORPUS: list[Case] = [
         INVALID,
     ),
     Case("keys of rank 3", lambda: with_header(set_in(["arrays", 0, "shape"], [4, 3, 4])), INVALID),
+    Case("bool frame holding the byte 2", lambda: bool_mask_frames(2), INVALID),
+    Case("bool frame holding the byte 255", lambda: bool_mask_frames(255), INVALID),
     # NaN / Inf
     Case("NaN in float16 keys", lambda: poisoned("float16", np.nan), INVALID),
     Case("+Inf in float16 values", lambda: poisoned("float16", np.inf, "values"), INVALID),

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from latentmas_mesh import codec
 from latentmas_mesh.errors import ErrorCode, InvalidRequest, ProtocolError
-from tests.codec.hostile import CORPUS, Case, poisoned, set_in, valid_frames, with_header
+from tests.codec.hostile import (
+    CORPUS,
+    Case,
+    bool_mask_frames,
+    poisoned,
+    set_in,
+    valid_frames,
+    with_header,
+)
 
 PEER_ERRORS = {ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE}
 
@@ -54,6 +62,12 @@ class TestHostileCorpus:
         error = decode_error(with_header(set_in(["type"], "x" * 100_000)))
 
         assert (ErrorCode.INVALID_REQUEST, True) == (error.code, len(error.message) < 300)
+
+    def test_bool_frame_of_zeros_and_ones_decodes(self):
+        """The baseline of the bool-byte cases: bytes 0 and 1 are a valid bool mask."""
+        decoded = codec.decode(bool_mask_frames(1))
+
+        assert [[True, True, False]] == decoded.message.attention_mask.tolist()
 
     def test_nan_is_accepted_when_the_check_is_off(self):
         """check_finite=False lets non-finite values through (for messages that allow them)."""
