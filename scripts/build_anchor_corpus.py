@@ -21,26 +21,96 @@ from pathlib import Path
 # (file stem, work id, author, title, first published, ebook number of the edition used, the
 # author's first words: editors' prefaces and introductions before them are skipped)
 WORKS: tuple[tuple[str, str, str, str, int, int, str], ...] = (
-    ("pride_and_prejudice", "austen-pride", "Jane Austen", "Pride and Prejudice", 1813, 1342,
-     "It is a truth universally acknowledged"),
-    ("moby_dick", "melville-moby-dick", "Herman Melville", "Moby-Dick; or, The Whale", 1851, 2701,
-     "Call me Ishmael."),
-    ("tale_of_two_cities", "dickens-two-cities", "Charles Dickens", "A Tale of Two Cities", 1859,
-     98, "It was the best of times"),
-    ("frankenstein", "shelley-frankenstein", "Mary Shelley", "Frankenstein", 1818, 84,
-     "You will rejoice to hear"),
-    ("walden", "thoreau-walden", "Henry David Thoreau", "Walden", 1854, 205,
-     "When I wrote the following pages"),
-    ("on_liberty", "mill-liberty", "John Stuart Mill", "On Liberty", 1859, 34901,
-     "The subject of this Essay"),
-    ("sherlock_holmes", "doyle-holmes", "Arthur Conan Doyle",
-     "The Adventures of Sherlock Holmes", 1892, 1661, "To Sherlock Holmes she is always"),
-    ("time_machine", "wells-time-machine", "H. G. Wells", "The Time Machine", 1895, 35,
-     "The Time Traveller (for so"),
-    ("jekyll_and_hyde", "stevenson-jekyll", "Robert Louis Stevenson",
-     "The Strange Case of Dr. Jekyll and Mr. Hyde", 1886, 43, "Mr. Utterson the lawyer"),
-    ("how_the_other_half_lives", "riis-other-half", "Jacob A. Riis",
-     "How the Other Half Lives", 1890, 45502, "Long ago it was said"),
+    (
+        "pride_and_prejudice",
+        "austen-pride",
+        "Jane Austen",
+        "Pride and Prejudice",
+        1813,
+        1342,
+        "It is a truth universally acknowledged",
+    ),
+    (
+        "moby_dick",
+        "melville-moby-dick",
+        "Herman Melville",
+        "Moby-Dick; or, The Whale",
+        1851,
+        2701,
+        "Call me Ishmael.",
+    ),
+    (
+        "tale_of_two_cities",
+        "dickens-two-cities",
+        "Charles Dickens",
+        "A Tale of Two Cities",
+        1859,
+        98,
+        "It was the best of times",
+    ),
+    (
+        "frankenstein",
+        "shelley-frankenstein",
+        "Mary Shelley",
+        "Frankenstein",
+        1818,
+        84,
+        "You will rejoice to hear",
+    ),
+    (
+        "walden",
+        "thoreau-walden",
+        "Henry David Thoreau",
+        "Walden",
+        1854,
+        205,
+        "When I wrote the following pages",
+    ),
+    (
+        "on_liberty",
+        "mill-liberty",
+        "John Stuart Mill",
+        "On Liberty",
+        1859,
+        34901,
+        "The subject of this Essay",
+    ),
+    (
+        "sherlock_holmes",
+        "doyle-holmes",
+        "Arthur Conan Doyle",
+        "The Adventures of Sherlock Holmes",
+        1892,
+        1661,
+        "To Sherlock Holmes she is always",
+    ),
+    (
+        "time_machine",
+        "wells-time-machine",
+        "H. G. Wells",
+        "The Time Machine",
+        1895,
+        35,
+        "The Time Traveller (for so",
+    ),
+    (
+        "jekyll_and_hyde",
+        "stevenson-jekyll",
+        "Robert Louis Stevenson",
+        "The Strange Case of Dr. Jekyll and Mr. Hyde",
+        1886,
+        43,
+        "Mr. Utterson the lawyer",
+    ),
+    (
+        "how_the_other_half_lives",
+        "riis-other-half",
+        "Jacob A. Riis",
+        "How the Other Half Lives",
+        1890,
+        45502,
+        "Long ago it was said",
+    ),
 )
 ANCHOR_WORDS_MIN = 220
 ANCHOR_WORDS_MAX = 420
@@ -130,10 +200,17 @@ def main(source_dir: Path, out_file: Path) -> None:
         passages = passages_of(prose_paragraphs(body_of(raw, first_words)))
         chosen = evenly(passages, PASSAGES_PER_WORK_MAX)
         for index, text in enumerate(chosen):
-            records.append({
-                "id": f"{work}-{index:03d}", "work": work, "author": author, "title": title,
-                "year": year, "ebook": ebook, "text": text,
-            })
+            records.append(
+                {
+                    "id": f"{work}-{index:03d}",
+                    "work": work,
+                    "author": author,
+                    "title": title,
+                    "year": year,
+                    "ebook": ebook,
+                    "text": text,
+                }
+            )
         print(f"{work:24s} {len(chosen):4d} passages", file=sys.stderr)
     with out_file.open("w", encoding="utf-8") as handle:
         for record in records:

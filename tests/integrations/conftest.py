@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,6 +12,16 @@ if TYPE_CHECKING:
 
 MODEL_A = "smollm2-135m-instruct"
 MODEL_B = "gemma-3-270m"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """One intra-op thread: on a shared 2-core machine more threads thrash (5-10x slower)."""
+    if importlib.util.find_spec("torch") is None:
+        return  # the pure tests of this area run without the hf extra
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from latentmas_mesh.integrations.hf._activations import (
+    PassageActivations,
+    export_anchor_activations,
+    passage_activations,
+    read_anchor_activations,
+)
 from latentmas_mesh.integrations.hf._kv import (
     CONTEXT_TOKENS_MAX,
     NEW_TOKENS_MAX,
@@ -36,17 +42,21 @@ __all__ = [
     "ContextTokens",
     "GgufSource",
     "LoadedModel",
+    "PassageActivations",
     "continuation_logits",
     "continuation_nll",
     "convert_model",
     "converted_dir",
+    "export_anchor_activations",
     "extract_kv_cache",
     "gguf_path",
     "greedy_continue",
     "inject_kv_cache",
     "layer_tensors",
     "load_model",
+    "passage_activations",
     "prefill_cache",
+    "read_anchor_activations",
     "resolve_model",
     "start_entry_cache",
     "supported_model_names",

@@ -97,8 +97,7 @@ def resolve_model(name: str) -> tuple[ModelSpec, GgufSource]:
     source = MODEL_SOURCES.get(spec.name)
     if source is None:
         raise ModelNotSupported(
-            f"{spec.name} has no local weight source; loadable models: "
-            f"{', '.join(MODEL_SOURCES)}",
+            f"{spec.name} has no local weight source; loadable models: {', '.join(MODEL_SOURCES)}",
             details={"model": spec.name, "loadable": list(MODEL_SOURCES)},
         )
     return spec, source
