@@ -26,13 +26,14 @@ class ArraySpec:
     """Pydantic metadata for an array field: allowed ranks and wire dtype names.
 
     On the binary path the value must already be a numpy array (the codec builds it from a frame);
-    at the JSON edge nested lists are converted to `json_dtype` (or the edge's float dtype when
-    None) and checked the same way. JSON output merges the last `json_merge_trailing` axes.
+    at the JSON edge nested lists are converted to the edge's float dtype, or to int64 when
+    `json_integers` is set and every number is a JSON integer, and checked the same way.
+    JSON output merges the last `json_merge_trailing` axes.
     """
 
     ndims: tuple[int, ...]
     dtypes: frozenset[str]
-    json_dtype: str | None = None
+    json_integers: bool = False
     json_merge_trailing: int = 1
 
     def __get_pydantic_core_schema__(
@@ -57,8 +58,12 @@ class ArraySpec:
     def validate(self, value: object, info: ValidationInfo) -> NDArray:
         """Return `value` unchanged (no copy) when it is an allowed array; ValueError otherwise."""
         if isinstance(value, list) and is_json_edge(info.context):
-            name = self.json_dtype or json_float_dtype(info.context)
-            value = nested_to_array(value, ndims=self.ndims, dtype_name=name)
+            value = nested_to_array(
+                value,
+                ndims=self.ndims,
+                dtype_name=json_float_dtype(info.context),
+                integer_dtype_name="int64" if self.json_integers else None,
+            )
         if not isinstance(value, np.ndarray):
             msg = f"expected a numpy array, got {type(value).__name__}"
             raise ValueError(msg)  # a TypeError would escape pydantic; ValueError is reported
@@ -87,11 +92,11 @@ KVTensor: TypeAlias = Annotated[
 # attentionMask?: number[][]  -> [rows, seq]; 1/0 or True/False, or additive float masks.
 AttentionMask: TypeAlias = Annotated[
     NDArray,
-    ArraySpec(ndims=(2,), dtypes=_FLOATS | _INTS | {"bool"}, json_dtype="int64"),
+    ArraySpec(ndims=(2,), dtypes=_FLOATS | _INTS | {"bool"}, json_integers=True),
 ]
 # positionEncodings?: number[] -> [seq] position ids (ints) or positions as floats.
 PositionArray: TypeAlias = Annotated[
-    NDArray, ArraySpec(ndims=(1,), dtypes=_INTS | _FLOATS, json_dtype="int64")
+    NDArray, ArraySpec(ndims=(1,), dtypes=_INTS | _FLOATS, json_integers=True)
 ]
 FloatVector: TypeAlias = Annotated[NDArray, ArraySpec(ndims=(1,), dtypes=_FLOATS)]
 FloatMatrix: TypeAlias = Annotated[NDArray, ArraySpec(ndims=(2,), dtypes=_FLOATS)]

@@ -86,10 +86,17 @@ def dump_json(message: WireModel) -> bytes:
 
 
 def nested_to_array(
-    obj: object, *, ndims: Collection[int], dtype_name: str, what: str = "array"
+    obj: object,
+    *,
+    ndims: Collection[int],
+    dtype_name: str,
+    what: str = "array",
+    integer_dtype_name: str | None = None,
 ) -> np.ndarray[Any, np.dtype[Any]]:
     """Convert rectangular nested lists of numbers to an array of wire dtype `dtype_name`.
 
+    With `integer_dtype_name`, lists whose numbers are all JSON integers become that dtype
+    instead (JSON tells 1 from 1.0, so a float mask or position list keeps its floats).
     Raises ValueError (pydantic turns it into a located validation error) for a depth not in
     `ndims`, ragged lists, anything but int/float leaves (bool and numeric strings included),
     more than JSON_ELEMENTS_MAX numbers, and values that are not finite in the target dtype.
@@ -102,7 +109,9 @@ def nested_to_array(
     if count > JSON_ELEMENTS_MAX:
         msg = f"{what} has {count} numbers; the JSON edge accepts at most {JSON_ELEMENTS_MAX}"
         raise ValueError(msg)
-    _check_rectangular(obj, shape, 0, what)
+    only_integers = _check_rectangular(obj, shape, 0, what)
+    if integer_dtype_name is not None and only_integers:
+        dtype_name = integer_dtype_name
     dtype = DTYPES[dtype_name]
     floats = dtype_name in FLOAT_DTYPE_NAMES
     try:
@@ -125,13 +134,16 @@ def array_to_nested(array: np.ndarray[Any, np.dtype[Any]], *, merge_trailing: in
     """Nested lists of Python numbers for JSON; the last `merge_trailing` axes become one axis.
 
     KV tensors use merge_trailing=2: [layers, heads, seq, head_dim] -> [layers][heads][seq × dim],
-    the layout section 3.5.2 writes.
+    the layout section 3.5.2 writes. Bools become 0 and 1: the spec's masks are number[][], and
+    the edge reads JSON true/false as wrong types.
     """
     if merge_trailing > 1 and array.ndim >= merge_trailing:
         keep = array.shape[: array.ndim - merge_trailing]
         array = array.reshape((*keep, -1)) if array.size else array.reshape((*keep, 0))
-    if array.dtype.kind in "biu":
+    if array.dtype.kind in "iu":
         return array.tolist()
+    if array.dtype.kind == "b":
+        return array.astype(np.int64).tolist()
     return array.astype(np.float64).tolist()
 
 
@@ -163,19 +175,25 @@ def _leading_shape(obj: object) -> list[int]:
     return shape
 
 
-def _check_rectangular(node: object, shape: list[int], depth: int, what: str) -> None:
-    """Every list at `depth` has length shape[depth]; leaves are int or float, never bool."""
+def _check_rectangular(node: object, shape: list[int], depth: int, what: str) -> bool:
+    """Every list at `depth` has length shape[depth]; leaves are int or float, never bool.
+
+    Returns True when every leaf is an int.
+    """
     if not isinstance(node, list) or len(node) != shape[depth]:
         msg = f"{what} is ragged or mixes lists and numbers at depth {depth}"
         raise ValueError(msg)
     if depth == len(shape) - 1:
+        only_integers = True
         for leaf in node:
-            if type(leaf) is not float and type(leaf) is not int:
+            if type(leaf) is float:
+                only_integers = False
+            elif type(leaf) is not int:
                 msg = f"{what} holds a {type(leaf).__name__} where a number belongs"
                 raise ValueError(msg)
-        return
-    for child in node:
-        _check_rectangular(child, shape, depth + 1, what)
+        return only_integers
+    results = [_check_rectangular(child, shape, depth + 1, what) for child in node]
+    return all(results)
 
 
 __all__ = [

@@ -179,14 +179,69 @@ class TestOtherArrays:
 
         assert (np.float32, (2,)) == (request.vector.dtype, request.vector.shape)
 
-    def test_float_in_integer_mask_is_refused(self):
-        """attention masks from JSON are integers; 0.5 is not silently truncated."""
+    def test_integer_mask_from_json_is_int64(self):
+        """A mask written with JSON integers becomes an int64 mask."""
+        body = kv_json(SPEC_KEYS)
+        body["attention_mask"] = [[1, 0]]
+
+        kv = parse_json(p.KVCache, json.dumps(body))
+
+        assert ("int64", [[1, 0]]) == (
+            p.dtype_name(kv.attention_mask.dtype),
+            kv.attention_mask.tolist(),
+        )
+
+    def test_fraction_in_mask_makes_a_float_mask_never_truncated(self):
+        """[[1, 0.5]] is an additive float mask; 0.5 is kept, not truncated to an integer."""
         body = kv_json(SPEC_KEYS)
         body["attention_mask"] = [[1, 0.5]]
+
+        kv = parse_json(p.KVCache, json.dumps(body))
+
+        assert ("float32", [[1.0, 0.5]]) == (
+            p.dtype_name(kv.attention_mask.dtype),
+            kv.attention_mask.tolist(),
+        )
+
+    def test_json_true_in_a_mask_is_refused(self):
+        """JSON booleans are not numbers: the spec's mask is number[][]."""
+        body = kv_json(SPEC_KEYS)
+        body["attention_mask"] = [[True, False]]
 
         error = parse_error(p.KVCache, body)
 
         assert ["attention_mask"] == error.details["errors"][0]["loc"]
+
+    @pytest.mark.parametrize(
+        ("mask", "expected_dtype"),
+        [
+            (np.array([[True, False, True, True]]), "int64"),
+            (np.array([[0.0, -1e4, 0.0, 0.5]], dtype=np.float32), "float32"),
+            (np.array([[1, 0, 1, 1]], dtype=np.int8), "int64"),
+        ],
+    )
+    def test_every_mask_dtype_survives_a_json_round_trip(self, mask, expected_dtype, rng):
+        """What the edge prints it parses back: bools as 0/1, floats as floats, ints as ints."""
+        kv = kv_cache(rng, seq=4, dtype="float32").model_copy(update={"attention_mask": mask})
+
+        back = parse_json(p.KVCache, dump_json(kv))
+
+        assert (expected_dtype, mask.astype(np.float64).tolist()) == (
+            p.dtype_name(back.attention_mask.dtype),
+            back.attention_mask.astype(np.float64).tolist(),
+        )
+
+    def test_float_positions_survive_a_json_round_trip(self, rng):
+        """Positions given as floats come back as floats with the same values."""
+        positions = np.array([0.0, 1.0, 2.5], dtype=np.float32)
+        kv = kv_cache(rng, dtype="float32").model_copy(update={"position_encodings": positions})
+
+        back = parse_json(p.KVCache, dump_json(kv))
+
+        assert ("float32", [0.0, 1.0, 2.5]) == (
+            p.dtype_name(back.position_encodings.dtype),
+            back.position_encodings.tolist(),
+        )
 
     def test_json_schema_describes_arrays_as_nested_number_lists(self):
         """The published JSON schema shows keys as number[][][] (the spec's type)."""
