@@ -137,6 +137,65 @@ class TestRealModelNumbers:
         assert [5, 11, 17] == full
 
 
+# Spot checks made in review against public copies of each config.json (found with the search
+# tools): layers, heads, kv heads, head_dim, hidden, rope_theta. Copies read:
+# ThanatosShinji/onnx-tool onnx_tool/model_configs.py (llama-2-7b-chat, Llama-3-8B, Llama-3.1-70B,
+# Qwen2-7B, Qwen2-72B-Instruct, phi-2, Phi-3-mini/medium/small, Yi-1.5-34B);
+# InternLM/InternEvo-HFModels huggingface_model/Yi/Yi_6B/configuration_yi.py (Yi-6B);
+# a Mixtral-8x7B-v0.1 training config and a printed MixtralConfig; printed SmolLM2-135M configs;
+# an MLX conversion's internlm2-7b config (which also carries rope_scaling dynamic x2).
+SPOT_CHECKED = {
+    "llama-2-7b": (32, 32, 32, 128, 4096, 10000.0),
+    "llama-3-8b": (32, 32, 8, 128, 4096, 500000.0),
+    "llama-3.1-70b": (80, 64, 8, 128, 8192, 500000.0),
+    "mixtral-8x7b": (32, 32, 8, 128, 4096, 1000000.0),
+    "qwen-2-7b": (28, 28, 4, 128, 3584, 1000000.0),
+    "qwen-2-72b": (80, 64, 8, 128, 8192, 1000000.0),
+    "phi-2": (32, 32, 32, 80, 2560, 10000.0),
+    "phi-3-mini": (32, 32, 32, 96, 3072, 10000.0),
+    "phi-3-small": (32, 32, 8, 128, 4096, 1000000.0),
+    "phi-3-medium": (40, 40, 10, 128, 5120, 10000.0),
+    "yi-6b": (32, 32, 4, 128, 4096, 5000000.0),
+    "yi-1.5-34b": (60, 56, 8, 128, 7168, 5000000.0),
+    "internlm2-7b": (32, 32, 8, 128, 4096, 1000000.0),
+    "smollm2-135m-instruct": (30, 9, 3, 64, 576, 100000.0),
+}
+
+
+class TestSpotChecks:
+    @pytest.mark.parametrize("name", sorted(SPOT_CHECKED))
+    def test_numbers_match_a_public_copy_of_the_config(self, registry: Registry, name: str):
+        """The registry's geometry equals the figures read from a public config.json copy."""
+        spec = registry.get(name)
+
+        assert SPOT_CHECKED[name] == (
+            spec.num_layers,
+            spec.num_attention_heads,
+            spec.num_kv_heads,
+            spec.head_dim,
+            spec.hidden_size,
+            spec.positional.rope_theta,
+        )
+
+    def test_llama31_and_internlm2_keep_their_rope_scaling(self, registry: Registry):
+        """llama-3.1 scales rope as llama3 x8 from 8192; internlm2-7b uses dynamic NTK x2."""
+        llama = registry.get("llama-3.1-70b").positional.rope_scaling
+        internlm = registry.get("internlm2-7b").positional.rope_scaling
+        assert llama is not None
+        assert internlm is not None
+
+        assert (("llama3", 8.0, 8192, 1.0, 4.0), ("dynamic", 2.0)) == (
+            (
+                llama.rope_type,
+                llama.factor,
+                llama.original_max_position_embeddings,
+                llama.low_freq_factor,
+                llama.high_freq_factor,
+            ),
+            (internlm.rope_type, internlm.factor),
+        )
+
+
 class TestOpenModelArithmetic:
     @pytest.mark.parametrize("spec", OPEN, ids=_ids(OPEN))
     def test_open_model_claims_every_dimension_from_a_named_file(self, spec: ModelSpec):
