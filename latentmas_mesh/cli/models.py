@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from latentmas_mesh.cli.app import app
-from latentmas_mesh.registry import ModelSpec, PositionalKind, Registry, load_registry
+from latentmas_mesh.registry import (
+    ModelSpec,
+    PositionalKind,
+    Registry,
+    RegistryFileError,
+    load_registry,
+)
 from latentmas_mesh.settings import MeshSettings
 
 
@@ -76,7 +82,11 @@ def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False,
 ) -> None:
     """List the supported models (spec Appendix D) with their attention geometry."""
-    registry = load_registry(MeshSettings().registry_path)
+    try:
+        registry = load_registry(MeshSettings().registry_path)
+    except RegistryFileError as exc:  # an operator's file: say which and why, not a traceback
+        typer.echo(f"cannot load the model registry: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     models = registry.models(family)
     if family is not None and not models:
         known = ", ".join(sorted(registry.families()))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from latentmas_mesh.cli import _register_subcommands, app
@@ -53,3 +55,19 @@ class TestModelsCommand:
 
         assert 1 == result.exit_code
         assert "llama" in result.output
+
+    def test_broken_operator_file_exits_2_naming_the_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ):
+        """A malformed LATENTMAS_REGISTRY_PATH file is reported in one line, not a traceback."""
+        broken = tmp_path / "models.json"
+        broken.write_text("{not json", encoding="utf-8")
+        monkeypatch.setenv("LATENTMAS_REGISTRY_PATH", str(broken))
+
+        result = runner.invoke(app, ["models"])
+
+        assert (2, True, True) == (
+            result.exit_code,
+            str(broken) in result.output,
+            result.exception is None or isinstance(result.exception, SystemExit),
+        )
