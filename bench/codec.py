@@ -63,19 +63,8 @@ def cold_compile_seconds() -> float:
         return float(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=256, help="keys + values, MiB")
-    parser.add_argument("--repeats", type=int, default=9)
-    args = parser.parse_args()
-
-    warm_start = time.perf_counter()
-    finite.warm_up()
-    warm_seconds = time.perf_counter() - warm_start
-    cold_seconds = cold_compile_seconds()
-
-    kv = build_cache(args.size_mib, np.random.default_rng(0))
-    total_bytes = kv.keys.nbytes + kv.values.nbytes
+def measure(kv: KVCache, repeats: int) -> dict[str, float]:
+    """Median seconds of each operation on `kv`; the reference copies are measured in this run."""
     keys_copy, values_copy = np.empty_like(kv.keys), np.empty_like(kv.values)
 
     def memcpy() -> None:
@@ -89,7 +78,10 @@ def main() -> None:
     def round_trip(check_finite: bool) -> Callable[[], object]:
         def run() -> object:
             decoded = codec.decode(codec.encode(kv, request_id="bench"), check_finite=check_finite)
-            assert decoded.message.keys.shape == kv.keys.shape  # type: ignore[attr-defined]
+            if not isinstance(decoded.message, KVCache) or decoded.message.keys.shape != (
+                kv.keys.shape
+            ):
+                raise RuntimeError("the benchmark's round trip did not return its KV cache")
             return decoded
 
         return run
@@ -98,46 +90,68 @@ def main() -> None:
         finite.all_finite(kv.keys)
         finite.all_finite(kv.values)
 
-    copyto_s = median_seconds(memcpy, args.repeats)
-    alloc_copy_s = median_seconds(alloc_and_copy, args.repeats)
-    memcpy_s = min(copyto_s, alloc_copy_s)  # the stricter reference: the faster copy
-    unvalidated_s = median_seconds(round_trip(False), args.repeats)
-    validated_s = median_seconds(round_trip(True), args.repeats)
-    scan_s = median_seconds(scan_only, args.repeats)
-    encode_s = median_seconds(lambda: codec.encode(kv, request_id="bench"), args.repeats)
+    return {
+        "copyto": median_seconds(memcpy, repeats),
+        "alloc_copy": median_seconds(alloc_and_copy, repeats),
+        "unvalidated": median_seconds(round_trip(False), repeats),
+        "validated": median_seconds(round_trip(True), repeats),
+        "scan": median_seconds(scan_only, repeats),
+        "encode": median_seconds(lambda: codec.encode(kv, request_id="bench"), repeats),
+    }
 
+
+def print_table(kv: KVCache, seconds: dict[str, float], memcpy_s: float, repeats: int) -> None:
+    """The readable table: each operation in ms, GiB/s and as a multiple of the memcpy."""
+    total_bytes = kv.keys.nbytes + kv.values.nbytes
     gib = total_bytes / (1 << 30)
     rows = [
-        ("np.copyto into preallocated arrays", copyto_s),
-        ("np.copy (allocates the destination)", alloc_copy_s),
-        ("encode only", encode_s),
-        ("encode + decode, no NaN/Inf scan", unvalidated_s),
-        ("encode + decode, with NaN/Inf scan", validated_s),
-        ("NaN/Inf scan only", scan_s),
+        ("np.copyto into preallocated arrays", seconds["copyto"]),
+        ("np.copy (allocates the destination)", seconds["alloc_copy"]),
+        ("encode only", seconds["encode"]),
+        ("encode + decode, no NaN/Inf scan", seconds["unvalidated"]),
+        ("encode + decode, with NaN/Inf scan", seconds["validated"]),
+        ("NaN/Inf scan only", seconds["scan"]),
     ]
     shape = "x".join(map(str, kv.keys.shape))
     print(f"KV cache: keys and values float16 [{shape}] each, {total_bytes / (1 << 20):.0f} MiB")
-    print(f"cores: {os.cpu_count()}, repeats: {args.repeats} (median)")
+    print(f"cores: {os.cpu_count()}, repeats: {repeats} (median)")
     print("reference (x memcpy = 1): the faster of the two numpy copies below")
     print(f"{'operation':<46}{'ms':>10}{'GiB/s':>10}{'x memcpy':>10}")
-    for name, seconds in rows:
-        print(f"{name:<46}{seconds * 1e3:>10.3f}{gib / seconds:>10.1f}{seconds / memcpy_s:>10.4f}")
+    for name, value in rows:
+        print(f"{name:<46}{value * 1e3:>10.3f}{gib / value:>10.1f}{value / memcpy_s:>10.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=256, help="keys + values, MiB")
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+
+    warm_start = time.perf_counter()
+    finite.warm_up()
+    warm_seconds = time.perf_counter() - warm_start
+    cold_seconds = cold_compile_seconds()
+
+    kv = build_cache(args.size_mib, np.random.default_rng(0))
+    seconds = measure(kv, args.repeats)
+    memcpy_s = min(seconds["copyto"], seconds["alloc_copy"])  # the stricter reference
+    print_table(kv, seconds, memcpy_s, args.repeats)
     print(f"numba kernel: {cold_seconds:.2f} s cold compile, {warm_seconds:.2f} s load from cache")
     figures = {
-        "bytes": total_bytes,
+        "bytes": kv.keys.nbytes + kv.values.nbytes,
         "shape": list(kv.keys.shape),
         "repeats": args.repeats,
         "cpu_count": os.cpu_count(),
         "memcpy_ms": memcpy_s * 1e3,
-        "numpy_copyto_ms": copyto_s * 1e3,
-        "numpy_copy_with_alloc_ms": alloc_copy_s * 1e3,
-        "encode_ms": encode_s * 1e3,
-        "encode_decode_unvalidated_ms": unvalidated_s * 1e3,
-        "encode_decode_validated_ms": validated_s * 1e3,
-        "scan_ms": scan_s * 1e3,
-        "ratio_to_memcpy_unvalidated": unvalidated_s / memcpy_s,
-        "ratio_to_memcpy_validated": validated_s / memcpy_s,
-        "ratio_scan_to_memcpy": scan_s / memcpy_s,
+        "numpy_copyto_ms": seconds["copyto"] * 1e3,
+        "numpy_copy_with_alloc_ms": seconds["alloc_copy"] * 1e3,
+        "encode_ms": seconds["encode"] * 1e3,
+        "encode_decode_unvalidated_ms": seconds["unvalidated"] * 1e3,
+        "encode_decode_validated_ms": seconds["validated"] * 1e3,
+        "scan_ms": seconds["scan"] * 1e3,
+        "ratio_to_memcpy_unvalidated": seconds["unvalidated"] / memcpy_s,
+        "ratio_to_memcpy_validated": seconds["validated"] / memcpy_s,
+        "ratio_scan_to_memcpy": seconds["scan"] / memcpy_s,
         "numba_compile_cold_s": cold_seconds,
         "numba_load_warm_s": warm_seconds,
     }
