@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from latentmas_mesh.protocol.arrays import FloatMatrix, FloatVector
+from latentmas_mesh.protocol.arrays import FloatMatrix, FloatVector, NDArray
 from latentmas_mesh.protocol.base import EnvelopeV1, ModelName, WireModel, register_message
 from latentmas_mesh.protocol.quality import AlignmentQuality
 
@@ -20,9 +20,7 @@ class AlignVectorRequest(EnvelopeV1):
 
     @model_validator(mode="after")
     def _exactly_one_payload(self) -> AlignVectorRequest:
-        if (self.vector is None) == (self.vectors is None):
-            msg = "give exactly one of vector ([d]) or vectors ([n, d])"
-            raise ValueError(msg)
+        _require_exactly_one(self.vector, self.vectors, "vector", "vectors")
         return self
 
 
@@ -36,10 +34,19 @@ class AlignVectorResponse(WireModel):
 
     @model_validator(mode="after")
     def _exactly_one_payload(self) -> AlignVectorResponse:
-        if (self.aligned_vector is None) == (self.aligned_vectors is None):
-            msg = "give exactly one of aligned_vector ([d]) or aligned_vectors ([n, d])"
-            raise ValueError(msg)
+        _require_exactly_one(
+            self.aligned_vector, self.aligned_vectors, "aligned_vector", "aligned_vectors"
+        )
         return self
+
+
+def _require_exactly_one(
+    single: NDArray | None, batch: NDArray | None, single_name: str, batch_name: str
+) -> None:
+    """One vector [d] or one batch [n, d], never both and never neither (v1's two call forms)."""
+    if (single is None) == (batch is None):
+        msg = f"give exactly one of {single_name} ([d]) or {batch_name} ([n, d])"
+        raise ValueError(msg)
 
 
 __all__ = ["AlignVectorRequest", "AlignVectorResponse"]
