@@ -174,20 +174,20 @@ def decode(
         raise InternalError(msg, details={"exception": type(exc).__name__}) from exc
 
 
-def request_id_of(frames: Sequence[Frame]) -> str | None:
-    """The request id in the header, best effort; never raises (to address an error reply)."""
+def request_id_of(frames: Sequence[Frame], *, limits: CodecLimits = DEFAULT_LIMITS) -> str | None:
+    """The request id in the header, best effort; never raises (to address an error reply).
+
+    Pass the `limits` the decoder uses, so a header the decoder would read is read here too.
+    """
     try:
         if not isinstance(frames, list | tuple) or not frames:
             return None
         header = _buffer_of(frames[0], 0)
-        if header.nbytes > DEFAULT_LIMITS.header_bytes_max:
+        if header.nbytes > limits.header_bytes_max:
             return None
-        unpacked = _unpack_header(header, DEFAULT_LIMITS)
+        unpacked = _unpack_header(header, limits)
         request_id = unpacked.get("request_id") if isinstance(unpacked, dict) else None
-        if (
-            isinstance(request_id, str)
-            and 0 < len(request_id) <= DEFAULT_LIMITS.request_id_chars_max
-        ):
+        if isinstance(request_id, str) and 0 < len(request_id) <= limits.request_id_chars_max:
             return request_id
     except Exception:  # best effort by contract
         return None

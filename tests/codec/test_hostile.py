@@ -75,6 +75,16 @@ class TestHostileCorpus:
 
         assert bool(np.isnan(decoded.message.keys).any())
 
+    def test_request_id_of_reads_a_header_within_the_callers_limits(self):
+        """A header over the default bound but within the caller's is still read for its id."""
+        frames = with_header(set_in(["body", "metadata", "context_description"], "d" * 300_000))
+        limits = codec.CodecLimits(header_bytes_max=1 << 20)
+
+        assert (None, "req-hostile") == (
+            codec.request_id_of(frames),
+            codec.request_id_of(frames, limits=limits),
+        )
+
     def test_request_id_of_reads_an_otherwise_invalid_message(self):
         """An error reply can be addressed even when the body fails validation."""
         frames = with_header(set_in(["body", "source_model"], 42))
