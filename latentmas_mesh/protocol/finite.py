@@ -128,7 +128,7 @@ def _compile_kernel() -> Callable[[np.ndarray[Any, Any], Any], Any]:
     # nogil: threads scan pieces in parallel; cache: the compile is paid once per machine, not
     # per process; no fastmath: integer code, nothing to relax; boundscheck off: range is exact.
     @numba.njit(cache=True, nogil=True, fastmath=False, boundscheck=False, parallel=False)
-    def exponent_max(bits: np.ndarray[Any, Any], mask: Any) -> Any:  # noqa: ANN401
+    def exponent_max(bits: np.ndarray[Any, Any], mask: Any) -> Any:  # noqa: ANN401  # numba scalars
         """max(bits & mask) over a 1-D unsigned array; equals mask iff an element is non-finite."""
         largest = bits.dtype.type(0)
         for i in range(bits.size):

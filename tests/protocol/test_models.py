@@ -80,7 +80,7 @@ class TestModelRules:
         kv = kv_cache(rng)
 
         with pytest.raises(ValidationError):
-            kv.source_model = "other"  # type: ignore[misc]
+            kv.source_model = "other"  # type: ignore[misc]  # frozen: this must fail
 
     def test_unknown_fields_are_refused(self):
         """extra="forbid": a misspelt field is an error, not silently dropped."""

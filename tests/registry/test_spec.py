@@ -87,4 +87,4 @@ class TestValidators:
     def test_entries_are_frozen(self, registry: Registry):
         """Shared specs cannot be mutated by one caller under another."""
         with pytest.raises(ValidationError):
-            registry.get("llama-3-8b").num_layers = 1  # type: ignore[misc]
+            registry.get("llama-3-8b").num_layers = 1  # type: ignore[misc]  # frozen: must fail
