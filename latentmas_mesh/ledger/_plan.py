@@ -257,14 +257,14 @@ class _Planner:
         if sum(units for _, units in transfers) != 0:
             msg = f"event {event_id!r} would not balance: {transfers}"
             raise InternalError(msg)
-        after = {account: self.balances[account] for account, _ in transfers}
+        after: dict[str, int] = {}
         for account, units in transfers:
-            after[account] += units
+            after[account] = after.get(account, self.balances[account]) + units
         for account, balance in after.items():
-            if self.kinds[account] != AccountKind.FUNDING and balance < 0:
+            if balance < 0 and self.kinds[account] != AccountKind.FUNDING:
                 msg = f"event {event_id!r} would take {account} below zero: {balance}"
                 raise InternalError(msg)
-            if abs(balance) > BALANCE_UNITS_MAX:
+            if balance > BALANCE_UNITS_MAX or balance < -BALANCE_UNITS_MAX:
                 msg = f"event {event_id!r} would take {account} past {BALANCE_UNITS_MAX} units"
                 raise InvalidRequest(msg, details={"account": account})
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
 from typing import Final
 
@@ -242,12 +241,27 @@ AnyEvent = LedgerEvent | Expire
 
 
 def content_sha256(event: AnyEvent) -> str:
-    """Hex SHA-256 of the event's canonical JSON: equal content, equal hash; any change, another."""
-    fields = asdict(event)
-    fields["kind"] = event.kind.value
-    fields["validators"] = list(fields.get("validators", ()))
-    encoded = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(encoded).hexdigest()
+    """Hex SHA-256 of the event's canonical form: equal content, equal hash; any change, another.
+
+    The form is the kind, then every field in declaration order, joined by the unit separator
+    (0x1F; a tuple's items by 0x1E). Ids and identities are printable ASCII, so the joins are
+    unambiguous; this runs once per event, hence no JSON.
+    """
+    parts = [event.kind.value]
+    for name in _field_names(type(event)):
+        value = getattr(event, name)
+        parts.append("\x1e".join(value) if isinstance(value, tuple) else str(value))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+_FIELD_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[AnyEvent]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls.__name__)
+    if names is None:
+        names = _FIELD_NAMES[cls.__name__] = tuple(f.name for f in fields(cls) if f.name != "kind")
+    return names
 
 
 @dataclass(frozen=True, slots=True)

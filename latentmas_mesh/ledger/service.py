@@ -256,18 +256,28 @@ def _terms_fields(terms: QuoteTerms) -> dict[str, object]:
 
 
 def _result(outcome: Outcome) -> EventResult:
-    return EventResult(
+    # built from the ledger's own typed outcome: nothing to validate, so skip pydantic's checks
+    return EventResult.model_construct(
         event_id=outcome.event_id,
         kind=outcome.kind.value,
         status=int(outcome.status),
         amount_units=outcome.amount_units,
         applied_at_ms=outcome.applied_at_ms,
         replayed=outcome.replayed,
+        error=None,
     )
 
 
 def _error(event_id: str, error: ProtocolError) -> EventResult:
-    return EventResult(event_id=event_id, error=ErrorBody.from_error(error))
+    return EventResult.model_construct(
+        event_id=event_id,
+        kind=None,
+        status=None,
+        amount_units=None,
+        applied_at_ms=None,
+        replayed=False,
+        error=ErrorBody.from_error(error),
+    )
 
 
 def _answer(event_id: str, answer: Outcome | ProtocolError) -> EventResult:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Final
 
 from latentmas_mesh.errors import InvalidRequest
-from latentmas_mesh.market._pricing import PRICE_UNITS_MAX, round_half_up
+from latentmas_mesh.market._pricing import PRICE_UNITS_MAX
 
 CREATOR_PERCENT: Final = 80
 PLATFORM_PERCENT: Final = 15
@@ -58,13 +57,13 @@ def split_revenue(price_units: int, validators: Sequence[str]) -> RevenueSplit:
     if len(set(ordered)) != len(ordered):
         msg = "a validator may appear only once in a split"
         raise InvalidRequest(msg, details={"field": "validators"})
-    creator = round_half_up(Fraction(price_units * CREATOR_PERCENT, 100))
+    # round(x / d) = floor((2x + d) / 2d): round_half_up in integers, done inline for speed
+    creator = (2 * price_units * CREATOR_PERCENT + 100) // 200
     rest = price_units - creator
     if not ordered:
         return RevenueSplit(price_units, creator, rest, ())
-    platform = round_half_up(
-        Fraction(rest * PLATFORM_PERCENT, PLATFORM_PERCENT + VALIDATORS_PERCENT)
-    )
+    pool_percent = PLATFORM_PERCENT + VALIDATORS_PERCENT
+    platform = (2 * rest * PLATFORM_PERCENT + pool_percent) // (2 * pool_percent)
     pool = rest - platform
     each, extra = divmod(pool, len(ordered))
     shares = tuple(
