@@ -41,7 +41,9 @@ def header(frames: list[Any]) -> dict[str, Any]:
     return unpacked
 
 
-def with_header(edit: Callable[[dict[str, Any]], object], frames: list[Any] | None = None):
+def with_header(
+    edit: Callable[[dict[str, Any]], object], frames: list[Any] | None = None
+) -> list[Any]:
     """Frames whose header has been changed by `edit` (which mutates it or returns a new one)."""
     frames = frames if frames is not None else valid_frames()
     changed = header(frames)

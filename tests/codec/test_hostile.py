@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import numpy as np
 import pytest
@@ -23,10 +25,12 @@ from tests.codec.hostile import (
 PEER_ERRORS = {ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE}
 
 
-def decode_error(frames, limits=codec.DEFAULT_LIMITS, **options) -> ProtocolError:
+def decode_error(
+    frames: Any, limits: codec.CodecLimits = codec.DEFAULT_LIMITS, *, check_finite: bool = True
+) -> ProtocolError:
     """The ProtocolError decode raises for `frames`; fails the test if it returns or raises else."""
     with pytest.raises(ProtocolError) as raised:
-        codec.decode(frames, limits=limits, **options)
+        codec.decode(frames, limits=limits, check_finite=check_finite)
     return raised.value
 
 
@@ -95,7 +99,7 @@ class TestHostileCorpus:
 frame_bytes = st.binary(max_size=256)
 
 
-def peer_error_code(frames) -> ErrorCode | None:
+def peer_error_code(frames: list[bytes]) -> ErrorCode | None:
     """The code decode raises for `frames`, or None when they decode; other exceptions escape."""
     try:
         codec.decode(frames)

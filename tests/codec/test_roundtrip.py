@@ -118,7 +118,7 @@ class TestZeroCopy:
         )
 
 
-def kv_cache_big(rng):
+def kv_cache_big(rng: np.random.Generator) -> p.KVCache:
     """Large enough (1 MiB per array) that libzmq keeps the frame as its own buffer."""
     from tests.protocol.factories import kv_cache
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -68,7 +70,7 @@ class TestAllFinite:
         assert (True, first) == (first is not None, finite.compile_seconds)
 
 
-def _scan_in_child(queue) -> None:
+def _scan_in_child(queue: multiprocessing.Queue[bool]) -> None:
     array = np.zeros(finite.PARALLEL_BYTES_MIN, dtype=np.float16)
     array[-1] = np.inf
     queue.put(finite.all_finite(array))
@@ -76,8 +78,6 @@ def _scan_in_child(queue) -> None:
 
 def test_threaded_scan_works_in_a_forked_child():
     """A child forked after the parent used the thread pool builds its own pool, not hangs."""
-    import multiprocessing
-
     finite.all_finite(np.zeros(finite.PARALLEL_BYTES_MIN, dtype=np.float16))  # parent's pool
     context = multiprocessing.get_context("fork")
     queue = context.Queue()

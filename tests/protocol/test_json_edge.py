@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +36,9 @@ ALIGNMENT_QUALITY = {
 }
 
 
-def kv_json(keys, values=None, *, seq=2, **metadata_overrides):
+def kv_json(
+    keys: Any, values: Any = None, *, seq: int = 2, **metadata_overrides: Any
+) -> dict[str, Any]:
     """A KV cache as JSON-ready data, with the given nested lists for keys and values."""
     return {
         "source_model": "llama-3-8b",
@@ -55,7 +58,7 @@ def kv_json(keys, values=None, *, seq=2, **metadata_overrides):
 SPEC_KEYS = [[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.5, 0.25, 0.0, -1.0, -2.0, 1e-3]]]
 
 
-def parse_error(cls, document) -> InvalidRequest:
+def parse_error(cls: type[p.WireModel], document: str | dict[str, Any]) -> InvalidRequest:
     raw = document if isinstance(document, str) else json.dumps(document)
     with pytest.raises(InvalidRequest) as raised:
         parse_json(cls, raw)

@@ -13,7 +13,7 @@ from latentmas_mesh.protocol.base import validate_message
 from tests.protocol.factories import GENERATED_AT, example_messages, kv_cache
 
 
-def camel_kv(keys, values, seq):
+def camel_kv(keys: np.ndarray, values: np.ndarray, seq: int) -> dict[str, object]:
     """A KVCache body written with section 3.5.2's camelCase names."""
     return {
         "sourceModel": "gpt-4",
