@@ -1,0 +1,450 @@
+"""KV-cache alignment (section 3.5.3): layer/head mappings, per-map fitting, and the aligner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from latentmas_mesh.alignment._types import F32, F64, IntArray, Method
+from latentmas_mesh.alignment.kernels import HeadMaps, align_heads, align_heads_reference
+from latentmas_mesh.alignment.quality import AlignmentQuality
+from latentmas_mesh.alignment.rope import RotarySpec, RotaryTables, apply_rotary, rotary_tables
+from latentmas_mesh.alignment.wmatrix import WMatrix
+from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
+
+Granularity = Literal["head", "layer"]
+Backend = Literal["kernel", "numpy"]
+
+
+@dataclass(frozen=True)
+class KVGeometry:
+    """A model's cache geometry: [layers, kv_heads, seq, head_dim] keys, value_dim values.
+
+    rotary: one RotarySpec per layer (layers may differ in base, as gemma-3's do).
+    """
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    rotary: tuple[RotarySpec, ...]
+    value_dim: int = 0  # 0: same as head_dim
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if min(self.layers, self.kv_heads, self.head_dim) < 1 or self.value_dim < 0:
+            raise InvalidRequest("cache geometry needs positive dimensions", details={})
+        if len(self.rotary) != self.layers:
+            raise InvalidRequest(
+                f"{len(self.rotary)} rotary specs for {self.layers} layers",
+                details={"rotary": len(self.rotary), "layers": self.layers},
+            )
+        for spec in self.rotary:
+            spec.rotated_dims(self.head_dim)
+
+    @classmethod
+    def uniform(
+        cls,
+        layers: int,
+        kv_heads: int,
+        head_dim: int,
+        rotary: RotarySpec | None = None,
+        *,
+        value_dim: int = 0,
+        name: str = "",
+    ) -> KVGeometry:
+        """Every layer rotating alike (RotarySpec() by default: theta 10,000, half)."""
+        spec = RotarySpec() if rotary is None else rotary
+        return cls(layers, kv_heads, head_dim, (spec,) * layers, value_dim, name)
+
+    @property
+    def value_width(self) -> int:
+        return self.value_dim or self.head_dim
+
+    def check_cache(self, keys: npt.NDArray[Any], values: npt.NDArray[Any]) -> int:
+        """Raise DimensionMismatch unless keys/values fit this geometry; returns seq length."""
+        expected_keys = (self.layers, self.kv_heads, self.head_dim)
+        expected_values = (self.layers, self.kv_heads, self.value_width)
+        key_shape = (*keys.shape[:2], keys.shape[-1]) if keys.ndim == 4 else keys.shape
+        value_shape = (*values.shape[:2], values.shape[-1]) if values.ndim == 4 else values.shape
+        if (
+            keys.ndim != 4
+            or values.ndim != 4
+            or key_shape != expected_keys
+            or value_shape != expected_values
+            or keys.shape[2] != values.shape[2]
+        ):
+            raise DimensionMismatch(
+                f"cache keys {keys.shape} / values {values.shape} do not fit "
+                f"{self.name or 'the model'}: expected [{self.layers}, {self.kv_heads}, seq, "
+                f"{self.head_dim}] keys and [.., {self.value_width}] values",
+                details={
+                    "model": self.name,
+                    "keys": list(keys.shape),
+                    "values": list(values.shape),
+                    "expected_keys": [self.layers, self.kv_heads, "seq", self.head_dim],
+                    "expected_values": [self.layers, self.kv_heads, "seq", self.value_width],
+                },
+            )
+        return int(keys.shape[2])
+
+    def tables(self, positions: npt.ArrayLike) -> RotaryTables:
+        """Angle tables of every layer at `positions` [S]."""
+        return rotary_tables(self.rotary, self.head_dim, positions)
+
+
+def proportional_layer_map(source_layers: int, target_layers: int) -> IntArray:
+    """Target layer l reads source layer ⌊(l + ½)·L_s / L_t⌋: the same relative depth."""
+    layers = np.arange(target_layers)
+    return np.asarray(((layers + 0.5) * source_layers / target_layers).astype(np.int64))
+
+
+def proportional_head_map(source_heads: int, target_heads: int) -> IntArray:
+    """Target KV head h reads source head ⌊(h + ½)·H_s / H_t⌋ (GQA counts differ)."""
+    return proportional_layer_map(source_heads, target_heads)
+
+
+def layer_window(center: int, neighbours: int, layers: int) -> list[int]:
+    """2·neighbours + 1 consecutive layers around `center`, shifted inward at the ends."""
+    width = min(2 * neighbours + 1, layers)
+    start = min(max(center - neighbours, 0), layers - width)
+    return list(range(start, start + width))
+
+
+@dataclass(frozen=True)
+class KVMapping:
+    """Which source (layer, head)s each target head reads, and at what granularity.
+
+    inputs: [L_t, H_t, n_in, 2] (source layer, source head), in feature order.
+    "head": target head (l, h) reads head head_map[h] of the source layers around layer_map[l]
+        (one map per target head, the spec's head_dim x head_dim maps).
+    "layer": every head of target layer l reads all source heads of those layers, and one map
+        per target layer is fitted on the flattened heads, then split by target head.
+    """
+
+    granularity: Granularity
+    inputs: IntArray
+
+    @classmethod
+    def build(
+        cls,
+        source: KVGeometry,
+        target: KVGeometry,
+        *,
+        granularity: Granularity = "head",
+        layer_map: Sequence[int] | None = None,
+        head_map: Sequence[int] | None = None,
+        neighbour_layers: int = 0,
+    ) -> KVMapping:
+        """Explicit maps win; the defaults are proportional depth and proportional heads."""
+        layers = _checked_map(layer_map, target.layers, source.layers, "layer_map")
+        if layers is None:
+            layers = proportional_layer_map(source.layers, target.layers)
+        heads = _checked_map(head_map, target.kv_heads, source.kv_heads, "head_map")
+        if heads is None:
+            heads = proportional_head_map(source.kv_heads, target.kv_heads)
+        if granularity not in ("head", "layer"):
+            raise InvalidRequest(f"unknown granularity {granularity!r}", details={})
+        if neighbour_layers < 0:
+            raise InvalidRequest("neighbour_layers must be >= 0", details={})
+        inputs = []
+        for layer in range(target.layers):
+            window = layer_window(int(layers[layer]), neighbour_layers, source.layers)
+            row = []
+            for head in range(target.kv_heads):
+                if granularity == "head":
+                    row.append([(s, int(heads[head])) for s in window])
+                else:
+                    row.append([(s, h) for s in window for h in range(source.kv_heads)])
+            inputs.append(row)
+        return cls(granularity, np.asarray(inputs, dtype=np.int64))
+
+
+def _checked_map(
+    mapping: Sequence[int] | None, length: int, bound: int, name: str
+) -> IntArray | None:
+    if mapping is None:
+        return None
+    array = np.asarray(mapping, dtype=np.int64)
+    if array.shape != (length,) or array.min(initial=0) < 0 or array.max(initial=0) >= bound:
+        raise DimensionMismatch(
+            f"{name} needs {length} entries in [0, {bound})",
+            details={name: array.tolist(), "length": length, "bound": bound},
+        )
+    return array
+
+
+def mean_quality(qualities: Sequence[AlignmentQuality]) -> AlignmentQuality:
+    """Average of each metric over several maps (a cache's figure); rows are summed."""
+    return AlignmentQuality(
+        cosine_similarity=float(np.mean([q.cosine_similarity for q in qualities])),
+        euclidean_distance=float(np.mean([q.euclidean_distance for q in qualities])),
+        information_retention=float(np.mean([q.information_retention for q in qualities])),
+        confidence=float(np.mean([q.confidence for q in qualities])),
+        heldout_rows=int(sum(q.heldout_rows for q in qualities)),
+    )
+
+
+@dataclass
+class _Fitted:
+    """One tensor kind's fitted state (keys or values)."""
+
+    maps: list[WMatrix]
+    heads: HeadMaps
+    quality: AlignmentQuality | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class KVAligner:
+    """Turns a source model's KV cache into a cache of the target model's shape.
+
+    Keys: de-rotated with the source layer's rotary angles at their positions, mapped,
+    re-rotated with the target layer's angles (cached keys are stored rotated). Values: mapped
+    only. Separate maps for keys and values, per target head or per target layer (KVMapping).
+    Fitting data are anchor activations of both models, row-paired by token:
+    [layers, kv_heads, n, dim] each, with each side's token positions [n].
+    """
+
+    def __init__(
+        self,
+        source: KVGeometry,
+        target: KVGeometry,
+        *,
+        method: Method = "hybrid",
+        unified_dim: int = 128,
+        granularity: Granularity = "head",
+        layer_map: Sequence[int] | None = None,
+        head_map: Sequence[int] | None = None,
+        neighbour_layers: int = 0,
+        holdout_fraction: float = 0.2,
+        validation_fraction: float = 0.2,
+        random_state: int = 0,
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.method = method
+        self.unified_dim = unified_dim
+        self.granularity = granularity
+        self.layer_map = layer_map
+        self.head_map = head_map
+        self.neighbour_layers = neighbour_layers
+        self.holdout_fraction = holdout_fraction
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def fit(
+        self,
+        source_keys: npt.ArrayLike,
+        source_values: npt.ArrayLike,
+        target_keys: npt.ArrayLike,
+        target_values: npt.ArrayLike,
+        *,
+        source_positions: npt.ArrayLike,
+        target_positions: npt.ArrayLike,
+        groups: npt.ArrayLike | None = None,
+    ) -> Self:
+        """Fit key and value maps on row-paired anchors; returns self (see the class doc)."""
+        s_keys, s_values = (np.asarray(a, dtype=np.float32) for a in (source_keys, source_values))
+        t_keys, t_values = (np.asarray(a, dtype=np.float32) for a in (target_keys, target_values))
+        rows = self.source.check_cache(s_keys, s_values)
+        if self.target.check_cache(t_keys, t_values) != rows:
+            raise DimensionMismatch(
+                f"source has {rows} anchor tokens, target {t_keys.shape[2]}: rows must pair",
+                details={"source_rows": rows, "target_rows": int(t_keys.shape[2])},
+            )
+        s_pos, t_pos = _positions(source_positions, rows), _positions(target_positions, rows)
+        self.mapping_ = KVMapping.build(
+            self.source,
+            self.target,
+            granularity=self.granularity,
+            layer_map=self.layer_map,
+            head_map=self.head_map,
+            neighbour_layers=self.neighbour_layers,
+        )
+        s_keys = _derotate(s_keys, self.source.tables(s_pos))
+        t_keys = _derotate(t_keys, self.target.tables(t_pos))
+        self.keys_ = self._fit_kind(s_keys, t_keys, groups)
+        self.values_ = self._fit_kind(s_values, t_values, groups)
+        self.exact_identity_ = False
+        return self
+
+    def _fit_kind(self, source: F32, target: F32, groups: npt.ArrayLike | None) -> _Fitted:
+        """One WMatrix per target head (or layer), then folded into kernel HeadMaps."""
+        inputs = self.mapping_.inputs
+        layers, heads, n_in, _ = inputs.shape
+        width_in, width_out = source.shape[3], target.shape[3]
+        weight = np.zeros((layers, heads, n_in * width_in, width_out), dtype=np.float32)
+        bias = np.zeros((layers, heads, width_out), dtype=np.float32)
+        maps = []
+        for layer in range(layers):
+            per_head = self.granularity == "head"
+            units = [[h] for h in range(heads)] if per_head else [list(range(heads))]
+            for unit in units:
+                features = _features(source, inputs[layer, unit[0]])
+                wanted = np.concatenate([target[layer, h] for h in unit], axis=1)
+                wmatrix = WMatrix(
+                    self.method,
+                    self.unified_dim,
+                    holdout_fraction=self.holdout_fraction,
+                    validation_fraction=self.validation_fraction,
+                    random_state=self.random_state,
+                ).fit(features, wanted, groups=groups)
+                matrix, offset = wmatrix.affine()
+                for slot, h in enumerate(unit):
+                    columns = slice(slot * width_out, (slot + 1) * width_out)
+                    weight[layer, h] = matrix[:, columns]
+                    bias[layer, h] = offset[columns]
+                maps.append(wmatrix)
+        heads_maps = HeadMaps(inputs.copy(), weight, bias)
+        return _Fitted(maps, heads_maps, mean_quality([m.quality for m in maps]))
+
+    @classmethod
+    def from_head_maps(
+        cls,
+        source: KVGeometry,
+        target: KVGeometry,
+        keys: HeadMaps,
+        values: HeadMaps,
+        *,
+        granularity: Granularity = "head",
+    ) -> KVAligner:
+        """An aligner from given affine head maps (hub compositions, identities, loaded maps)."""
+        aligner = cls(source, target, granularity=granularity)
+        aligner.mapping_ = KVMapping(granularity, keys.inputs)
+        aligner.keys_ = _Fitted([], keys)
+        aligner.values_ = _Fitted([], values)
+        aligner.exact_identity_ = False
+        return aligner
+
+    @classmethod
+    def identity(cls, geometry: KVGeometry) -> KVAligner:
+        """Same model on both sides: every head maps to itself with W = I (exact)."""
+        mapping = KVMapping.build(geometry, geometry)
+
+        def eye(width: int) -> HeadMaps:
+            weight = np.broadcast_to(
+                np.eye(width, dtype=np.float32),
+                (geometry.layers, geometry.kv_heads, width, width),
+            )
+            bias = np.zeros((geometry.layers, geometry.kv_heads, width), dtype=np.float32)
+            return HeadMaps(mapping.inputs, np.ascontiguousarray(weight), bias)
+
+        aligner = cls.from_head_maps(
+            geometry, geometry, eye(geometry.head_dim), eye(geometry.value_width)
+        )
+        aligner.exact_identity_ = True
+        return aligner
+
+    @property
+    def quality(self) -> AlignmentQuality | None:
+        """Held-out quality averaged over every key and value map (None for given maps)."""
+        qualities = [q for q in (self.keys_.quality, self.values_.quality) if q is not None]
+        return mean_quality(qualities) if qualities else None
+
+    def align(
+        self,
+        keys: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        *,
+        positions: npt.ArrayLike | None = None,
+        target_positions: npt.ArrayLike | None = None,
+        out_dtype: npt.DTypeLike | None = None,
+        backend: Backend = "kernel",
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """Align one cache: keys [L_s, H_s, S, D_s], values [L_s, H_s, S, Dv_s] -> the target's.
+
+        positions [S]: where the source rotated each cached key (default 0..S−1);
+        target_positions [S]: where the target should see them (default: the same positions,
+        so each source token becomes a latent memory slot at its own position).
+        Raises DimensionMismatch when the cache does not fit the source geometry.
+        """
+        seq = self.source.check_cache(keys, values)
+        source_positions = _positions(positions, seq)
+        target_at = source_positions if target_positions is None else _positions(
+            target_positions, seq
+        )
+        if self.exact_identity_ and np.array_equal(source_positions, target_at):
+            # R(p)·I·R(p)⁻¹ = I: an identity exchange is returned bit for bit, not re-rounded.
+            out_type = keys.dtype if out_dtype is None else np.dtype(out_dtype)
+            return keys.astype(out_type, copy=True), values.astype(out_type, copy=True)
+        run = align_heads if backend == "kernel" else align_heads_reference
+        aligned_keys = run(
+            keys,
+            self.keys_.heads,
+            source_rotary=self.source.tables(source_positions),
+            target_rotary=self.target.tables(target_at),
+            out_dtype=out_dtype,
+        )
+        aligned_values = run(values, self.values_.heads, out_dtype=out_dtype)
+        return aligned_keys, aligned_values
+
+    def align_pooled(
+        self,
+        keys: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        pooling: npt.ArrayLike,
+        *,
+        positions: npt.ArrayLike | None = None,
+        target_positions: npt.ArrayLike | None = None,
+        out_dtype: npt.DTypeLike | None = None,
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """Align, then pool onto the target's tokens: pooling [S_t, S] rows sum to 1.
+
+        The maps are affine and each pooling row sums to one, so pooling de-rotated source
+        entries before mapping equals pooling the mapped ones; keys are re-rotated at
+        target_positions [S_t] (default 0..S_t−1) afterwards.
+        """
+        seq = self.source.check_cache(keys, values)
+        weights = np.asarray(pooling, dtype=np.float32)
+        if weights.ndim != 2 or weights.shape[1] != seq:
+            raise DimensionMismatch(
+                f"pooling must be [target_tokens, {seq}], got {weights.shape}",
+                details={"pooling": list(weights.shape), "seq": seq},
+            )
+        source_tables = self.source.tables(_positions(positions, seq))
+        derotated = _derotate(keys.astype(np.float32), source_tables)
+        pooled_keys = np.einsum("ts,lhsd->lhtd", weights, derotated).astype(np.float32)
+        pooled_values = np.einsum("ts,lhsd->lhtd", weights, values.astype(np.float32))
+        target_at = _positions(target_positions, weights.shape[0])
+        out_type = keys.dtype if out_dtype is None else out_dtype
+        aligned_keys = align_heads(
+            pooled_keys,
+            self.keys_.heads,
+            target_rotary=self.target.tables(target_at),
+            out_dtype=out_type,
+        )
+        aligned_values = align_heads(
+            pooled_values.astype(np.float32), self.values_.heads, out_dtype=out_type
+        )
+        return aligned_keys, aligned_values
+
+
+def _positions(positions: npt.ArrayLike | None, seq: int) -> IntArray:
+    if positions is None:
+        return np.arange(seq, dtype=np.int64)
+    array = np.asarray(positions, dtype=np.int64)
+    if array.shape != (seq,):
+        raise DimensionMismatch(
+            f"positions must have shape ({seq},), got {array.shape}",
+            details={"positions": list(array.shape), "seq": seq},
+        )
+    return array
+
+
+def _derotate(keys: F32, tables: RotaryTables) -> F32:
+    """Undo each layer's rotation of keys [L, H, S, D] (numpy; used for fitting and pooling)."""
+    out = np.empty_like(keys)
+    for layer in range(keys.shape[0]):
+        cos, sin = tables.layer(layer)
+        out[layer] = apply_rotary(keys[layer], cos, sin, tables.convention_name, inverse=True)
+    return out
+
+
+def _features(source: F32, inputs: IntArray) -> F64:
+    """Concatenate source heads inputs [n_in, 2] of source [L, H, n, D] into [n, n_in·D]."""
+    return np.concatenate(
+        [source[layer, head].astype(np.float64) for layer, head in inputs], axis=1
+    )

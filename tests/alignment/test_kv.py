@@ -1,0 +1,210 @@
+"""KV-cache alignment: mappings, fitting on synthetic caches with known truth, identity, errors."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from latentmas_mesh.alignment.kv import (
+    KVAligner,
+    KVGeometry,
+    KVMapping,
+    layer_window,
+    proportional_head_map,
+    proportional_layer_map,
+)
+from latentmas_mesh.alignment.rope import RotarySpec, apply_rotary
+from latentmas_mesh.alignment.tokens import pooling_weights
+from latentmas_mesh.errors import DimensionMismatch
+
+SOURCE = KVGeometry(
+    layers=4,
+    kv_heads=2,
+    head_dim=16,
+    rotary=(RotarySpec(1e4, "half"),) * 3 + (RotarySpec(1e6, "half", rotary_dim=8),),
+    value_dim=12,
+    name="source",
+)
+TARGET = KVGeometry(
+    layers=3,
+    kv_heads=1,
+    head_dim=8,
+    rotary=(RotarySpec(5e5, "interleaved"), RotarySpec(1e4, "interleaved"),
+            RotarySpec(5e5, "interleaved")),
+    name="target",
+)
+LATENT = 6
+
+
+class SyntheticModels:
+    """Two 'models' whose un-rotated keys and values are linear in one shared latent z."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.source_keys = rng.standard_normal((4, 2, LATENT, 16))
+        self.source_values = rng.standard_normal((4, 2, LATENT, 12))
+        self.target_keys = rng.standard_normal((3, 1, LATENT, 8))
+        self.target_values = rng.standard_normal((3, 1, LATENT, 8))
+        self.offset = rng.standard_normal(8)
+
+    @staticmethod
+    def _cache(z, weights, geometry, positions, key_offset=0.0):
+        keys, values = weights
+        raw_keys = np.einsum("nz,lhzd->lhnd", z, keys) + key_offset
+        raw_values = np.einsum("nz,lhzd->lhnd", z, values)
+        tables = geometry.tables(positions)
+        rotated = np.stack([
+            apply_rotary(raw_keys[layer].astype(np.float32), *tables.layer(layer),
+                         tables.convention_name)
+            for layer in range(geometry.layers)
+        ])  # fmt: skip
+        return rotated.astype(np.float32), raw_values.astype(np.float32)
+
+    def source(self, z, positions):
+        return self._cache(z, (self.source_keys, self.source_values), SOURCE, positions)
+
+    def target(self, z, positions):
+        return self._cache(z, (self.target_keys, self.target_values), TARGET, positions,
+                           self.offset)
+
+
+@pytest.fixture
+def models(rng) -> SyntheticModels:
+    return SyntheticModels(rng)
+
+
+def _fit(models, rng, **kwargs) -> KVAligner:
+    z = rng.standard_normal((800, LATENT))
+    source_positions = rng.integers(0, 4000, 800)
+    target_positions = rng.integers(0, 4000, 800)
+    s_keys, s_values = models.source(z, source_positions)
+    t_keys, t_values = models.target(z, target_positions)
+    return KVAligner(SOURCE, TARGET, **kwargs).fit(
+        s_keys, s_values, t_keys, t_values,
+        source_positions=source_positions, target_positions=target_positions,
+    )  # fmt: skip
+
+
+class TestMappings:
+    def test_proportional_layers_keep_relative_depth(self):
+        """30 source layers onto 18: first to first, last to last, monotone in between."""
+        layers = proportional_layer_map(30, 18)
+
+        assert (0, 29) == (layers[0], layers[-1])
+        assert bool(np.all(np.diff(layers) > 0))
+
+    def test_gqa_heads_map_proportionally(self):
+        """8 KV heads onto 2: each target head reads the middle of its group of four."""
+        assert [2, 6] == proportional_head_map(8, 2).tolist()
+
+    def test_neighbour_window_shifts_inward_at_the_ends(self):
+        """Three layers around the first layer are 0, 1, 2; around the last, the last three."""
+        assert ([0, 1, 2], [27, 28, 29]) == (layer_window(0, 1, 30), layer_window(29, 1, 30))
+
+    def test_explicit_maps_override_the_defaults(self):
+        """A caller's layer and head maps decide which source heads each target head reads."""
+        mapping = KVMapping.build(SOURCE, TARGET, layer_map=[3, 3, 0], head_map=[1])
+
+        assert [[3, 1]] == mapping.inputs[0, 0].tolist()
+        assert [[0, 1]] == mapping.inputs[2, 0].tolist()
+
+    def test_layer_granularity_reads_every_head_of_the_window(self):
+        """Per layer, a target head reads all source heads of each layer in its window."""
+        mapping = KVMapping.build(SOURCE, TARGET, granularity="layer", neighbour_layers=1)
+
+        assert (3, 1, 6, 2) == mapping.inputs.shape
+
+    def test_map_of_the_wrong_length_is_a_dimension_mismatch(self):
+        """A layer map must name one source layer per target layer, within range."""
+        with pytest.raises(DimensionMismatch):
+            KVMapping.build(SOURCE, TARGET, layer_map=[0, 1])
+        with pytest.raises(DimensionMismatch):
+            KVMapping.build(SOURCE, TARGET, layer_map=[0, 1, 4])
+
+
+class TestFittedAlignment:
+    @pytest.mark.parametrize("granularity", ["head", "layer"])
+    def test_aligned_cache_matches_the_target_models_own_cache(self, models, rng, granularity):
+        """Keys de-rotated with the source's angles, mapped, re-rotated with the target's,
+        equal the target model's own cache of the same latent tokens at new positions."""
+        aligner = _fit(models, rng, method="learned", granularity=granularity)
+        z = rng.standard_normal((40, LATENT))
+        positions = np.arange(40) + 100
+        keys, values = models.source(z, positions)
+        expected_keys, expected_values = models.target(z, positions)
+
+        aligned_keys, aligned_values = aligner.align(keys, values, positions=positions)
+
+        np.testing.assert_allclose(aligned_keys, expected_keys, atol=2e-3)
+        np.testing.assert_allclose(aligned_values, expected_values, atol=2e-3)
+        assert aligner.quality.cosine_similarity > 0.999
+
+    def test_kernel_and_numpy_backends_agree(self, models, rng):
+        """The fused kernel and the numpy twin give the same aligned cache."""
+        aligner = _fit(models, rng, method="hybrid")
+        keys, values = models.source(rng.standard_normal((64, LATENT)), np.arange(64))
+
+        fused = aligner.align(keys, values, backend="kernel")
+        reference = aligner.align(keys, values, backend="numpy")
+
+        np.testing.assert_allclose(fused[0], reference[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fused[1], reference[1], rtol=1e-5, atol=1e-5)
+
+    def test_target_positions_move_where_keys_are_rotated(self, models, rng):
+        """Asking for other target positions equals the target's cache at those positions."""
+        aligner = _fit(models, rng, method="learned")
+        z = rng.standard_normal((16, LATENT))
+        keys, values = models.source(z, np.arange(16))
+        expected_keys, _ = models.target(z, np.arange(16) + 1000)
+
+        aligned_keys, _ = aligner.align(keys, values, target_positions=np.arange(16) + 1000)
+
+        np.testing.assert_allclose(aligned_keys, expected_keys, atol=2e-3)
+
+    def test_pooling_onto_target_tokens_averages_mapped_entries(self, models, rng):
+        """Two source tokens pooled into one target token give the mean of their mapped keys
+        before rotation (the map is affine and pooling weights sum to one)."""
+        aligner = _fit(models, rng, method="learned")
+        z = rng.standard_normal((4, LATENT))
+        keys, values = models.source(z, np.arange(4))
+        weights, covered = pooling_weights([[0, 2], [2, 4], [4, 5], [5, 9]], [[0, 4], [4, 9]])
+        pooled_z = weights @ z
+        expected_keys, expected_values = models.target(pooled_z, np.arange(2))
+
+        aligned_keys, aligned_values = aligner.align_pooled(keys, values, weights)
+
+        assert [True, True] == covered.tolist()
+        np.testing.assert_allclose(aligned_keys, expected_keys, atol=2e-3)
+        np.testing.assert_allclose(aligned_values, expected_values, atol=2e-3)
+
+
+class TestIdentity:
+    @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
+    def test_same_model_exchange_returns_the_cache_bit_for_bit(self, rng, dtype):
+        """A model aligned to itself gets exactly its own cache back."""
+        keys = rng.standard_normal((4, 2, 10, 16)).astype(dtype)
+        values = rng.standard_normal((4, 2, 10, 12)).astype(dtype)
+
+        aligned_keys, aligned_values = KVAligner.identity(SOURCE).align(keys, values)
+
+        np.testing.assert_array_equal(aligned_keys.view(np.uint8), keys.view(np.uint8))
+        np.testing.assert_array_equal(aligned_values.view(np.uint8), values.view(np.uint8))
+
+
+class TestRefusals:
+    def test_cache_of_another_shape_is_a_dimension_mismatch(self, models, rng):
+        """A cache with a head_dim the source model does not have is refused."""
+        aligner = KVAligner.identity(SOURCE)
+        with pytest.raises(DimensionMismatch) as raised:
+            aligner.align(np.zeros((4, 2, 5, 8), np.float32), np.zeros((4, 2, 5, 12), np.float32))
+        assert "Regenerate W-Matrix" == raised.value.resolution
+
+    def test_unpaired_anchor_rows_are_a_dimension_mismatch(self, models, rng):
+        """Source and target anchors must have the same number of tokens."""
+        s_keys, s_values = models.source(rng.standard_normal((20, LATENT)), np.arange(20))
+        t_keys, t_values = models.target(rng.standard_normal((21, LATENT)), np.arange(21))
+
+        with pytest.raises(DimensionMismatch):
+            KVAligner(SOURCE, TARGET).fit(s_keys, s_values, t_keys, t_values,
+                                          source_positions=np.arange(20),
+                                          target_positions=np.arange(21))
