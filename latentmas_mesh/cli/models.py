@@ -23,7 +23,8 @@ def _num(value: int | None) -> str:
 
 
 def _positional(spec: ModelSpec) -> str:
-    """Short positional summary: `rope 5e+05 half`, `rope 1e+04/1e+06 half` (per-layer), `alibi`."""
+    """Short positional summary: `rope 5e+05 half`, `rope 1e+04/1e+06 half` (per-layer), `alibi`,
+    `rope 5e+05 half llama3x8` (with its rope_scaling type and factor)."""
     pos = spec.positional
     if pos.kind in (PositionalKind.UNKNOWN, PositionalKind.ALIBI, PositionalKind.LEARNED):
         return pos.kind.value
@@ -33,6 +34,8 @@ def _positional(spec: ModelSpec) -> str:
         text += f" {pos.rotary_convention.value}"
     if pos.rotary_fraction != 1.0:
         text += f" x{pos.rotary_fraction:g}"
+    if pos.rope_scaling is not None:
+        text += f" {pos.rope_scaling.rope_type}x{pos.rope_scaling.factor:g}"
     return text
 
 

@@ -49,6 +49,12 @@ class TestModelsCommand:
         assert "?" in result.output
         assert "OpenAI GPT" in result.output
 
+    def test_table_shows_rope_scaling(self):
+        """A scaled rotary encoding is marked with its type and factor (InternLM2: dynamic x2)."""
+        result = runner.invoke(app, ["models", "--family", "internlm"])
+
+        assert (0, True) == (result.exit_code, "dynamicx2" in result.output)
+
     def test_unknown_family_exits_non_zero_with_the_known_families(self):
         """A family nobody belongs to is an error that lists the real ones."""
         result = runner.invoke(app, ["models", "--family", "nope"])
