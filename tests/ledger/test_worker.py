@@ -38,19 +38,38 @@ class TestLedgerWorker:
 
         assert (900, 81) == balances
 
-    def test_cli_prints_the_balance(self, net, monkeypatch):
-        """`latentmas ledger balance` reads the caller's own account through the broker."""
-        from typer.testing import CliRunner
+    def test_cli_deposits_and_prints_balance_and_statement(self, net, monkeypatch):
+        """`latentmas ledger deposit|balance|statement` work through the broker, as keys allow."""
+        bob = net.identity("bob")
+        funding = ("deposit", bob, "250", "--event-id", "cli-1")
+        deposit = run_cli(net, monkeypatch, "operator", *funding)
+        again = run_cli(net, monkeypatch, "operator", *funding)
+        refused = run_cli(net, monkeypatch, "bob", "deposit", bob, "250")
+        balance = run_cli(net, monkeypatch, "bob", "balance")
+        statement = run_cli(net, monkeypatch, "bob", "statement", "--limit", "1")
 
-        from latentmas_mesh.cli import _register_subcommands, app
+        assert (0, 0, 1, 0, 0) == (
+            deposit.exit_code,
+            again.exit_code,
+            refused.exit_code,
+            balance.exit_code,
+            statement.exit_code,
+        )
+        assert "already applied" in again.output
+        assert "UNAUTHORIZED" in refused.output
+        assert f"agent:{bob}" in balance.output
+        assert "more: --after" in statement.output
 
-        _register_subcommands()
-        keys = net.root / "keys"
-        secret = keys / "clients" / "alice.key_secret"
-        monkeypatch.setenv("LATENTMAS_CURVE_SECRET_KEY_FILE", str(secret))
-        monkeypatch.setenv("LATENTMAS_CURVE_SERVER_KEY_FILE", str(keys / "broker/broker.key"))
 
-        result = CliRunner().invoke(app, ["ledger", "balance", "--broker-url", net.mesh.broker_url])
+def run_cli(net, monkeypatch, client, *args):
+    """Invoke `latentmas ledger ...` as `client` (its CURVE key from the environment)."""
+    from typer.testing import CliRunner
 
-        assert 0 == result.exit_code, result.output
-        assert f"agent:{net.identity('alice')}" in result.output
+    from latentmas_mesh.cli import _register_subcommands, app
+
+    _register_subcommands()
+    keys = net.root / "keys"
+    secret = keys / "clients" / f"{client}.key_secret"
+    monkeypatch.setenv("LATENTMAS_CURVE_SECRET_KEY_FILE", str(secret))
+    monkeypatch.setenv("LATENTMAS_CURVE_SERVER_KEY_FILE", str(keys / "broker" / "broker.key"))
+    return CliRunner().invoke(app, ["ledger", *args, "--broker-url", net.mesh.broker_url])
