@@ -182,29 +182,19 @@ class TestOtherArrays:
 
         assert (np.float32, (2,)) == (request.vector.dtype, request.vector.shape)
 
-    def test_integer_mask_from_json_is_int64(self):
-        """A mask written with JSON integers becomes an int64 mask."""
+    @pytest.mark.parametrize(
+        ("mask", "expected"),
+        [([[1, 0]], ("int64", [[1, 0]])), ([[1, 0.5]], ("float32", [[1.0, 0.5]]))],
+        ids=["integers make an int64 mask", "a fraction makes a float mask"],
+    )
+    def test_mask_dtype_follows_its_json_numbers(self, mask, expected):
+        """JSON integers give an int64 mask; a fraction gives a float mask, never truncated."""
         body = kv_json(SPEC_KEYS)
-        body["attention_mask"] = [[1, 0]]
+        body["attention_mask"] = mask
 
         kv = parse_json(p.KVCache, json.dumps(body))
 
-        assert ("int64", [[1, 0]]) == (
-            p.dtype_name(kv.attention_mask.dtype),
-            kv.attention_mask.tolist(),
-        )
-
-    def test_fraction_in_mask_makes_a_float_mask_never_truncated(self):
-        """[[1, 0.5]] is an additive float mask; 0.5 is kept, not truncated to an integer."""
-        body = kv_json(SPEC_KEYS)
-        body["attention_mask"] = [[1, 0.5]]
-
-        kv = parse_json(p.KVCache, json.dumps(body))
-
-        assert ("float32", [[1.0, 0.5]]) == (
-            p.dtype_name(kv.attention_mask.dtype),
-            kv.attention_mask.tolist(),
-        )
+        assert expected == (p.dtype_name(kv.attention_mask.dtype), kv.attention_mask.tolist())
 
     def test_json_true_in_a_mask_is_refused(self):
         """JSON booleans are not numbers: the spec's mask is number[][]."""

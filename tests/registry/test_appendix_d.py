@@ -77,6 +77,20 @@ def _ids(specs: list[ModelSpec]) -> list[str]:
     return [m.name for m in specs]
 
 
+def geometry(
+    spec: ModelSpec,
+) -> tuple[int | None, int | None, int | None, int | None, int | None, float | None]:
+    """(layers, heads, kv heads, head_dim, hidden, rope_theta): what a config.json check reads."""
+    return (
+        spec.num_layers,
+        spec.num_attention_heads,
+        spec.num_kv_heads,
+        spec.head_dim,
+        spec.hidden_size,
+        spec.positional.rope_theta,
+    )
+
+
 class TestAppendixD:
     def test_the_registry_lists_at_least_sixty_models(self, registry: Registry):
         """D.1 promises 60+ models; the shipped file must hold them."""
@@ -111,12 +125,7 @@ class TestRealModelNumbers:
         spec = registry.get("HuggingFaceTB/SmolLM2-135M-Instruct")
 
         assert (30, 9, 3, 64, 576, 100000.0, RotaryConvention.HALF) == (
-            spec.num_layers,
-            spec.num_attention_heads,
-            spec.num_kv_heads,
-            spec.head_dim,
-            spec.hidden_size,
-            spec.positional.rope_theta,
+            *geometry(spec),
             spec.positional.rotary_convention,
         )
 
@@ -168,14 +177,7 @@ class TestSpotChecks:
         """The registry's geometry equals the figures read from a public config.json copy."""
         spec = registry.get(name)
 
-        assert SPOT_CHECKED[name] == (
-            spec.num_layers,
-            spec.num_attention_heads,
-            spec.num_kv_heads,
-            spec.head_dim,
-            spec.hidden_size,
-            spec.positional.rope_theta,
-        )
+        assert SPOT_CHECKED[name] == geometry(spec)
 
     def test_llama31_and_internlm2_keep_their_rope_scaling(self, registry: Registry):
         """llama-3.1 scales rope as llama3 x8 from 8192; internlm2-7b uses dynamic NTK x2."""
