@@ -84,5 +84,8 @@ def test_threaded_scan_works_in_a_forked_child():
     child = context.Process(target=_scan_in_child, args=(queue,))
     child.start()
     child.join(timeout=60)
+    if child.is_alive():  # a hung child fails the test below; do not leave it running
+        child.kill()
+        child.join()
 
     assert (0, False) == (child.exitcode, queue.get(timeout=5))
