@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -41,11 +43,20 @@ def make_events(count: int, prefix: str) -> list[SettleEvent]:
     ]
 
 
-def through_worker(root: Path, ledger_url: str, count: int, batch: int, clients: int) -> float:
-    """Settlements/s through broker + ledger worker (CURVE on), `clients` senders in parallel."""
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def through_worker(
+    root: Path, ledger_url: str, count: int, *, batch: int, clients: int, repeats: int
+) -> tuple[float, float]:
+    """Best settlements/s of `repeats` rounds through broker + ledger worker (CURVE on), with
+    `clients` senders in parallel; and the worker's CPU seconds per settlement in that round."""
     names = tuple(f"payer-{i}" for i in range(clients))
     net = LedgerNet(root, clients=names, ledger_url=ledger_url)
-    net.start()
+    mesh = net.start()
     try:
         with net.transport("operator") as transport:
             operator = LedgerClient(transport)
@@ -55,30 +66,52 @@ def through_worker(root: Path, ledger_url: str, count: int, batch: int, clients:
                 operator.open_account("validator", owner)
             for name in names:
                 operator.deposit(net.identity(name), 10**12)
-        share = count // clients
-        failures: list[str] = []
-        prepared = {name: make_events(share, name) for name in names}  # built before the clock
-
-        def send(name: str) -> None:
-            events = prepared[name]
-            with net.transport(name, request_timeout_ms=120_000) as transport:
-                client = LedgerClient(transport)
-                for start in range(0, share, batch):
-                    results = client.send_events(events[start : start + batch])
-                    failures.extend(r.event_id for r in results if r.status != 0)
-
-        threads = [threading.Thread(target=send, args=(name,)) for name in names]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
-        if failures:
-            raise RuntimeError(f"{len(failures)} settlements not applied, e.g. {failures[:3]}")
-        return share * clients / elapsed
+        worker_pid = mesh.worker_processes[0].pid
+        best = (0.0, 0.0)
+        for round_ in range(repeats):
+            rate, cpu = _worker_round(
+                net, names, count // clients, batch=batch, tag=f"r{round_}", worker_pid=worker_pid
+            )
+            best = max(best, (rate, cpu))
+        return best
     finally:
         net.stop()
+
+
+def _worker_round(
+    net: LedgerNet, names: tuple[str, ...], share: int, *, batch: int, tag: str, worker_pid: int
+) -> tuple[float, float]:
+    failures: list[str] = []
+    prepared = {name: make_events(share, f"{tag}-{name}") for name in names}  # before the clock
+
+    def send(name: str) -> None:
+        events = prepared[name]
+        with net.transport(name, request_timeout_ms=120_000) as transport:
+            client = LedgerClient(transport)
+            for start in range(0, share, batch):
+                results = client.send_events(events[start : start + batch])
+                failures.extend(r.event_id for r in results if r.status != 0)
+
+    threads = [threading.Thread(target=send, args=(name,)) for name in names]
+    broker_pid = net.mesh.broker.pid if net.mesh and net.mesh.broker else worker_pid
+    cpu_before, broker_before = process_cpu_s(worker_pid), process_cpu_s(broker_pid)
+    client_before = time.process_time()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    cpu = process_cpu_s(worker_pid) - cpu_before
+    others = (process_cpu_s(broker_pid) - broker_before, time.process_time() - client_before)
+    settled_now = share * len(names)
+    print(f"  {tag}: {settled_now / elapsed:,.0f}/s; CPU us per settlement: worker"
+          f" {cpu / settled_now * 1e6:.1f}, broker {others[0] / settled_now * 1e6:.1f},"
+          f" clients {others[1] / settled_now * 1e6:.1f}", file=sys.stderr)
+    if failures:
+        raise RuntimeError(f"{len(failures)} settlements not applied, e.g. {failures[:3]}")
+    settled = share * len(names)
+    return settled / elapsed, cpu / settled
 
 
 def journal_rows(count: int, prefix: str) -> tuple[list[tuple], list[tuple]]:
@@ -110,7 +143,7 @@ LINE_INSERT = (
 )
 
 
-def raw_sqlite(path: Path, count: int, batch: int) -> float:
+def raw_sqlite(path: Path, count: int, batch: int) -> tuple[float, float]:
     """The ceiling: the same rows into the same tables, same pragmas and batch, no logic."""
     SqliteLedgerStore(path).close()
     db = connect(path)
@@ -123,24 +156,24 @@ def raw_sqlite(path: Path, count: int, batch: int) -> float:
     )
     events, lines = journal_rows(count, "raw")
     per_event = len(lines) // len(events)
-    started = time.perf_counter()
+    cpu_before, started = time.process_time(), time.perf_counter()
     for start in range(0, count, batch):
         db.execute("BEGIN IMMEDIATE")
         db.executemany(EVENT_INSERT, events[start : start + batch])
         db.executemany(LINE_INSERT, lines[start * per_event : (start + batch) * per_event])
         db.execute("COMMIT")
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_before
     db.close()
-    return count / elapsed
+    return count / elapsed, cpu / count
 
 
-def raw_postgres(dsn: str, count: int, batch: int) -> float:
+def raw_postgres(dsn: str, count: int, batch: int, schema: str) -> float:
     """The PostgreSQL ceiling: the same rows, one transaction per batch, pipelined executemany."""
-    PostgresLedgerStore(dsn, schema="raw").close()
+    PostgresLedgerStore(dsn, schema=schema).close()
     events, lines = journal_rows(count, "raw")
     per_event = len(lines) // len(events)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SET search_path TO raw")
+        conn.execute(f"SET search_path TO {schema}")
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO accounts VALUES (%s, 'agent', 0, 0)", [(a,) for a in ACCOUNTS]
@@ -161,49 +194,65 @@ def raw_postgres(dsn: str, count: int, batch: int) -> float:
     return count / elapsed
 
 
+def best_of(repeats: int, measure: Callable[[int], tuple[float, float]]) -> tuple[float, float]:
+    """The fastest of `repeats` runs: other load on a shared machine only ever slows a run."""
+    return max(measure(round_) for round_ in range(repeats))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--settlements", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="latentmas-bench-ledger-"))
-    figures: dict[str, object] = {
-        "settlements": args.settlements,
-        "batch": args.batch,
-        "clients": args.clients,
-        "journal_lines_per_settlement": 5,
-    }
-    sqlite_raw = raw_sqlite(root / "raw.db", args.settlements, args.batch)
-    sqlite_worker = through_worker(
-        root / "sqlite", f"sqlite://{root / 'ledger.db'}", args.settlements, args.batch,
-        args.clients,
+    count, batch, repeats = args.settlements, args.batch, args.repeats
+    sqlite_raw, sqlite_raw_cpu = best_of(
+        repeats, lambda r: raw_sqlite(root / f"raw-{r}.db", count, batch)
+    )
+    sqlite_worker, sqlite_cpu = through_worker(
+        root / "sqlite", f"sqlite://{root / 'ledger.db'}", count,
+        batch=batch, clients=args.clients, repeats=repeats,
     )
     with TemporaryPostgres() as dsn:
-        postgres_raw = raw_postgres(dsn, args.settlements, args.batch)
-        postgres_worker = through_worker(
-            root / "pg", f"{dsn}#bench", args.settlements, args.batch, args.clients
+        postgres_raw, _ = best_of(
+            repeats, lambda r: (raw_postgres(dsn, count, batch, f"raw{r}"), 0.0)
         )
-    figures |= {
+        postgres_worker, postgres_cpu = through_worker(
+            root / "pg", f"{dsn}#bench", count, batch=batch, clients=args.clients, repeats=repeats
+        )
+    figures: dict[str, object] = {
+        "settlements": count,
+        "batch": batch,
+        "clients": args.clients,
+        "repeats_best_of": repeats,
+        "journal_lines_per_settlement": 5,
         "sqlite_settlements_per_s": round(sqlite_worker),
         "sqlite_raw_per_s": round(sqlite_raw),
         "sqlite_vs_raw": round(sqlite_worker / sqlite_raw, 3),
+        "sqlite_worker_cpu_us_per_settlement": round(sqlite_cpu * 1e6, 1),
+        "sqlite_raw_cpu_us_per_settlement": round(sqlite_raw_cpu * 1e6, 1),
         "postgres_settlements_per_s": round(postgres_worker),
         "postgres_raw_per_s": round(postgres_raw),
         "postgres_vs_raw": round(postgres_worker / postgres_raw, 3),
+        "postgres_worker_cpu_us_per_settlement": round(postgres_cpu * 1e6, 1),
     }
     figures["sqlite_target_met"] = (
         sqlite_worker >= TARGET_SQLITE_PER_S and sqlite_worker / sqlite_raw >= TARGET_VS_RAW
     )
-    print(f"{args.settlements} settlements, batches of {args.batch}, {args.clients} clients, "
-          "5 journal lines each; durable (SQLite WAL+FULL, PostgreSQL fsync on)")
-    print(f"{'engine':<10} {'worker /s':>12} {'raw /s':>12} {'worker/raw':>11}")
-    for engine, worker, raw in (
-        ("sqlite", sqlite_worker, sqlite_raw),
-        ("postgres", postgres_worker, postgres_raw),
+    print(f"{count} settlements, batches of {batch}, {args.clients} clients, best of {repeats};"
+          " 5 journal lines each; durable (SQLite WAL + synchronous=FULL, PostgreSQL fsync on)")
+    print(f"{'engine':<10} {'worker /s':>12} {'raw /s':>12} {'worker/raw':>11}"
+          f" {'worker CPU us':>14}")
+    for engine, worker, raw, cpu in (
+        ("sqlite", sqlite_worker, sqlite_raw, sqlite_cpu),
+        ("postgres", postgres_worker, postgres_raw, postgres_cpu),
     ):
-        print(f"{engine:<10} {worker:>12,.0f} {raw:>12,.0f} {worker / raw:>11.3f}")
-    print(f"targets: sqlite >= {TARGET_SQLITE_PER_S}/s and >= {TARGET_VS_RAW}x raw")
+        print(f"{engine:<10} {worker:>12,.0f} {raw:>12,.0f} {worker / raw:>11.3f}"
+              f" {cpu * 1e6:>14.1f}")
+    print(f"targets: sqlite >= {TARGET_SQLITE_PER_S}/s and >= {TARGET_VS_RAW}x raw;"
+          f" raw SQLite CPU per settlement {sqlite_raw_cpu * 1e6:.1f} us")
     print(json.dumps(figures))
     sys.stdout.flush()
 

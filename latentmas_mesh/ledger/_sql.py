@@ -89,6 +89,14 @@ class SqlLedgerStore(ABC):
         """`column IN (...)` as SQL text and parameters, in the backend's placeholder style."""
 
     @abstractmethod
+    def _journal_mark(self, cursor: Cursor) -> int:
+        """Taken before a batch writes its journal lines; `_written` uses it to find them."""
+
+    @abstractmethod
+    def _written(self, plan: Plan, mark: int) -> tuple[str, list[Any]]:
+        """A WHERE clause (and parameters) selecting exactly the journal lines of `plan`."""
+
+    @abstractmethod
     def _sql(self, query: str) -> str:
         """Rewrite `?` placeholders for the backend."""
 
@@ -163,8 +171,9 @@ class SqlLedgerStore(ABC):
     ) -> list[Outcome | ProtocolError]:
         snapshot = self._snapshot(cursor, events)
         plan = plan_batch(events, snapshot, now_ms)
+        mark = self._journal_mark(cursor)
         self._write_plan(cursor, plan, now_ms)
-        self._read_back(cursor, plan)
+        self._read_back(cursor, plan, mark)
         return plan.results
 
     def _snapshot(self, cursor: Cursor, events: Sequence[AnyEvent]) -> Snapshot:
@@ -252,26 +261,32 @@ class SqlLedgerStore(ABC):
                 [(units, account) for account, units in plan.balances.items()],
             )
 
-    def _read_back(self, cursor: Cursor, plan: Plan) -> None:
-        """Check what was written against the plan, inside the transaction, before it commits."""
-        written = sorted({entry[0] for entry in plan.entries})
-        if written:
-            where, params = self._in("event_id", written)
+    def _read_back(self, cursor: Cursor, plan: Plan, mark: int) -> None:
+        """Check what was written against the plan, inside the transaction, before it commits:
+        as many journal lines as planned, the same total of absolute amounts, every event of the
+        batch summing to zero, and every touched balance equal to the planned one."""
+        if plan.entries:
+            where, params = self._written(plan, mark)
+            cursor.execute(
+                self._sql(f"SELECT COUNT(*), SUM(ABS(amount_units)) FROM journal WHERE {where}"),
+                params,
+            )
+            row = cursor.fetchone()
+            written = (0, 0) if row is None else (int(row[0]), int(row[1] or 0))
+            planned = (len(plan.entries), sum(abs(entry[2]) for entry in plan.entries))
+            if written != planned:
+                msg = f"journal read-back (lines, units) {written} differs from the plan {planned}"
+                raise InternalError(msg)
             cursor.execute(
                 self._sql(
-                    "SELECT event_id, SUM(amount_units), COUNT(*) FROM journal"
-                    f" WHERE {where} GROUP BY event_id"
+                    f"SELECT event_id FROM journal WHERE {where}"
+                    " GROUP BY event_id HAVING SUM(amount_units) <> 0"
                 ),
                 params,
             )
-            sums = {row[0]: (int(row[1]), int(row[2])) for row in cursor.fetchall()}
-            expected_counts = dict.fromkeys(written, 0)
-            for entry in plan.entries:
-                expected_counts[entry[0]] += 1
-            expected = {event_id: (0, n) for event_id, n in expected_counts.items()}
-            if sums != expected:
-                msg = f"journal read-back differs from the plan: {sums} != {expected}"
-                raise InternalError(msg)
+            unbalanced = [row[0] for row in cursor.fetchall()]
+            if unbalanced:
+                raise InternalError(f"events that do not sum to zero after writing: {unbalanced}")
         if plan.balances:
             where, params = self._in("account_id", sorted(plan.balances))
             cursor.execute(

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg import errors as pg_errors
 
+from latentmas_mesh.ledger._plan import Plan
 from latentmas_mesh.ledger._sql import SYSTEM_ACCOUNTS, Cursor, SqlLedgerStore
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -96,6 +97,12 @@ class PostgresLedgerStore(SqlLedgerStore):
 
     def _in(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(%s)", [list(values)]
+
+    def _journal_mark(self, cursor: Cursor) -> int:
+        return 0  # identities of concurrent writers interleave: select by event id instead
+
+    def _written(self, plan: Plan, mark: int) -> tuple[str, list[Any]]:
+        return self._in("event_id", sorted({entry[0] for entry in plan.entries}))
 
     def _sql(self, query: str) -> str:
         return query.replace("?", "%s")

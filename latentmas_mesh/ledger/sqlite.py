@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from latentmas_mesh.ledger._plan import Plan
 from latentmas_mesh.ledger._sql import SYSTEM_ACCOUNTS, Cursor, SqlLedgerStore
 
 BUSY_TIMEOUT_MS = 10_000
@@ -104,6 +105,15 @@ class SqliteLedgerStore(SqlLedgerStore):
 
     def _in(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+    def _journal_mark(self, cursor: Cursor) -> int:
+        cursor.execute("SELECT COALESCE(MAX(entry_id), 0) FROM journal")
+        row = cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _written(self, plan: Plan, mark: int) -> tuple[str, list[Any]]:
+        # One writer (BEGIN IMMEDIATE): every line after the mark is this batch's.
+        return "entry_id > ?", [mark]
 
     def _sql(self, query: str) -> str:
         return query

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from latentmas_mesh.errors import Conflict, InvalidRequest, PayloadTooLarge, Unauthorized
+from latentmas_mesh.errors import (
+    Conflict,
+    InternalError,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from latentmas_mesh.ledger import (
     BATCH_EVENTS_MAX,
     AccountKind,
@@ -296,3 +302,25 @@ class TestQueries:
             store.event_outcome("d1").applied_at_ms,
             store.event_outcome("nope"),
         )
+
+
+class TestInvariantChecks:
+    def test_a_write_that_differs_from_the_plan_is_rolled_back(self, store, monkeypatch):
+        """A journal line altered between write and commit is caught by the read-back: the
+        batch raises InternalError and nothing of it is committed."""
+        funded(store, ("alice", 500), ("bob", 1))
+        before = store.balances()
+        real_write = store._write_plan
+
+        def corrupting_write(cursor, plan, now_ms):
+            real_write(cursor, plan, now_ms)
+            cursor.execute(
+                store._sql("UPDATE journal SET amount_units = amount_units + 1 WHERE event_id = ?"),
+                ("s1",),
+            )
+
+        monkeypatch.setattr(store, "_write_plan", corrupting_write)
+
+        with pytest.raises(InternalError):
+            store.apply(Settle("s1", "alice", "bob", (), 100), now_ms=10)
+        assert (before, None) == (store.balances(), store.event_outcome("s1"))
