@@ -212,7 +212,7 @@ def main() -> None:
         repeats, lambda r: raw_sqlite(root / f"raw-{r}.db", count, batch)
     )
     sqlite_worker, sqlite_cpu = through_worker(
-        root / "sqlite", f"sqlite://{root / 'ledger.db'}", count,
+        root / "sqlite", f"sqlite:///{root / 'ledger.db'}", count,
         batch=batch, clients=args.clients, repeats=repeats,
     )
     with TemporaryPostgres() as dsn:

@@ -36,7 +36,7 @@ class LedgerNet:
         create_key_pair(keys / "workers", "ledger")
         for name in {*self.clients, *self.operators, *self.services}:
             create_key_pair(keys / "clients", name)
-        self.ledger_url = self.ledger_url or f"sqlite://{self.root / 'ledger.db'}"
+        self.ledger_url = self.ledger_url or f"sqlite:///{self.root.resolve() / 'ledger.db'}"
 
     def identity(self, name: str) -> str:
         """The Z85 public key of client `name`: its agent id at the ledger."""

@@ -38,7 +38,8 @@ class LedgerStore(Protocol):
 
 
 def open_store(url: str, *, now_ms: int = 0) -> LedgerStore:
-    """`sqlite:///path/ledger.db` (or a plain path) or `postgresql://user@host:port/db[?...]`.
+    """`sqlite:///relative/ledger.db`, `sqlite:////absolute/ledger.db` (as SQLAlchemy writes
+    them), a plain path, or `postgresql://user@host:port/db[?...]`.
 
     A PostgreSQL URL may name the schema with `#schema`, e.g. `postgresql://...#ledger`.
     """
@@ -49,5 +50,8 @@ def open_store(url: str, *, now_ms: int = 0) -> LedgerStore:
         return PostgresLedgerStore(dsn, schema=schema or "public", now_ms=now_ms)
     from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
 
-    path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
+    if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+        msg = f"a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path, got {url!r}"
+        raise ValueError(msg)
+    path = url.removeprefix("sqlite:///")
     return SqliteLedgerStore(Path(path), now_ms=now_ms)

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from latentmas_mesh.ledger import Deposit
+from latentmas_mesh.ledger import Deposit, open_store
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore, connect
 
 
@@ -52,3 +52,21 @@ class TestStrictSchema:
             connection.execute("PRAGMA journal_mode").fetchone()[0],
             connection.execute("PRAGMA synchronous").fetchone()[0],
         )
+
+
+class TestStoreUrl:
+    def test_sqlite_urls_follow_the_sqlalchemy_convention(self, tmp_path, monkeypatch):
+        """Three slashes are relative to the working directory, four are absolute."""
+        monkeypatch.chdir(tmp_path)
+        relative = open_store("sqlite:///rel/ledger.db")
+        absolute = open_store(f"sqlite:///{tmp_path / 'abs.db'}")
+
+        assert (tmp_path / "rel" / "ledger.db", tmp_path / "abs.db") == (
+            relative.path.resolve(),
+            absolute.path,
+        )
+
+    def test_malformed_sqlite_url_is_refused(self):
+        """`sqlite://x` (two slashes) is ambiguous and refused."""
+        with pytest.raises(ValueError, match="sqlite:///"):
+            open_store("sqlite://ledger.db")
