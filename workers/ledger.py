@@ -10,6 +10,7 @@ from latentmas_mesh.codec import Decoded
 from latentmas_mesh.ledger import open_store
 from latentmas_mesh.ledger.service import LedgerPolicy, LedgerService
 from latentmas_mesh.ledger.settings import LedgerSettings
+from latentmas_mesh.market import PriceSchedule
 from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
 from workers.base import RawWorker, RequestContext, Worker
 from workers.settings import WorkerSettings
@@ -33,6 +34,7 @@ def build_service(ledger: LedgerSettings) -> LedgerService:
         operators=ledger.ledger_operators,
         open_deposits=ledger.ledger_open_deposits,
         sweep_interval_ms=ledger.ledger_sweep_interval_ms,
+        schedule=PriceSchedule(tokens_cap=ledger.ledger_tokens_cap),
     )
     return LedgerService(store, policy, clock=wall_clock_ms)
 
