@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from broker.state import Body, ServiceStats
 from latentmas_mesh.log import get_logger
@@ -17,6 +20,68 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 LOG_EVERY_S = 1.0
 """A flood of bad frames is counted in full but logged at most once a second per reason."""
+
+
+class RequestCollector(Collector):
+    """Request counts and latency histograms kept as plain integers on the broker's thread.
+
+    The hot path adds to dicts (about 0.1 us, no lock); `publish()`, called from the broker's
+    timer, swaps in an immutable snapshot that `collect()` (the HTTP thread) reads. Scrapes so
+    lag by at most one timer tick. prometheus-client's own Counter and Histogram cost about
+    1.7 us per request for the same two updates.
+    """
+
+    def __init__(self, buckets_s: tuple[float, ...]) -> None:
+        self._bounds_us = [bound * 1e6 for bound in buckets_s]
+        self._buckets_s = buckets_s
+        self._counts: dict[tuple[str, str], int] = {}
+        self._hits: dict[str, list[int]] = {}  # per service: one count per bucket, then +Inf
+        self._sums_us: dict[str, int] = {}
+        self._snapshot: tuple[dict[tuple[str, str], int], dict[str, list[int]], dict[str, int]]
+        self._snapshot = ({}, {}, {})
+
+    def add(self, service: str, outcome: str, elapsed_us: int) -> None:
+        """Count one answered request."""
+        key = (service, outcome)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        hits = self._hits.get(service)
+        if hits is None:
+            hits = self._hits[service] = [0] * (len(self._bounds_us) + 1)
+            self._sums_us[service] = 0
+        hits[bisect.bisect_left(self._bounds_us, elapsed_us)] += 1
+        self._sums_us[service] += elapsed_us
+
+    def publish(self) -> None:
+        """Make the current figures visible to scrapes."""
+        self._snapshot = (
+            dict(self._counts),
+            {service: list(hits) for service, hits in self._hits.items()},
+            dict(self._sums_us),
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        """What /metrics shows: a counter and a histogram, by service (and outcome)."""
+        counts, hits, sums_us = self._snapshot
+        requests = CounterMetricFamily(
+            "latentmas_broker_requests",
+            "Requests answered, by service and outcome (ok or the broker's error code).",
+            labels=["service", "outcome"],
+        )
+        for (service, outcome), count in sorted(counts.items()):
+            requests.add_metric([service, outcome], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "latentmas_broker_request_seconds",
+            "Time from accepting a request to sending its FINAL.",
+            labels=["service"],
+        )
+        bounds = [str(bound) for bound in self._buckets_s] + ["+Inf"]
+        for service, per_bucket in sorted(hits.items()):
+            cumulative = list(itertools.accumulate(per_bucket))
+            latency.add_metric(
+                [service], list(zip(bounds, cumulative, strict=True)), sums_us[service] / 1e6
+            )
+        yield latency
 
 
 class BrokerMetrics:
@@ -39,19 +104,8 @@ class BrokerMetrics:
         self._log_requests = log_requests
         self._log = get_logger("broker")
         self._last_logged: dict[str, float] = {}
-        self.requests = Counter(
-            "latentmas_broker_requests",
-            "Requests answered, by service and outcome (ok or the broker's error code).",
-            ["service", "outcome"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "latentmas_broker_request_seconds",
-            "Time from accepting a request to sending its FINAL.",
-            ["service"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=self.registry,
-        )
+        self.requests = RequestCollector(LATENCY_BUCKETS_S)
+        self.registry.register(self.requests)
         self.queue_depth = Gauge(
             "latentmas_broker_queue_depth",
             "Requests waiting for a worker, per service (scale worker pools on this).",
@@ -76,7 +130,7 @@ class BrokerMetrics:
             ["reason"],
             registry=self.registry,
         )
-        self._done: dict[tuple[bytes, str], tuple[Any, Any]] = {}
+        self._names: dict[bytes, str] = {}
         self._gauged: set[str] = set()
 
     # ------------------------------------------------------------------------ Observer protocol
@@ -84,20 +138,17 @@ class BrokerMetrics:
     def request_done(
         self, service: bytes, outcome: str, elapsed_us: int, request_body: Body
     ) -> None:
-        """Count one answered request and observe its latency."""
-        children = self._done.get((service, outcome))
-        if children is None:
-            name = service.decode(errors="replace")
-            children = (self.requests.labels(name, outcome), self.latency.labels(name))
-            self._done[(service, outcome)] = children
-        children[0].inc()
-        children[1].observe(elapsed_us / 1e6)
+        """Count one answered request and its latency; log it when asked to (debug)."""
+        name = self._names.get(service)
+        if name is None:
+            name = self._names[service] = service.decode(errors="replace")
+        self.requests.add(name, outcome, elapsed_us)
         if self._log_requests or outcome != "ok":
             self._log.log(
                 10 if outcome == "ok" else 20,
                 "request",
                 request_id=self._request_id_of(request_body),
-                service=service.decode(errors="replace"),
+                service=name,
                 outcome=outcome,
                 elapsed_ms=round(elapsed_us / 1000, 3),
             )
@@ -129,7 +180,8 @@ class BrokerMetrics:
     # ---------------------------------------------------------------------------------- gauges
 
     def update_gauges(self, stats: dict[bytes, ServiceStats]) -> None:
-        """Set queue depth and worker gauges; services that disappeared are reset to zero."""
+        """Publish request figures; set queue depth and worker gauges (gone services: zero)."""
+        self.requests.publish()
         names = set()
         for service, numbers in stats.items():
             name = service.decode(errors="replace")
@@ -144,4 +196,4 @@ class BrokerMetrics:
         self._gauged = names
 
 
-__all__ = ["LATENCY_BUCKETS_S", "BrokerMetrics"]
+__all__ = ["LATENCY_BUCKETS_S", "BrokerMetrics", "RequestCollector"]

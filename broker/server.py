@@ -7,6 +7,7 @@ import errno
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import zmq
@@ -19,11 +20,10 @@ from broker.settings import BrokerSettings
 from broker.state import BrokerState, ErrorReply, Send
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.protocol import mdp
+from latentmas_mesh.transport import wire
 
-RECEIVE_BATCH_MAX = 256
-"""Messages handled per wake-up before timers are looked at again (timers never starve)."""
 POLL_MS_MAX = 100
-"""The loop wakes at least this often, so a stop request is seen promptly."""
+"""A receive waits at most this long, so timers and a stop request are seen promptly."""
 GAUGE_EVERY_US = 500_000
 LINGER_MS = 1_000
 """On close, how long queued DISCONNECTs and replies may still be delivered."""
@@ -133,56 +133,64 @@ class Broker:
     # ----------------------------------------------------------------------------------- loop
 
     def run(self) -> None:
-        """The loop: until stopped and drained. A bad frame is counted and dropped, never fatal."""
+        """The loop: until stopped and drained. A bad frame is counted and dropped, never fatal.
+
+        One blocking receive per message, bounded by RCVTIMEO so that timers and a stop request
+        are looked at within a tick even when nothing arrives.
+        """
         socket = self._socket
         if socket is None:
             raise RuntimeError("call bind() before run()")
         tick_us = max(1_000, self.state.limits.heartbeat_us // 4)
+        socket.setsockopt(zmq.RCVTIMEO, max(1, min(POLL_MS_MAX, tick_us // 1000)))
         next_tick_us = next_gauge_us = 0
         drain_deadline_us: int | None = None
         self.ready.set()
         try:
             while True:
                 now = now_us()
-                if self._stop.is_set() and drain_deadline_us is None:
-                    self._send(self.state.drain(now), now)
-                    drain_deadline_us = now + self.settings.drain_ms_max * 1000
-                    self._log.info("draining", in_flight=self.state.in_flight)
-                if drain_deadline_us is not None and (
-                    self.state.in_flight == 0 or now >= drain_deadline_us
-                ):
-                    self._send(self.state.shutdown(now), now)
-                    break
+                if self._stop.is_set():
+                    if drain_deadline_us is None:
+                        self._send(self.state.drain(now), now)
+                        drain_deadline_us = now + self.settings.drain_ms_max * 1000
+                        self._log.info("draining", in_flight=self.state.in_flight)
+                    if self.state.in_flight == 0 or now >= drain_deadline_us:
+                        self._send(self.state.shutdown(now), now)
+                        break
                 if now >= next_tick_us:
                     self._send(self.state.tick(now), now)
                     next_tick_us = now + tick_us
-                if now >= next_gauge_us:
-                    self.metrics.update_gauges(self.state.stats())
-                    next_gauge_us = now + GAUGE_EVERY_US
-                timeout_ms = min(POLL_MS_MAX, max(0, (next_tick_us - now) // 1000 + 1))
-                if socket.poll(timeout_ms, zmq.POLLIN):
-                    self._receive_batch(socket)
+                    if now >= next_gauge_us:
+                        self.metrics.update_gauges(self.state.stats())
+                        next_gauge_us = now + GAUGE_EVERY_US
+                try:
+                    frames = wire.recv_frames(socket, first_as_frame=self._curve)
+                except zmq.Again:
+                    continue
+                self._receive(frames)
         finally:
             self._log.info("stopped")
             self.close()
 
-    def _receive_batch(self, socket: zmq.Socket[bytes]) -> None:
-        for _ in range(RECEIVE_BATCH_MAX):
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            self._handle(frames, now_us())
+    def _receive(self, frames: list[Any]) -> None:
+        identity = None
+        if self._curve:
+            identity = security.user_id(frames[0])
+            frames[0] = frames[0].bytes
+        self._handle(frames, now_us(), identity)
 
-    def _handle(self, frames: list[zmq.Frame], now: int) -> None:
-        """One message from a peer: parse the envelope, apply it, send what follows."""
-        peer = frames[0].bytes
+    def _handle(self, frames: list[Any], now: int, identity: str | None) -> None:
+        """One message from a peer: parse the envelope, apply it, send what follows.
+
+        `frames` holds the routing id and envelope as bytes and the body as zmq.Frames
+        (`wire.recv_frames`), which are forwarded as they are: the body is never copied.
+        """
+        peer: bytes = frames[0]
         try:
             event = mdp.parse(frames[1:])
         except mdp.MalformedFrame as error:
             self.metrics.rejected_frame(error.reason, peer, error.message)
             return
-        identity = security.user_id(frames[0]) if self._curve else None
         self._send(self.state.apply(peer, event, now, identity), now)
 
     def _send(self, sends: Sequence[Send], now: int) -> None:
@@ -191,7 +199,7 @@ class Broker:
         assert socket is not None  # the loop owns the socket while it runs
         for peer, frames in sends:
             try:
-                socket.send_multipart([peer, *frames], zmq.NOBLOCK, copy=False)  # type: ignore[list-item]
+                wire.send_frames(socket, [peer, *frames], wire.NOBLOCK)
             except zmq.Again:
                 self.metrics.rejected_frame("peer_queue_full", peer)
             except zmq.ZMQError as error:

@@ -19,6 +19,7 @@ from latentmas_mesh import codec
 from latentmas_mesh.errors import InternalError, ProtocolError
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.protocol import ErrorBody, mdp
+from latentmas_mesh.transport import wire
 from latentmas_mesh.transport._curve import use_curve
 from workers.settings import WorkerSettings
 
@@ -88,7 +89,6 @@ class RawWorker:
         self._log = get_logger("worker").bind(service=service)
         self._stop = threading.Event()
         self._socket: zmq.Socket[bytes] | None = None
-        self._poller = zmq.Poller()
         self._generation = 0
         self._busy = False
         self._expires_s = 0.0
@@ -129,7 +129,6 @@ class RawWorker:
 
     def _loop(self, jobs: queue.SimpleQueue[_Job | None], pipe: zmq.Socket[bytes]) -> None:
         drain_deadline_s: float | None = None
-        self._poller.register(pipe, zmq.POLLIN)
         while True:
             now = time.monotonic()
             if self._stop.is_set():
@@ -140,7 +139,8 @@ class RawWorker:
             connectable = self._socket is None and not self._busy and drain_deadline_s is None
             if connectable and now >= self._reconnect_at_s:
                 self._connect(now)
-            ready = dict(self._poller.poll(self._poll_ms(now)))
+            sockets = [pipe] if self._socket is None else [pipe, self._socket]
+            ready = wire.readable(sockets, self._poll_ms(now))
             if pipe in ready:
                 self._on_result(pipe)
             if self._socket is not None and self._socket in ready:
@@ -165,7 +165,6 @@ class RawWorker:
         use_curve(socket, self.settings.curve_secret_key_file, self.settings.curve_server_key_file)
         socket.connect(self.settings.connect)
         self._socket = socket
-        self._poller.register(socket, zmq.POLLIN)
         self._generation += 1
         self.connections += 1
         self._send(mdp.worker_ready(self._service_bytes, delimited=self._delimited), now)
@@ -177,7 +176,6 @@ class RawWorker:
         socket, self._socket = self._socket, None
         if socket is None:
             return
-        self._poller.unregister(socket)
         if send_disconnect:
             with contextlib.suppress(zmq.ZMQError):  # a broker that is gone needs no goodbye
                 socket.send_multipart(mdp.disconnect(delimited=self._delimited), zmq.NOBLOCK)
@@ -198,7 +196,7 @@ class RawWorker:
         if self._socket is None:
             return
         try:
-            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            wire.send_frames(self._socket, frames, wire.NOBLOCK)
         except zmq.Again:
             self._log.warning("worker_send_dropped", reason="broker queue full")
         self._heartbeat_due_s = now + self.settings.heartbeat_ms / 1000
@@ -221,7 +219,7 @@ class RawWorker:
         assert socket is not None  # polled only while connected
         for _ in range(64):
             try:
-                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = wire.recv_frames(socket, wire.NOBLOCK, copied=wire.DEALER_ENVELOPE_FRAMES)
             except zmq.Again:
                 return
             now = time.monotonic()

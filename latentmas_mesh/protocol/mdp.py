@@ -42,6 +42,7 @@ CLIENT_ADDRESS_BYTES_MAX = 1024
 """Room for a 255-byte routing id plus an authenticated identity (a 40-character Z85 key)."""
 BODY_FRAMES_MAX = 4096
 """More body frames than this is not a message of ours; it is someone probing the parser."""
+_PRINTABLE = bytes(range(0x21, 0x7F))
 MMI_PREFIX = b"mmi."
 MMI_SERVICE = b"mmi.service"
 
@@ -206,11 +207,15 @@ def frame_size(frame: object) -> int:
     """Byte length of a frame (bytes, memoryview, zmq.Frame) without copying it."""
     if isinstance(frame, bytes):
         return len(frame)
+    if isinstance(frame, memoryview):
+        return frame.nbytes
     return memoryview(cast(Buffer, frame)).nbytes
 
 
 def frame_bytes(frame: object, bytes_max: int, what: str) -> bytes:
     """A small envelope frame as bytes; larger than `bytes_max` is refused before any copy."""
+    if isinstance(frame, bytes) and len(frame) <= bytes_max:
+        return frame  # the common case: envelope frames arrive as bytes
     size = frame_size(frame)
     if size > bytes_max:
         raise MalformedFrame(
@@ -218,8 +223,6 @@ def frame_bytes(frame: object, bytes_max: int, what: str) -> bytes:
             f"{what} frame of {size} bytes exceeds {bytes_max}",
             code=ErrorCode.PAYLOAD_TOO_LARGE,
         )
-    if isinstance(frame, bytes):
-        return frame
     return memoryview(cast(Buffer, frame)).tobytes()
 
 
@@ -233,13 +236,16 @@ def _strip_delimiter(frames: Sequence[F]) -> tuple[Sequence[F], bool]:
             f"{len(frames)} frames exceed {BODY_FRAMES_MAX} body frames",
             code=ErrorCode.PAYLOAD_TOO_LARGE,
         )
-    if frame_size(frames[0]) == 0:
+    first = frames[0]
+    if (first == EMPTY) if type(first) is bytes else frame_size(first) == 0:
         return frames[1:], True
     return frames, False
 
 
 def _command(frame: object) -> int:
     """The one-byte command frame."""
+    if type(frame) is bytes and len(frame) == 1:
+        return frame[0]  # the common case, without the generic size checks
     if frame_size(frame) != 1:
         raise MalformedFrame("bad_command", "the command frame must be exactly one byte")
     return frame_bytes(frame, 1, "command")[0]
@@ -248,7 +254,7 @@ def _command(frame: object) -> int:
 def _service(frame: object) -> bytes:
     """A service name: 1 to 255 printable ASCII bytes (RFC 18: 'printable string')."""
     name = frame_bytes(frame, SERVICE_NAME_BYTES_MAX, "service")
-    if not name or not all(0x21 <= byte <= 0x7E for byte in name):
+    if not name or name.translate(None, _PRINTABLE):  # anything left is not printable
         raise MalformedFrame("bad_service", "a service name is 1 to 255 printable ASCII bytes")
     return name
 

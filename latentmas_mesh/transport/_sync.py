@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -10,7 +11,7 @@ import zmq
 from pydantic import BaseModel
 
 from latentmas_mesh import codec
-from latentmas_mesh.transport import _calls
+from latentmas_mesh.transport import _calls, wire
 from latentmas_mesh.transport._curve import use_curve
 from latentmas_mesh.transport._settings import TransportSettings
 
@@ -119,12 +120,13 @@ class Transport:
     ) -> list[zmq.Frame] | None:
         socket = self._socket or self._open_socket()
         try:
-            socket.send_multipart(frames, copy=False)
+            wire.send_frames(socket, frames)
             deadline = time.monotonic() + wait_s
-            while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
-                if not socket.poll(left_ms, zmq.POLLIN):
+            while (left_ms := math.ceil((deadline - time.monotonic()) * 1000)) > 0:
+                if not wire.readable([socket], left_ms):
                     return None
-                reply = _calls.read_reply(socket.recv_multipart(copy=False), service, self.settings)
+                received = wire.recv_frames(socket, copied=wire.DEALER_ENVELOPE_FRAMES)
+                reply = _calls.read_reply(received, service, self.settings)
                 if reply is None:
                     continue
                 if reply.final:

@@ -15,7 +15,10 @@ from workers import echo
 from workers.base import RawWorker, Worker
 from workers.settings import WorkerSettings
 
+pytest.register_assert_rewrite("tests.broker.behaviour")  # before test modules import it
+
 HEARTBEAT_MS = 100
+LIVENESS = 8  # generous: broker, workers and clients share one interpreter's GIL here
 
 
 class InProcessMesh:
@@ -23,7 +26,12 @@ class InProcessMesh:
 
     def __init__(self, endpoint: str, **broker_options):
         self.context = zmq.Context()
-        options = {"metrics_port": 0, "heartbeat_ms": HEARTBEAT_MS, "drain_ms_max": 2_000}
+        options = {
+            "metrics_port": 0,
+            "heartbeat_ms": HEARTBEAT_MS,
+            "liveness": LIVENESS,
+            "drain_ms_max": 2_000,
+        }
         options.update(broker_options)
         self.broker_settings = BrokerSettings(bind=[endpoint], **options)
         self.workers: list[tuple[RawWorker, threading.Thread]] = []
@@ -51,7 +59,12 @@ class InProcessMesh:
         self.broker_thread.join(10)
 
     def worker_settings(self, **overrides) -> WorkerSettings:
-        fields = {"connect": self.endpoint, "heartbeat_ms": HEARTBEAT_MS, "reconnect_ms_max": 300}
+        fields = {
+            "connect": self.endpoint,
+            "heartbeat_ms": HEARTBEAT_MS,
+            "liveness": LIVENESS,
+            "reconnect_ms_max": 300,
+        }
         fields.update(overrides)
         return WorkerSettings(**fields)
 
