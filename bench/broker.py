@@ -166,6 +166,7 @@ def client_process(job: ClientJob, start: Any, results: Any) -> None:
     for _ in range(20 if size <= SMALL_BYTES else 1):
         call(payload)
     start.wait()
+    cpu_began = time.process_time()
     latencies: list[int] = []
     began = time.perf_counter_ns()
     stop_at = began + int(seconds * 1e9)
@@ -174,8 +175,9 @@ def client_process(job: ClientJob, start: Any, results: Any) -> None:
         call(payload)
         latencies.append(time.perf_counter_ns() - t0)
     elapsed = (time.perf_counter_ns() - began) / 1e9
+    cpu = time.process_time() - cpu_began
     close()
-    results.put((latencies, elapsed))
+    results.put((latencies, elapsed, cpu))
 
 
 # ------------------------------------------------------------------------------------ the stack
@@ -232,15 +234,18 @@ class Stack:
         for proc in procs:
             proc.start()
         time.sleep(1.5 + 0.3 * clients)  # clients import and warm up before the clock starts
+        workers = [process.pid for process in self.processes[1:]]
         cpu_before = cpu_seconds(self.broker_pid)
+        workers_before = sum(cpu_seconds(pid) for pid in workers)
         start.set()
         gathered = [results.get(timeout=seconds + 120) for _ in procs]
         cpu_after = cpu_seconds(self.broker_pid)
+        workers_after = sum(cpu_seconds(pid) for pid in workers)
         for proc in procs:
             proc.join(10)
-        latencies = sorted(x for lat, _ in gathered for x in lat)
+        latencies = sorted(x for lat, _, _ in gathered for x in lat)
         requests = len(latencies)
-        wall = max(elapsed for _, elapsed in gathered)
+        wall = max(elapsed for _, elapsed, _ in gathered)
         return {
             "requests": requests,
             "rps": requests / wall,
@@ -248,6 +253,8 @@ class Stack:
             "p99_us": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1e3,
             "mbps": requests * size / wall / 1e6,
             "broker_cpu_us_per_req": (cpu_after - cpu_before) / requests * 1e6,
+            "worker_cpu_us_per_req": (workers_after - workers_before) / requests * 1e6,
+            "client_cpu_us_per_req": sum(cpu for _, _, cpu in gathered) / requests * 1e6,
         }
 
 
@@ -262,6 +269,8 @@ def measure(stack_name: str, seconds: float, context: Any) -> dict[str, float]:
             figures[f"p50_us_{clients}c"] = run["p50_us"]
             figures[f"p99_us_{clients}c"] = run["p99_us"]
             figures[f"cpu_us_per_req_{clients}c"] = run["broker_cpu_us_per_req"]
+            figures[f"worker_cpu_us_per_req_{clients}c"] = run["worker_cpu_us_per_req"]
+            figures[f"client_cpu_us_per_req_{clients}c"] = run["client_cpu_us_per_req"]
         for mib in PAYLOAD_MIB:
             run = stack.run_clients(context, 1, mib << 20, 0, count=PAYLOAD_REPEATS[mib])
             figures[f"mbps_{mib}mib"] = run["mbps"]
@@ -303,6 +312,9 @@ def main() -> None:
         ("p50 latency us, 4 clients", "p50_us_4c", "{:,.0f}"),
         ("p99 latency us, 4 clients", "p99_us_4c", "{:,.0f}"),
         ("broker CPU us/request, 4 clients", "cpu_us_per_req_4c", "{:,.1f}"),
+        ("broker CPU us/request, 1 client", "cpu_us_per_req_1c", "{:,.1f}"),
+        ("worker CPU us/request, 4 clients", "worker_cpu_us_per_req_4c", "{:,.1f}"),
+        ("client CPU us/request, 4 clients", "client_cpu_us_per_req_4c", "{:,.1f}"),
         ("1 MiB payload MB/s", "mbps_1mib", "{:,.0f}"),
         ("16 MiB payload MB/s", "mbps_16mib", "{:,.0f}"),
         ("64 MiB payload MB/s", "mbps_64mib", "{:,.0f}"),

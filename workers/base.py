@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import zmq
 from pydantic import BaseModel
@@ -94,7 +94,8 @@ class RawWorker:
         self._expires_s = 0.0
         self._heartbeat_due_s = 0.0
         self._reconnect_at_s = 0.0
-        self._backoff_s = self.settings.reconnect_ms_min / 1000
+        self._backoff_min_s = self.settings.reconnect_ms_min / 1000
+        self._backoff_s = self._backoff_min_s
         self.handled = 0
         self.connections = 0
         self.ready = threading.Event()
@@ -139,13 +140,26 @@ class RawWorker:
             connectable = self._socket is None and not self._busy and drain_deadline_s is None
             if connectable and now >= self._reconnect_at_s:
                 self._connect(now)
-            sockets = [pipe] if self._socket is None else [pipe, self._socket]
-            ready = wire.readable(sockets, self._poll_ms(now))
-            if pipe in ready:
-                self._on_result(pipe)
-            if self._socket is not None and self._socket in ready:
-                self._on_broker(jobs)
+            if self._socket is not None and not self.settings.handler_thread:
+                self._receive_inline(self._socket, jobs)
+            else:
+                sockets = [pipe] if self._socket is None else [pipe, self._socket]
+                ready = wire.readable(sockets, self._poll_ms(now))
+                if pipe in ready:
+                    self._on_result(pipe)
+                if self._socket is not None and self._socket in ready:
+                    self._on_broker(jobs)
             self._timers(time.monotonic())
+
+    def _receive_inline(
+        self, socket: zmq.Socket[bytes], jobs: queue.SimpleQueue[_Job | None]
+    ) -> None:
+        """Inline handlers have no pipe to watch: one blocking receive, bounded by RCVTIMEO."""
+        try:
+            frames = wire.recv_frames(socket, copied=wire.DEALER_ENVELOPE_FRAMES)
+        except zmq.Again:
+            return
+        self._on_message(frames, jobs)
 
     def _poll_ms(self, now: float) -> int:
         deadlines = [now + 0.1]  # wake at least every 100 ms to see stop()
@@ -162,6 +176,7 @@ class RawWorker:
     def _connect(self, now: float) -> None:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 1_000)
+        socket.setsockopt(zmq.RCVTIMEO, max(1, min(100, self.settings.heartbeat_ms // 4)))
         use_curve(socket, self.settings.curve_secret_key_file, self.settings.curve_server_key_file)
         socket.connect(self.settings.connect)
         self._socket = socket
@@ -215,26 +230,28 @@ class RawWorker:
     # -------------------------------------------------------------------------------- requests
 
     def _on_broker(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        """The socket polled readable: take one message (the next poll finds any other)."""
         socket = self._socket
         assert socket is not None  # polled only while connected
-        for _ in range(64):
-            try:
-                frames = wire.recv_frames(socket, wire.NOBLOCK, copied=wire.DEALER_ENVELOPE_FRAMES)
-            except zmq.Again:
-                return
-            now = time.monotonic()
-            try:
-                event = mdp.parse_for_worker(frames)
-            except mdp.MalformedFrame as error:
-                self._log.warning("worker_dropped_frame", reason=error.reason)
-                continue
-            self._expires_s = now + self._expiry_s()
-            self._backoff_s = self.settings.reconnect_ms_min / 1000
-            if isinstance(event, mdp.BrokerDisconnect):
-                self._reconnect_later(now, "broker said DISCONNECT")
-                return
-            if isinstance(event, mdp.BrokerRequest):
-                self._on_request(event, jobs, now)
+        try:
+            frames = wire.recv_frames(socket, wire.NOBLOCK, copied=wire.DEALER_ENVELOPE_FRAMES)
+        except zmq.Again:
+            return
+        self._on_message(frames, jobs)
+
+    def _on_message(self, frames: list[Any], jobs: queue.SimpleQueue[_Job | None]) -> None:
+        now = time.monotonic()
+        try:
+            event = mdp.parse_for_worker(frames)
+        except mdp.MalformedFrame as error:
+            self._log.warning("worker_dropped_frame", reason=error.reason)
+            return
+        self._expires_s = now + self._expiry_s()
+        self._backoff_s = self._backoff_min_s
+        if isinstance(event, mdp.BrokerRequest):
+            self._on_request(event, jobs, now)
+        elif isinstance(event, mdp.BrokerDisconnect):
+            self._reconnect_later(now, "broker said DISCONNECT")
 
     def _on_request(
         self,
