@@ -74,9 +74,10 @@ class Outbox:
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(SCHEMA)
 
-    def add(self, *events: LedgerWireEvent) -> None:
-        """Spool events durably, in order, in one transaction."""
+    def add(self, *events: LedgerWireEvent) -> int:
+        """Spool events durably, in order, in one transaction; returns how many were new."""
         rows = [(e.event_id, e.model_dump_json()) for e in events]
+        added = 0
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -88,6 +89,7 @@ class Outbox:
                         self._db.execute(
                             "INSERT INTO outbox (event_id, body) VALUES (?, ?)", (event_id, body)
                         )
+                        added += 1
                     elif found[0] != body:
                         msg = f"event id {event_id!r} is already spooled with other content"
                         raise Conflict(msg, details={"event_id": event_id})
@@ -95,6 +97,7 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+        return added
 
     def pending(self, limit: int = 256) -> list[LedgerWireEvent]:
         """The oldest events the ledger has not answered yet."""
@@ -172,6 +175,12 @@ class Outbox:
             else:
                 backoff_ms = BACKOFF_MS_MIN
         return self.pending_count()
+
+    def replayed_count(self) -> int:
+        """Final answers the ledger gave from its record (an earlier delivery had applied them)."""
+        with self._lock:
+            rows = self._db.execute("SELECT result FROM outbox WHERE delivered = 1").fetchall()
+        return sum(1 for (raw,) in rows if json.loads(raw).get("replayed"))
 
     def final_counts(self) -> dict[str, int]:
         """Final answers counted by result: `status_<n>` for recorded outcomes, else the code."""

@@ -1,11 +1,14 @@
-"""Crash test: >= 10,000 settlements while the ledger worker is SIGKILLed and restarted."""
+"""Crash test: >= 10,000 settlements while the ledger worker and the emitters are SIGKILLed."""
 
 from __future__ import annotations
 
+import os
 import random
-import threading
+import signal
+import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -15,41 +18,15 @@ from latentmas_mesh.ledger.localnet import LedgerNet
 from latentmas_mesh.ledger.outbox import Outbox
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
 from latentmas_mesh.market import split_revenue
-from latentmas_mesh.protocol.ledger import LEDGER_SERVICE as SERVICE
-from latentmas_mesh.protocol.ledger import SettleEvent
+from latentmas_mesh.protocol.ledger import LEDGER_SERVICE, SettleEvent
+from tests.ledger.emitter_process import CRASH_AFTER_SENDS, CREATORS, VALIDATORS, make_events
 
 EMITTERS = 4
-EVENTS_PER_EMITTER = 2_560
-CHUNK = 64  # events an emitter spools at a time
-CHUNK_PAUSE_S = 0.25  # spreads the run over ~10 s, so kills land throughout it
-CRASHES_MIN = 6
-CREATORS = ("creator-0", "creator-1", "creator-2")
-VALIDATORS = ("validator-0", "validator-1")
+LEDGER_CRASHES_MIN = 6
+EMITTER_CRASHES_MIN = 4
+DEADLINE_S = 80.0
 SEED = 20260125
-
-
-@dataclass
-class EmitterStats:
-    sent: int = 0
-    attempts: int = 0
-    replayed: int = 0
-    restarts: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def make_events(rng: random.Random, emitter: int) -> list[SettleEvent]:
-    events = []
-    for index in range(EVENTS_PER_EMITTER):
-        validators = tuple(rng.sample(VALIDATORS, rng.randint(0, len(VALIDATORS))))
-        events.append(
-            SettleEvent(
-                event_id=f"em{emitter}-{index}",
-                creator=rng.choice(CREATORS),
-                validators=validators,
-                amount_units=rng.randint(1, 500),
-            )
-        )
-    return events
+REPO = Path(__file__).resolve().parents[2]
 
 
 def expected_ledger(payers: dict[str, tuple[int, list[SettleEvent]]]) -> tuple[dict, dict]:
@@ -76,51 +53,6 @@ def expected_ledger(payers: dict[str, tuple[int, list[SettleEvent]]]) -> tuple[d
     return balances, statuses
 
 
-@dataclass
-class Emitter:
-    net: LedgerNet
-    name: str
-    spool: object
-    events: list[SettleEvent]
-    done_spooling: threading.Event = field(default_factory=threading.Event)
-    stats: EmitterStats = field(default_factory=EmitterStats)
-
-
-def run_emitter(emitter: Emitter) -> None:
-    """Spool chunk by chunk and deliver; 'crash' (reopen the spool) every ten chunks."""
-    net, name, spool, events = emitter.net, emitter.name, emitter.spool, emitter.events
-    done_spooling, stats = emitter.done_spooling, emitter.stats
-    outbox = Outbox(spool)
-    with net.transport(name, attempt_timeout_ms=2_000, request_timeout_ms=5_000) as transport:
-        client = LedgerClient(transport)
-
-        def send(batch):
-            stats.sent += len(batch)
-            results = client.send_events(batch)
-            stats.replayed += sum(1 for r in results if r.replayed)
-            return results
-
-        try:
-            for start in range(0, len(events), CHUNK):
-                outbox.add(*events[start : start + CHUNK])
-                outbox.drain(send, batch_max=256, deadline_s=0.5)
-                if (start // CHUNK) % 10 == 9:
-                    outbox.close()  # the emitter "dies"; its spool is all it keeps
-                    outbox = Outbox(spool)
-                    stats.restarts += 1
-                time.sleep(CHUNK_PAUSE_S)
-            done_spooling.set()
-            left = outbox.drain(send, batch_max=256, deadline_s=60.0)
-            if left:
-                stats.errors.append(f"{name}: {left} events still pending")
-        except Exception as error:  # reported by the test, not swallowed
-            stats.errors.append(f"{name}: {error!r}")
-            done_spooling.set()
-        finally:
-            stats.attempts = transport.attempts_total
-            outbox.close()
-
-
 def wait_for_new_worker(mesh, timeout_s: float = 30.0) -> None:
     """Wait until the broker has dropped the killed worker (liveness) and lists the new one."""
     expiry_s = mesh.heartbeat_ms * mesh.liveness / 1000 + 0.2
@@ -129,19 +61,105 @@ def wait_for_new_worker(mesh, timeout_s: float = 30.0) -> None:
         time.sleep(0.1)
         if time.monotonic() - started < expiry_s:
             continue
-        if mesh.registered_workers().get(SERVICE, 0) >= 1:
+        if mesh.registered_workers().get(LEDGER_SERVICE, 0) >= 1:
             return
     raise AssertionError("the restarted ledger worker never registered")
 
 
+class Emitters:
+    """The emitter processes: start, SIGKILL, restart; each keeps its spool on disk."""
+
+    def __init__(self, net: LedgerNet, spools: Path, rng: random.Random) -> None:
+        self.net, self.spools, self.rng = net, spools, rng
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, index: int) -> None:
+        """Start (or restart) emitter `index`; a first start dies by itself after a few sends."""
+        crash_after = 0 if index in self.processes else self.rng.randint(2, 12)
+        keys = self.net.root / "keys"
+        assert self.net.mesh is not None
+        args = [
+            self.net.mesh.broker_url,
+            str(keys / "clients" / f"emitter-{index}.key_secret"),
+            str(keys / "broker" / "broker.key"),
+            str(self.spools / f"emitter-{index}.spool"),
+            str(index),
+            str(SEED),
+        ]
+        log = (self.spools / f"emitter-{index}.log").open("ab")
+        self.processes[index] = subprocess.Popen(
+            [sys.executable, "-m", "tests.ledger.emitter_process", *args],
+            cwd=REPO,
+            stdout=log,
+            stderr=log,
+            env={
+                **os.environ,
+                "LATENTMAS_LOG_LEVEL": "warning",
+                CRASH_AFTER_SENDS: str(crash_after),
+            },
+        )
+
+    def kill(self, index: int) -> None:
+        self.processes[index].send_signal(signal.SIGKILL)
+        self.processes[index].wait()
+
+    def running(self) -> list[int]:
+        return [i for i, p in self.processes.items() if p.poll() is None]
+
+    def self_killed(self) -> list[int]:
+        """Emitters that SIGKILLed themselves (ours are restarted at once, so never seen here)."""
+        return [i for i, p in self.processes.items() if p.poll() == -signal.SIGKILL]
+
+    def failed(self) -> dict[int, int]:
+        ended = {i: p.poll() for i, p in self.processes.items()}
+        return {i: code for i, code in ended.items() if code not in (None, 0, -signal.SIGKILL)}
+
+    def stop_all(self) -> None:
+        for index in self.running():
+            self.kill(index)
+
+
+def crash_loop(net: LedgerNet, emitters: Emitters, rng: random.Random) -> tuple[int, int]:
+    """SIGKILL the ledger worker or an emitter at random moments, restarting each, until every
+    emitter has delivered everything and both crash minimums are reached."""
+    mesh = net.mesh
+    assert mesh is not None
+    ledger_crashes = emitter_crashes = 0
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if emitters.failed():
+            raise AssertionError(f"emitters failed: {emitters.failed()}")
+        for index in emitters.self_killed():
+            emitter_crashes += 1
+            emitters.start(index)
+        running = emitters.running()
+        if not running and ledger_crashes >= LEDGER_CRASHES_MIN:
+            return ledger_crashes, emitter_crashes
+        time.sleep(rng.uniform(0.3, 1.0))
+        if running and (emitter_crashes < EMITTER_CRASHES_MIN + EMITTERS or rng.random() < 0.3):
+            victim = rng.choice(running)
+            emitters.kill(victim)  # mid-spool, mid-send or mid-acknowledge
+            emitter_crashes += 1
+            emitters.start(victim)
+            continue
+        for process in [p for p in mesh.worker_processes if p.alive()]:
+            mesh.kill(process)  # SIGKILL, wherever it is: mid-batch, mid-commit, idle
+            ledger_crashes += 1
+        mesh.start_worker("ledger")
+        wait_for_new_worker(mesh)
+    raise AssertionError(f"not done within {DEADLINE_S} s: {len(emitters.running())} emitters left")
+
+
 @pytest.mark.slow
-def test_no_settlement_is_lost_or_doubled_when_the_ledger_is_killed(tmp_path):
-    """10,240 settlements from 4 emitters through the broker; the ledger worker is SIGKILLed at
-    random moments and restarted; afterwards every balance equals the model's to the unit."""
+def test_no_settlement_is_lost_or_doubled_when_ledger_and_emitters_are_killed(tmp_path):
+    """10,240 settlements from 4 emitter processes through the broker; the ledger worker and the
+    emitters are SIGKILLed at random moments and restarted; the emitters re-deliver from their
+    spools; afterwards every balance equals the model's to the unit."""
     rng = random.Random(SEED)
-    emitters = [f"emitter-{i}" for i in range(EMITTERS)]
-    net = LedgerNet(tmp_path / "net", clients=tuple(emitters))
-    mesh = net.start()
+    names = tuple(f"emitter-{i}" for i in range(EMITTERS))
+    net = LedgerNet(tmp_path / "net", clients=names)
+    net.start()
+    emitters = Emitters(net, tmp_path, rng)
     payers: dict[str, tuple[int, list[SettleEvent]]] = {}
     try:
         with net.transport("operator") as transport:
@@ -150,55 +168,40 @@ def test_no_settlement_is_lost_or_doubled_when_the_ledger_is_killed(tmp_path):
                 operator.open_account("agent", owner)
             for owner in VALIDATORS:
                 operator.open_account("validator", owner)
-            for index, name in enumerate(emitters):
-                events = make_events(rng, index)
+            for index, name in enumerate(names):
+                events = make_events(SEED, index)
                 budget = sum(e.amount_units for e in events) * 95 // 100  # the tail runs dry
                 operator.deposit(net.identity(name), budget, event_id=f"fund-{index}")
                 payers[net.identity(name)] = (budget, events)
-        runs = [
-            Emitter(net, name, tmp_path / f"{name}.spool", payers[net.identity(name)][1])
-            for name in emitters
-        ]
-        stats = [run.stats for run in runs]
-        threads = [threading.Thread(target=run_emitter, args=(r,), daemon=True) for r in runs]
-        for thread in threads:
-            thread.start()
-        crashes = 0
-        while crashes < CRASHES_MIN or not all(r.done_spooling.is_set() for r in runs):
-            time.sleep(rng.uniform(0.3, 1.2))  # let the new worker get into its stride
-            for process in [p for p in mesh.worker_processes if p.alive()]:
-                mesh.kill(process)  # SIGKILL, wherever it is: mid-batch, mid-commit, idle
-                crashes += 1
-            mesh.start_worker("ledger")
-            wait_for_new_worker(mesh)
-        for thread in threads:
-            thread.join(timeout=90)
+        for index in range(EMITTERS):
+            emitters.start(index)
+        ledger_crashes, emitter_crashes = crash_loop(net, emitters, rng)
     finally:
+        emitters.stop_all()
         net.stop()
 
     store = SqliteLedgerStore(net.root / "ledger.db")
     expected_balances, expected_statuses = expected_ledger(payers)
-    events_total = EMITTERS * EVENTS_PER_EMITTER
-    spooled_answers = [Outbox(tmp_path / f"{n}.spool").final_counts() for n in emitters]
-    answered = sum(sum(counts.values()) for counts in spooled_answers)
+    events_total = sum(len(events) for _, events in payers.values())
+    spools = [Outbox(tmp_path / f"{name}.spool") for name in names]
+    answered = sum(sum(spool.final_counts().values()) for spool in spools)
     recorded = dict(
         store._connection.execute(
             "SELECT status, COUNT(*) FROM events WHERE kind = 'settle' GROUP BY status"
         ).fetchall()
     )
     print(
-        f"\nevents {events_total}, crashes {crashes}, "
-        f"emitter restarts {sum(s.restarts for s in stats)}, "
-        f"events sent by emitters {sum(s.sent for s in stats)} "
-        f"in {sum(s.attempts for s in stats)} transport attempts, "
-        f"duplicates rejected {sum(s.replayed for s in stats)}, "
+        f"\nevents {events_total}, ledger crashes {ledger_crashes}, "
+        f"emitter crashes {emitter_crashes}, "
+        f"duplicates rejected {sum(spool.replayed_count() for spool in spools)}, "
         f"applied {recorded.get(0, 0)}, insufficient funds {recorded.get(1, 0)}, "
         f"lost {events_total - answered}"
     )
 
-    assert [] == [error for s in stats for error in s.errors]
     assert events_total == answered
     assert {int(k): v for k, v in expected_statuses.items()} == recorded
     assert expected_balances == store.balances()
     assert store.audit().ok, store.audit().problems
-    assert crashes >= CRASHES_MIN
+    assert ledger_crashes >= LEDGER_CRASHES_MIN
+    assert emitter_crashes >= EMITTER_CRASHES_MIN + EMITTERS  # ours, plus each one's own
+    assert sum(spool.replayed_count() for spool in spools) > 0
