@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from latentmas_mesh.cli.app import app
+from latentmas_mesh.harness import LocalMesh
 from latentmas_mesh.log import configure_logging
 
 
@@ -136,15 +137,22 @@ def up(
         typer.Option("--workers", "-w", help="KIND=COUNT; repeat per kind (default echo=1)."),
     ] = None,
     heartbeat_ms: Annotated[int, typer.Option(help="Heartbeat interval for every process.")] = 1000,
+    smoke: Annotated[
+        int, typer.Option(help="Send N echo requests through the mesh, report, and stop.")
+    ] = 0,
 ) -> None:
     """Start a broker and workers on loopback; print where they listen; Ctrl-C stops all."""
-    from latentmas_mesh.harness import LocalMesh
-
     stop = threading.Event()
     _on_stop_signals(stop.set)
-    mesh = LocalMesh(_parse_workers(workers or ["echo=1"]), heartbeat_ms=heartbeat_ms)
+    kinds = _parse_workers(workers or ["echo=1"])
+    if smoke and "echo" not in kinds:
+        kinds["echo"] = 1
+    mesh = LocalMesh(kinds, heartbeat_ms=heartbeat_ms)
     with mesh:
         typer.echo(mesh.describe())
+        if smoke:
+            _smoke(mesh, smoke)
+            return
         typer.echo("Ctrl-C stops everything.")
         while not stop.wait(0.5):
             for process in [mesh.broker, *mesh.worker_processes]:
@@ -152,6 +160,27 @@ def up(
                     typer.echo(f"{process.role} (pid {process.pid}) exited; stopping", err=True)
                     stop.set()
     typer.echo("stopped")
+
+
+def _smoke(mesh: LocalMesh, count: int) -> None:
+    """Echo `count` requests of 64 bytes through the running mesh and print their timing."""
+    import time
+
+    latencies_us = []
+    with mesh.transport() as transport:
+        for index in range(count):
+            body = [b"%08d" % index + b"." * 56]
+            started = time.perf_counter()
+            reply = transport.request("latentmas.echo", body)
+            latencies_us.append((time.perf_counter() - started) * 1e6)
+            if [frame.bytes for frame in reply] != body:
+                typer.echo(f"smoke: echo {index} came back changed", err=True)
+                raise typer.Exit(1)
+    latencies_us.sort()
+    typer.echo(
+        f"smoke: {count} echo requests through broker and worker processes OK; "
+        f"p50 {latencies_us[count // 2]:.0f} us, p99 {latencies_us[int(count * 0.99)]:.0f} us"
+    )
 
 
 @app.command()
