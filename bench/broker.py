@@ -1,14 +1,13 @@
-"""Broker benchmark: our MDP broker against a raw zmq.proxy and the majortomo broker, one run.
+"""Broker benchmark: our MDP broker against a raw zmq.proxy and the majortomo broker, one run."""
 
-Each stack is a broker process plus 2 echo worker processes; clients are separate processes.
-Figures: 64-byte echo requests/s and p50/p99 latency with 1 and 4 concurrent clients; MB/s of
-round trips for 1, 16 and 64 MiB payloads (one client; payload bytes over the median round
-trip); the broker process's own CPU time per request (utime+stime from /proc over the run),
-and the workers' and clients' for context. Ratios are against the raw proxy (the floor of what
-ZeroMQ costs) and majortomo 0.2.0, measured in the same run. The last line is JSON.
-
-    .venv/bin/python bench/broker.py [--seconds 3] [--repeats 2]
-"""
+# Each stack is a broker process plus 2 echo worker processes; clients are separate processes.
+# Figures: 64-byte echo requests/s and p50/p99 latency with 1 and 4 concurrent clients; MB/s of
+# round trips for 1, 16 and 64 MiB payloads (one client; payload bytes over the median round
+# trip); the broker process's own CPU time per request (utime+stime from /proc over the run),
+# and the workers' and clients' for context. Ratios are against the raw proxy (the floor of what
+# ZeroMQ costs) and majortomo 0.2.0, measured in the same run. The last line is JSON.
+#
+# .venv/bin/python bench/broker.py [--seconds 3] [--repeats 2]
 
 from __future__ import annotations
 

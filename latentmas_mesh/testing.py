@@ -1,12 +1,11 @@
-"""Pytest fixtures for users' integration tests against a real local mesh on loopback.
+"""Pytest fixtures for users' integration tests against a real local mesh on loopback."""
 
-Enable them with `pytest_plugins = ["latentmas_mesh.testing"]` in a conftest.py, then:
-
-    @pytest.mark.mesh(workers={"echo": 2})
-    def test_echo(local_mesh):
-        with local_mesh.transport() as transport:
-            assert [b"hi"] == [f.bytes for f in transport.request("latentmas.echo", [b"hi"])]
-"""
+# Enable them with `pytest_plugins = ["latentmas_mesh.testing"]` in a conftest.py, then:
+#
+# @pytest.mark.mesh(workers={"echo": 2})
+# def test_echo(local_mesh):
+# with local_mesh.transport() as transport:
+# assert [b"hi"] == [f.bytes for f in transport.request("latentmas.echo", [b"hi"])]
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""`latentmas broker`, `worker`, `up` and `keys`: run the mesh's processes from the command line.
+"""`latentmas broker`, `worker`, `up` and `keys`: run the mesh's processes from the command line."""
 
-The CLI is the one part of `latentmas_mesh` that starts the broker and workers; it imports them
-inside each command, so the library itself never depends on them.
-"""
+# The CLI is the one part of `latentmas_mesh` that starts the broker and workers; it imports them
+# inside each command, so the library itself never depends on them.
 
 from __future__ import annotations
 

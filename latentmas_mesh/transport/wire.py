@@ -1,11 +1,10 @@
-"""Multipart send and receive on pyzmq's backend socket methods, for the hot paths.
+"""Multipart send and receive on pyzmq's backend socket methods, for the hot paths."""
 
-pyzmq's `send_multipart` and `recv_multipart` loop in Python over `send`/`recv`, combining
-IntFlag enums per frame; calling the backend (Cython) methods with plain integers does the same
-work for a fraction of the CPU (about 1 us instead of 7 us for a 5-frame message on this
-project's reference machine). The broker, the worker base and the transports use these; the
-semantics are pyzmq's own: `copy=False` sends Frames and large buffers without copying.
-"""
+# pyzmq's `send_multipart` and `recv_multipart` loop in Python over `send`/`recv`, combining
+# IntFlag enums per frame; calling the backend (Cython) methods with plain integers does the same
+# work for a fraction of the CPU (about 1 us instead of 7 us for a 5-frame message on this
+# project's reference machine). The broker, the worker base and the transports use these; the
+# semantics are pyzmq's own: `copy=False` sends Frames and large buffers without copying.
 
 from __future__ import annotations
 

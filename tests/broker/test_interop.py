@@ -1,5 +1,6 @@
-"""Interoperability: our broker with majortomo's client and worker and with strict RFC 18 peers;
-majortomo's broker with our worker and client."""
+"""Interoperability with majortomo's client, worker and broker, and with strict RFC 18 peers."""
+
+# majortomo's broker with our worker and client.
 
 from __future__ import annotations
 
