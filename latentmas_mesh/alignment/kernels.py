@@ -82,122 +82,93 @@ class HeadMaps:
 
 
 @njit(cache=True, inline="always", nogil=True)
-def _rotate_segment(  # noqa: PLR0917 - njit takes no keyword-only arguments
-    buf: F32,
-    column: int,
-    cos: F32,
-    sin: F32,
-    table: int,
-    first_row: int,
-    rotated: int,
-    convention: int,
-    sign: int,
+def _rotate_row(
+    row: F32, cos: F32, sin: F32, rotated: int, convention: int
 ) -> None:  # pragma: no cover - compiled
-    """Rotate buf[:, column : column + rotated] in place by the angles of rows first_row...
+    """Rotate the first `rotated` coordinates of one row in place by angle tables [r/2].
 
-    Pairs (a, b) become (a·cos − b·sin, b·cos + a·sin); sign −1 negates sin (de-rotation).
-    Each convention has its own unit-stride loop so that it vectorises.
+    Pairs (a, b) become (a·cos − b·sin, b·cos + a·sin); de-rotation is given sin negated
+    (rotation by −θ). Each convention has its own unit-stride loop so that it vectorises.
     """
     half = rotated // 2
-    for row in range(buf.shape[0]):
-        c = cos[table, first_row + row]
-        s = sin[table, first_row + row]
-        if convention == 0:
-            first = buf[row, column : column + half]
-            second = buf[row, column + half : column + rotated]
-            for i in range(half):
-                si = s[i] if sign > 0 else -s[i]
-                a = first[i]
-                b = second[i]
-                first[i] = a * c[i] - b * si
-                second[i] = b * c[i] + a * si
-        else:
-            pairs = buf[row, column : column + rotated]
-            for i in range(half):
-                si = s[i] if sign > 0 else -s[i]
-                a = pairs[2 * i]
-                b = pairs[2 * i + 1]
-                pairs[2 * i] = a * c[i] - b * si
-                pairs[2 * i + 1] = b * c[i] + a * si
+    if convention == 0:
+        first = row[:half]
+        second = row[half:rotated]
+        for i in range(half):
+            a = first[i]
+            b = second[i]
+            first[i] = a * cos[i] - b * sin[i]
+            second[i] = b * cos[i] + a * sin[i]
+    else:
+        for i in range(half):
+            a = row[2 * i]
+            b = row[2 * i + 1]
+            row[2 * i] = a * cos[i] - b * sin[i]
+            row[2 * i + 1] = b * cos[i] + a * sin[i]
 
 
 @njit(cache=True, inline="always", nogil=True)
-def _load_tile(  # noqa: PLR0917 - njit takes no keyword-only arguments
+def _load_row(
     src: npt.NDArray[np.uint16],
     src_fmt: int,
-    layer: int,
-    head: int,
-    first_row: int,
     bits: npt.NDArray[np.uint32],
-    column: int,
-    width: int,
     f16_table: npt.NDArray[np.uint32],
 ) -> None:  # pragma: no cover - compiled
-    """Copy source rows into bits[:, column : column + width] as float32 bit patterns."""
-    rows = bits.shape[0]
+    """One source row (storage words) into `bits` as float32 bit patterns."""
     if src_fmt == FMT_F32:
-        for row in range(rows):
-            words = src[layer, head, first_row + row].view(np.uint32)
-            target = bits[row, column : column + width]
-            for j in range(width):
-                target[j] = words[j]
+        words = src.view(np.uint32)
+        for j in range(bits.shape[0]):
+            bits[j] = words[j]
     elif src_fmt == FMT_BF16:
-        for row in range(rows):
-            for j in range(width):
-                bits[row, column + j] = np.uint32(src[layer, head, first_row + row, j]) << 16
+        for j in range(bits.shape[0]):
+            bits[j] = np.uint32(src[j]) << 16
     else:
-        for row in range(rows):
-            for j in range(width):
-                bits[row, column + j] = f16_table[src[layer, head, first_row + row, j]]
+        for j in range(bits.shape[0]):
+            bits[j] = f16_table[src[j]]
 
 
 @njit(cache=True, inline="always", nogil=True)
-def _store_tile(  # noqa: PLR0917 - njit takes no keyword-only arguments
+def _store_row(
     out: npt.NDArray[np.uint16],
     out_fmt: int,
-    layer: int,
-    head: int,
-    first_row: int,
     y: F32,
+    shifted: F32,
 ) -> None:  # pragma: no cover - compiled
-    """Write float32 rows y [rows, D_t] into out in the target storage format.
+    """One float32 row y [D_t] into `out` in the target storage format.
 
     Both 16-bit conversions round to nearest even without a branch per element, so the loops
     vectorise. bfloat16: (b + 0x7FFF + lsb) >> 16. float16, normal range: the same rounding at
     bit 13 minus the exponent re-bias 112 << 10, clamped at infinity (0x7C00); subnormal range
     (|y| < 2^−14): the float addition |y| + 0.5 rounds to a multiple of 2^−24, the float16
     subnormal step, so its low bits are the rounded subnormal (Giesen's float_to_half trick).
+    `shifted` is a scratch row of the same width.
     """
-    rows, width = y.shape
     bits = y.view(np.uint32)
+    width = y.shape[0]
     if out_fmt == FMT_F32:
-        for row in range(rows):
-            words = out[layer, head, first_row + row].view(np.uint32)
-            for j in range(width):
-                words[j] = bits[row, j]
+        words = out.view(np.uint32)
+        for j in range(width):
+            words[j] = bits[j]
     elif out_fmt == FMT_BF16:
-        for row in range(rows):
-            for j in range(width):
-                b = np.int64(bits[row, j])
-                nan = (b & 0x7FFFFFFF) > 0x7F800000
-                rounded = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
-                out[layer, head, first_row + row, j] = ((b >> 16) | 0x40) if nan else rounded
+        for j in range(width):
+            b = np.int64(bits[j])
+            nan = (b & 0x7FFFFFFF) > 0x7F800000
+            rounded = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+            out[j] = ((b >> 16) | 0x40) if nan else rounded
     else:
-        shifted = np.empty(width, dtype=np.float32)
         shifted_bits = shifted.view(np.uint32)
-        for row in range(rows):
-            for j in range(width):
-                shifted[j] = abs(y[row, j]) + np.float32(0.5)
-            for j in range(width):
-                b = np.int64(bits[row, j])
-                magnitude = b & 0x7FFFFFFF
-                sign = (b >> 16) & 0x8000
-                rounded = ((magnitude + 0xFFF + ((magnitude >> 13) & 1)) >> 13) - 0x1C000
-                normal = min(int(rounded), 0x7C00)
-                subnormal = np.int64(shifted_bits[j]) - 0x3F000000
-                special = 0x7E00 if magnitude > 0x7F800000 else normal
-                half = subnormal if magnitude < 0x38800000 else special
-                out[layer, head, first_row + row, j] = sign | half
+        for j in range(width):
+            shifted[j] = abs(y[j]) + np.float32(0.5)
+        for j in range(width):
+            b = np.int64(bits[j])
+            magnitude = b & 0x7FFFFFFF
+            sign = (b >> 16) & 0x8000
+            rounded = ((magnitude + 0xFFF + ((magnitude >> 13) & 1)) >> 13) - 0x1C000
+            normal = min(int(rounded), 0x7C00)
+            subnormal = np.int64(shifted_bits[j]) - 0x3F000000
+            special = 0x7E00 if magnitude > 0x7F800000 else normal
+            half = subnormal if magnitude < 0x38800000 else special
+            out[j] = sign | half
 
 
 @njit(parallel=True, cache=True, fastmath=False, nogil=True)
@@ -209,7 +180,7 @@ def _fused_kernel(  # noqa: PLR0917 - njit takes no keyword-only arguments
     weight: F32,
     bias: F32,
     src_cos: F32,
-    src_sin: F32,
+    src_negated_sin: F32,
     src_layer_table: IntArray,
     src_rotated: IntArray,
     src_convention: int,
@@ -225,11 +196,11 @@ def _fused_kernel(  # noqa: PLR0917 - njit takes no keyword-only arguments
 ) -> None:  # pragma: no cover - compiled
     """One work item = (target layer, target head, tile of positions); items run in parallel.
 
-    Per item only two small buffers exist ([tile, n_in·D_s] and [tile, D_t] float32): load and
-    convert, de-rotate each input head with its source layer's angles, one BLAS sgemm with the
-    head's weight, add bias, re-rotate with the target layer's angles, convert and store.
-    fastmath is off: results must match the numpy twin and NaN/inf must propagate; the sgemm
-    dominates the time, so fastmath would buy little.
+    Per item only two small buffers exist ([tile, n_in·D_s] and [tile, D_t] float32). Row by
+    row, while the row is in L1: load and convert each input head, de-rotate it with its source
+    layer's angles. Then one BLAS sgemm with the head's weight. Then row by row: add bias,
+    re-rotate with the target layer's angles, convert and store. fastmath is off: results must
+    match the numpy twin and NaN/inf must propagate; the sgemm dominates the time anyway.
     """
     target_layers, target_heads, n_in = inputs.shape[0], inputs.shape[1], inputs.shape[2]
     positions = src.shape[2]
@@ -240,25 +211,32 @@ def _fused_kernel(  # noqa: PLR0917 - njit takes no keyword-only arguments
         first_row = (item % tiles) * tile
         rows = min(tile, positions - first_row)
         bits = np.empty((rows, n_in * source_dim), dtype=np.uint32)
-        for k in range(n_in):
-            src_layer, src_head = inputs[layer, head, k, 0], inputs[layer, head, k, 1]
-            _load_tile(src, src_fmt, src_layer, src_head, first_row, bits, k * source_dim,
-                       source_dim, f16_table)
         x = bits.view(np.float32)
-        for k in range(n_in):
-            table = src_layer_table[inputs[layer, head, k, 0]]
-            if src_rotated[table] > 0:
-                _rotate_segment(x, k * source_dim, src_cos, src_sin, table, first_row,
-                                src_rotated[table], src_convention, -1)
-        y = np.dot(x, weight[layer, head])
         for row in range(rows):
-            for j in range(y.shape[1]):
-                y[row, j] += bias[layer, head, j]
+            position = first_row + row
+            for k in range(n_in):
+                src_layer, src_head = inputs[layer, head, k, 0], inputs[layer, head, k, 1]
+                start = k * source_dim
+                _load_row(src[src_layer, src_head, position], src_fmt,
+                          bits[row, start : start + source_dim], f16_table)
+                table = src_layer_table[src_layer]
+                if src_rotated[table] > 0:
+                    _rotate_row(x[row, start : start + source_dim], src_cos[table, position],
+                                src_negated_sin[table, position], src_rotated[table],
+                                src_convention)
+        y = np.dot(x, weight[layer, head])
         table = tgt_layer_table[layer]
-        if tgt_rotated[table] > 0:
-            _rotate_segment(y, 0, tgt_cos, tgt_sin, table, first_row, tgt_rotated[table],
-                            tgt_convention, 1)
-        _store_tile(out, out_fmt, layer, head, first_row, y)
+        rotated = tgt_rotated[table]
+        shifted = np.empty(y.shape[1], dtype=np.float32)
+        for row in range(rows):
+            position = first_row + row
+            y_row = y[row]
+            for j in range(y_row.shape[0]):
+                y_row[j] += bias[layer, head, j]
+            if rotated > 0:
+                _rotate_row(y_row, tgt_cos[table, position], tgt_sin[table, position], rotated,
+                            tgt_convention)
+            _store_row(out[layer, head, position], out_fmt, y_row, shifted)
 
 
 # ----------------------------------------------------------------------- public entry points
@@ -326,7 +304,7 @@ def align_heads(
     with single_threaded_blas():
         _fused_kernel(
             bits_in, src_fmt, src.shape[3], maps.inputs, maps.weight, maps.bias,
-            source_tables.cos, source_tables.sin, source_tables.layer_table,
+            source_tables.cos, -source_tables.sin, source_tables.layer_table,
             source_tables.rotated, source_tables.convention,
             target_tables.cos, target_tables.sin, target_tables.layer_table,
             target_tables.rotated, target_tables.convention,
