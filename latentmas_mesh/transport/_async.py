@@ -39,6 +39,7 @@ class AsyncTransport:
         self._context = zmq.asyncio.Context.shadow(base.underlying)
         self._idle: list[zmq.asyncio.Socket] = []
         self._slots = asyncio.Semaphore(self.settings.sockets_max)
+        self._dialect = _calls.dialect_of(self.settings)
         self.attempts_total = 0
 
     async def __aenter__(self) -> AsyncTransport:
@@ -112,7 +113,7 @@ class AsyncTransport:
             deadline = time.monotonic() + wait_s
             while (left_s := deadline - time.monotonic()) > 0:
                 received = await asyncio.wait_for(socket.recv_multipart(copy=False), left_s)
-                reply = _calls.read_reply(received, service, self.settings)
+                reply = _calls.read_reply(received, service.encode("ascii"), self._dialect)
                 if reply is not None and reply.final:
                     self._idle.append(socket)
                     return list(reply.body)

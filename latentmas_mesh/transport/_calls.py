@@ -36,14 +36,14 @@ def request_frames(
 
 
 def read_reply(
-    frames: list[zmq.Frame], service: str, settings: TransportSettings
+    frames: list[zmq.Frame], service: bytes, dialect: mdp.Dialect
 ) -> mdp.Reply[zmq.Frame] | None:
     """A reply for `service`, or None for anything else (malformed, or another service's)."""
     try:
-        reply = mdp.parse_reply(frames, dialect_of(settings))
+        reply = mdp.parse_reply(frames, dialect)
     except mdp.MalformedFrame:
         return None
-    if reply.service is not None and reply.service != service.encode("ascii"):
+    if reply.service is not None and reply.service != service:
         return None
     return reply
 

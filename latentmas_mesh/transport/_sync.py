@@ -11,6 +11,7 @@ import zmq
 from pydantic import BaseModel
 
 from latentmas_mesh import codec
+from latentmas_mesh.protocol import mdp
 from latentmas_mesh.transport import _calls, wire
 from latentmas_mesh.transport._curve import use_curve
 from latentmas_mesh.transport._settings import TransportSettings
@@ -39,6 +40,10 @@ class Transport:
         self.settings = settings or TransportSettings()
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[bytes] | None = None
+        self._dialect = _calls.dialect_of(self.settings)
+        self._attempt_s = self.settings.attempt_timeout_ms / 1000
+        self._names: dict[str, bytes] = {}
+        self._receive_timeout_ms = -1
         self.attempts_total = 0
 
     def __enter__(self) -> Transport:
@@ -90,10 +95,10 @@ class Transport:
 
         `request_id` only labels the Timeout error: the id travels inside `body`.
         """
-        frames = _calls.request_frames(service, body, self.settings)
-        total_ms = timeout_ms or self.settings.request_timeout_ms
+        name = self._names.get(service) or self._name(service)
+        frames = mdp.client_request(name, body, dialect=self._dialect)
         started = time.monotonic()
-        deadline = started + total_ms / 1000
+        deadline = started + (timeout_ms or self.settings.request_timeout_ms) / 1000
         attempts = 0
         while attempts <= self.settings.retries_max:
             remaining_s = deadline - time.monotonic()
@@ -101,8 +106,8 @@ class Transport:
                 break
             attempts += 1
             self.attempts_total += 1
-            wait_s = min(remaining_s, self.settings.attempt_timeout_ms / 1000)
-            reply = self._attempt(service, frames, wait_s, on_partial)
+            wait_s = min(remaining_s, self._attempt_s)
+            reply = self._attempt(name, frames, wait_s, on_partial)
             if reply is not None:
                 return reply
             self._drop_socket()  # RFC 18: close the socket, open a new one, resend
@@ -111,22 +116,31 @@ class Transport:
 
     # ---------------------------------------------------------------------------- internals
 
+    def _name(self, service: str) -> bytes:
+        name = self._names[service] = service.encode("ascii")
+        return name
+
     def _attempt(
         self,
-        service: str,
+        service: bytes,
         frames: Sequence[_calls.Frame],
         wait_s: float,
         on_partial: PartialCallback | None,
     ) -> list[zmq.Frame] | None:
+        """Send once, then block for the FINAL (RCVTIMEO bounds each receive); None on silence."""
         socket = self._socket or self._open_socket()
         try:
             wire.send_frames(socket, frames)
             deadline = time.monotonic() + wait_s
             while (left_ms := math.ceil((deadline - time.monotonic()) * 1000)) > 0:
-                if not wire.readable([socket], left_ms):
+                if left_ms != self._receive_timeout_ms:
+                    socket.setsockopt(zmq.RCVTIMEO, left_ms)
+                    self._receive_timeout_ms = left_ms
+                try:
+                    received = wire.recv_frames(socket, copied=wire.DEALER_ENVELOPE_FRAMES)
+                except zmq.Again:
                     return None
-                received = wire.recv_frames(socket, copied=wire.DEALER_ENVELOPE_FRAMES)
-                reply = _calls.read_reply(received, service, self.settings)
+                reply = _calls.read_reply(received, service, self._dialect)
                 if reply is None:
                     continue
                 if reply.final:
@@ -145,6 +159,7 @@ class Transport:
         use_curve(socket, self.settings.curve_secret_key_file, self.settings.curve_server_key_file)
         socket.connect(self.settings.broker_url)
         self._socket = socket
+        self._receive_timeout_ms = -1
         return socket
 
     def _drop_socket(self) -> None:
