@@ -299,3 +299,76 @@ class BrokerBehaviour:
         assert [b"MDPW02", b"\x01", ECHO.encode()] == ready
         assert [worker_id, b"MDPW02", b"\x04", b"client-1", b"", b"real"] == reply
         router.close()
+
+
+class SyncClient:
+    """The sync transport behind the interface the client suite uses."""
+
+    def __init__(self, mesh, **overrides):
+        self.transport = mesh.transport(**overrides)
+
+    def request(self, service, body, **options):
+        return self.transport.request(service, body, **options)
+
+    def call(self, service, message, **options):
+        return self.transport.call(service, message, **options)
+
+    def service_available(self, service):
+        return self.transport.service_available(service)
+
+    def close(self):
+        self.transport.close()
+
+
+class AsyncClient(SyncClient):
+    """The asyncio transport behind the same interface, each call run to completion."""
+
+    def __init__(self, mesh, **overrides):
+        self.transport = mesh.async_transport(**overrides)
+
+    def request(self, service, body, **options):
+        return asyncio.run(self.transport.request(service, body, **options))
+
+    def call(self, service, message, **options):
+        return asyncio.run(self.transport.call(service, message, **options))
+
+    def service_available(self, service):
+        return asyncio.run(self.transport.service_available(service))
+
+
+class ClientBehaviour:
+    """What every client transport does, run for the sync and the asyncio one."""
+
+    endpoint = "tcp://127.0.0.1:*"
+
+    @pytest.fixture(params=[SyncClient, AsyncClient], ids=["sync", "asyncio"])
+    def client(self, request, mesh):
+        built = request.param(mesh)
+        yield built
+        built.close()
+
+    def test_request_returns_the_final_body(self, mesh, client):
+        """A raw request gets the worker's FINAL body frames."""
+        mesh.echo()
+
+        assert [b"a", b"b"] == [frame.bytes for frame in client.request(ECHO, [b"a", b"b"])]
+
+    def test_error_reply_is_raised_typed(self, mesh, client):
+        """An ErrorBody reply becomes the typed exception with its details."""
+        mesh.typed(NOTE, note_handler)
+
+        with pytest.raises(InsufficientFunds) as caught:
+            client.call(NOTE, Note(text="broke", values=np.zeros(1)))
+
+        assert {"needed_units": 5} == caught.value.details
+
+    def test_mmi_lookup(self, mesh, client):
+        """service_available is the MMI answer."""
+        mesh.echo()
+
+        assert (True, False) == (client.service_available(ECHO), client.service_available("x"))
+
+    def test_deadline_gives_typed_timeout(self, mesh, client):
+        """No answer within the call's deadline raises TIMEOUT."""
+        with pytest.raises(Timeout):
+            client.request("nobody.home", [b"x"], timeout_ms=200)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from latentmas_mesh.protocol import mdp
-from tests.broker.behaviour import BrokerBehaviour, raw_peer
+from tests.broker.behaviour import BrokerBehaviour, ClientBehaviour, raw_peer
 from tests.broker.conftest import InProcessMesh
 from workers.echo import SERVICE as ECHO
 
@@ -13,6 +13,14 @@ class TestInproc(BrokerBehaviour):
 
 
 class TestTcp(BrokerBehaviour):
+    endpoint = "tcp://127.0.0.1:*"
+
+
+class TestClientsInproc(ClientBehaviour):
+    endpoint = "inproc://broker"
+
+
+class TestClientsTcp(ClientBehaviour):
     endpoint = "tcp://127.0.0.1:*"
 
 
