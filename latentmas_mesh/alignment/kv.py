@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +21,7 @@ from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
 
 Granularity = Literal["head", "layer"]
 Backend = Literal["kernel", "numpy"]
+KV_FORMAT: Final = "latentmas-kv-aligner/1"
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,20 @@ class KVGeometry:
     def tables(self, positions: npt.ArrayLike) -> RotaryTables:
         """Angle tables of every layer at `positions` [S]."""
         return rotary_tables(self.rotary, self.head_dim, positions)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rotary"] = [asdict(spec) for spec in self.rotary]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KVGeometry:
+        rotary = tuple(
+            RotarySpec(**{**spec, "inv_freq": None if spec["inv_freq"] is None
+                          else tuple(spec["inv_freq"])})
+            for spec in data["rotary"]
+        )  # fmt: skip
+        return cls(**{**data, "rotary": rotary})
 
 
 def proportional_layer_map(source_layers: int, target_layers: int) -> IntArray:
@@ -338,6 +356,72 @@ class KVAligner:
         aligner.exact_identity_ = True
         return aligner
 
+    def save(self, path: str | Path) -> str:
+        """Write the head maps (safetensors) with geometries, quality and content hash (JSON in
+        its header); returns the content hash. Written to a temporary name, then renamed."""
+        from safetensors.numpy import save_file
+
+        arrays = self._arrays()
+        meta = {
+            "format": KV_FORMAT,
+            "source": self.source.to_json(),
+            "target": self.target.to_json(),
+            "granularity": self.mapping_.granularity,
+            "exact_identity": self.exact_identity_,
+            "keys_quality": _quality_json(self.keys_.quality),
+            "values_quality": _quality_json(self.values_.quality),
+            "content_hash": self.content_hash,
+        }
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        save_file(arrays, str(tmp), metadata={"latentmas": json.dumps(meta, sort_keys=True)})
+        tmp.replace(target)
+        return self.content_hash
+
+    @classmethod
+    def load(cls, path: str | Path) -> KVAligner:
+        """Read a file written by save() (hash checked)."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = json.loads((handle.metadata() or {})["latentmas"])
+            arrays = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        if meta.get("format") != KV_FORMAT:
+            raise InvalidRequest(f"{path} is not a KV aligner file", details={})
+        aligner = cls.from_head_maps(
+            KVGeometry.from_json(meta["source"]),
+            KVGeometry.from_json(meta["target"]),
+            HeadMaps(arrays["keys/inputs"], arrays["keys/weight"], arrays["keys/bias"]),
+            HeadMaps(arrays["values/inputs"], arrays["values/weight"], arrays["values/bias"]),
+            granularity=meta["granularity"],
+        )
+        aligner.exact_identity_ = bool(meta["exact_identity"])
+        aligner.keys_.quality = _quality_from_json(meta["keys_quality"])
+        aligner.values_.quality = _quality_from_json(meta["values_quality"])
+        if aligner.content_hash != meta["content_hash"]:
+            raise InvalidRequest(
+                f"KV aligner file {path} does not match its content hash", details={}
+            )
+        return aligner
+
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for kind, fitted in (("keys", self.keys_), ("values", self.values_)):
+            arrays[f"{kind}/inputs"] = np.ascontiguousarray(fitted.heads.inputs)
+            arrays[f"{kind}/weight"] = np.ascontiguousarray(fitted.heads.weight)
+            arrays[f"{kind}/bias"] = np.ascontiguousarray(fitted.heads.bias)
+        return arrays
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over both geometries and every head-map array."""
+        digest = hashlib.sha256(KV_FORMAT.encode())
+        digest.update(json.dumps([self.source.to_json(), self.target.to_json()]).encode())
+        for name, array in sorted(self._arrays().items()):
+            digest.update(f"{name}\0{array.dtype.str}\0{list(array.shape)}\0".encode())
+            digest.update(array.tobytes())
+        return f"sha256:{digest.hexdigest()}"
+
     @property
     def quality(self) -> AlignmentQuality | None:
         """Held-out quality averaged over every key and value map (None for given maps)."""
@@ -420,6 +504,14 @@ class KVAligner:
             pooled_values.astype(np.float32), self.values_.heads, out_dtype=out_type
         )
         return aligned_keys, aligned_values
+
+
+def _quality_json(quality: AlignmentQuality | None) -> dict[str, Any] | None:
+    return None if quality is None else quality.to_dict()
+
+
+def _quality_from_json(data: dict[str, Any] | None) -> AlignmentQuality | None:
+    return None if data is None else AlignmentQuality(**data)
 
 
 def _positions(positions: npt.ArrayLike | None, seq: int) -> IntArray:

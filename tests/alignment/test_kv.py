@@ -208,3 +208,28 @@ class TestRefusals:
             KVAligner(SOURCE, TARGET).fit(s_keys, s_values, t_keys, t_values,
                                           source_positions=np.arange(20),
                                           target_positions=np.arange(21))
+
+
+class TestPersistence:
+    def test_save_and_load_gives_the_same_aligned_cache(self, models, rng, tmp_path):
+        """A reloaded aligner has the same hash, quality and output."""
+        aligner = _fit(models, rng, method="hybrid")
+        keys, values = models.source(rng.standard_normal((8, LATENT)), np.arange(8))
+        path = tmp_path / "kv.safetensors"
+
+        digest = aligner.save(path)
+        loaded = KVAligner.load(path)
+
+        assert digest == loaded.content_hash
+        assert aligner.quality == loaded.quality
+        np.testing.assert_array_equal(aligner.align(keys, values)[0], loaded.align(keys, values)[0])
+
+    def test_identity_survives_a_round_trip(self, rng, tmp_path):
+        """A saved identity aligner still returns caches bit for bit."""
+        KVAligner.identity(SOURCE).save(tmp_path / "id.safetensors")
+        keys = rng.standard_normal((4, 2, 3, 16)).astype(np.float16)
+        values = rng.standard_normal((4, 2, 3, 12)).astype(np.float16)
+
+        aligned, _ = KVAligner.load(tmp_path / "id.safetensors").align(keys, values)
+
+        np.testing.assert_array_equal(keys.view(np.uint16), aligned.view(np.uint16))
