@@ -38,8 +38,13 @@ pytest: $(STAMP) postgres
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/codec.py
+# Each benchmark prints a table of ratios against a reference measured in the same run, then one
+# JSON line. They are slow and noisy on a shared machine, so they are not part of `make test`.
+BENCHES := codec broker kernels ledger exchange
+bench: $(STAMP) postgres
+	@for b in $(BENCHES); do \
+	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
