@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import threading
 import time
 from collections.abc import Sequence
@@ -145,6 +146,7 @@ class Broker:
         socket.setsockopt(zmq.RCVTIMEO, max(1, min(POLL_MS_MAX, tick_us // 1000)))
         next_tick_us = next_gauge_us = 0
         drain_deadline_us: int | None = None
+        gc.freeze()  # what start-up allocated is permanent: collections skip it (no latency spikes)
         self.ready.set()
         try:
             while True:
