@@ -191,6 +191,15 @@ class Stack:
     broker_pid: int = 0
 
     def start(self, context: Any) -> None:
+        """Start broker and workers; pick new ports if another process took ours meanwhile."""
+        for _ in range(5):
+            self._start_once(context)
+            if all(process.is_alive() for process in self.processes):
+                return
+            self.stop()
+        raise RuntimeError(f"the {self.name} stack did not start")
+
+    def _start_once(self, context: Any) -> None:
         port = free_port()
         url = f"tcp://127.0.0.1:{port}"
         if self.name == "raw":
