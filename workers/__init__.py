@@ -16,6 +16,8 @@ WorkerFactory = Callable[["WorkerSettings"], "RawWorker"]
 WORKER_KINDS: dict[str, str] = {
     "echo": "workers.echo:create",
     "ledger": "workers.ledger:create",
+    "align": "workers.align:create",
+    "wmatrix": "workers.wmatrix:create",
 }
 """Kind name -> "module:factory"; a factory takes WorkerSettings and returns a worker to `run()`.
 

@@ -1,0 +1,400 @@
+"""The alignment services' logic (Appendix C, 3.5.3, v1 align_vector), with no socket in sight."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+import numpy as np
+import numpy.typing as npt
+
+from latentmas_mesh.alignment.geometry import geometry_from_registry
+from latentmas_mesh.alignment.kv import KVAligner
+from latentmas_mesh.alignment.quality import AlignmentQuality, cycle_consistency
+from latentmas_mesh.alignment.store import WMatrixStore, parse_version
+from latentmas_mesh.alignment.wmatrix import WMatrix, fit_w_matrix
+from latentmas_mesh.errors import (
+    DimensionMismatch,
+    InvalidRequest,
+    ModelNotSupported,
+    PayloadTooLarge,
+    Unauthorized,
+    WMatrixNotFound,
+)
+from latentmas_mesh.log import get_logger
+from latentmas_mesh.protocol.align import (
+    AlignKVCacheRequest,
+    AlignKVCacheResponse,
+    ExchangeMemoryRequest,
+    ExchangeMemoryResponse,
+)
+from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest, RegisterAnchorsResponse
+from latentmas_mesh.protocol.base import WireModel
+from latentmas_mesh.protocol.kv import KVCache, KVCacheMetadata
+from latentmas_mesh.protocol.quality import AlignmentQuality as WireQuality
+from latentmas_mesh.protocol.quality import WMatrixQualityMetrics
+from latentmas_mesh.protocol.v1 import AlignVectorRequest, AlignVectorResponse
+from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest, GenerateWMatrixResponse
+from latentmas_mesh.registry import Registry
+
+WMATRIX_SERVICE: Final = "latentmas.wmatrix"
+ALIGN_SERVICE: Final = "latentmas.align"
+KV_CACHE_ENTRIES_MAX: Final = 16
+ANCHOR_ROWS_MAX: Final = 1_000_000
+
+
+@dataclass(frozen=True)
+class ServicePolicy:
+    """Operator choices: the unified dimension of generated maps and the price of an exchange.
+
+    price_units: integer minor units per paid exchange (0: free, nothing is settled);
+    creator: the identity credited for exchanges (the maps' owner).
+    """
+
+    unified_dim: int = 128
+    price_units: int = 0
+    creator: str = "operator"
+
+
+def _pair_name(source: str, target: str) -> str:
+    return f"{quote(source, safe='')}__{quote(target, safe='')}"
+
+
+class AnchorStore:
+    """Registered anchor activations: <root>/<model>.safetensors, one anchor set per model."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def put(self, model: str, anchor_set: str, activations: npt.ArrayLike) -> tuple[int, int, str]:
+        """Store [n, d] activations; returns (rows, dim, content hash)."""
+        from safetensors.numpy import save_file
+
+        array = np.ascontiguousarray(activations, dtype=np.float32)
+        digest = f"sha256:{hashlib.sha256(array.tobytes()).hexdigest()}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.root / f"{quote(model, safe='')}.safetensors"
+        tmp = target.with_name(f".{target.name}.tmp")
+        meta = {"anchor_set": anchor_set, "content_hash": digest}
+        save_file({"activations": array}, str(tmp), metadata=meta)
+        tmp.replace(target)
+        return int(array.shape[0]), int(array.shape[1]), digest
+
+    def get(self, model: str) -> tuple[str, npt.NDArray[np.float32]]:
+        """(anchor set, activations); ModelNotSupported when the model registered none."""
+        from safetensors import safe_open
+
+        path = self.root / f"{quote(model, safe='')}.safetensors"
+        if not path.exists():
+            raise ModelNotSupported(
+                f"{model} has no registered anchor activations; register them first",
+                details={"model": model},
+            )
+        with safe_open(str(path), framework="numpy") as handle:
+            anchor_set = (handle.metadata() or {})["anchor_set"]
+            return anchor_set, handle.get_tensor("activations")
+
+
+class KVMapStore:
+    """Fitted KV aligners: <root>/<source>__<target>/<version>.safetensors, newest by semver.
+
+    Fitted offline (the Hugging Face integration's CLI) and put here; loaded aligners are
+    cached in memory by content hash.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._cache: OrderedDict[tuple[str, float], KVAligner] = OrderedDict()
+
+    def put(self, aligner: KVAligner, *, source: str, target: str, version: str) -> Path:
+        """Store an aligner under `version` (it must carry a measured quality)."""
+        parse_version(version)
+        if aligner.quality is None:
+            raise InvalidRequest("a stored KV aligner must carry held-out quality", details={})
+        directory = self.root / _pair_name(source, target)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{version}.safetensors"
+        aligner.save(path)
+        return path
+
+    def get(self, source: str, target: str, version: str | None) -> tuple[KVAligner, str]:
+        """(aligner, version); WMatrixNotFound listing the stored versions when absent."""
+        directory = self.root / _pair_name(source, target)
+        versions = sorted(
+            (p.stem for p in directory.glob("*.safetensors") if not p.name.startswith(".")),
+            key=parse_version,
+        ) if directory.is_dir() else []  # fmt: skip
+        chosen = versions[-1] if version is None and versions else version
+        if chosen is None or chosen not in versions:
+            raise WMatrixNotFound(
+                f"no KV maps for {source} -> {target}" + (f" version {version}" if version else ""),
+                details={"source_model": source, "target_model": target, "version": version,
+                         "available": versions},
+            )  # fmt: skip
+        path = directory / f"{chosen}.safetensors"
+        key = (str(path), path.stat().st_mtime)
+        if key not in self._cache:
+            self._cache[key] = KVAligner.load(path)
+            while len(self._cache) > KV_CACHE_ENTRIES_MAX:
+                self._cache.popitem(last=False)
+        return self._cache[key], chosen
+
+
+class SettlementSpool:
+    """Settlement records of paid exchanges, appended as JSON lines and fsynced before the work
+    is delivered (pay-then-deliver). Event ids are deterministic per request, so a re-delivered
+    request writes the same id again and the consumer keeps one."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+
+
+def wire_quality(quality: AlignmentQuality) -> WireQuality:
+    """The protocol's alignment_quality (each figure clipped into the wire's ranges)."""
+    return WireQuality(
+        cosine_similarity=min(max(quality.cosine_similarity, -1.0), 1.0),
+        euclidean_distance=max(quality.euclidean_distance, 0.0),
+        information_retention=min(max(quality.information_retention, 0.0), 1.0),
+        confidence=min(max(quality.confidence, 0.0), 1.0),
+    )
+
+
+EXACT = AlignmentQuality(1.0, 0.0, 1.0, 1.0, 0)  # a same-model exchange is the identity, bit-exact
+
+
+class AlignmentService:
+    """Handlers of `latentmas.wmatrix` and `latentmas.align`: messages in, messages out.
+
+    The worker shells own sockets and processes; this class owns the decisions. `clock` gives
+    the aligned caches' generated_at (time is passed in, never read here).
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        wmatrices: WMatrixStore,
+        anchors: AnchorStore,
+        kv_maps: KVMapStore,
+        spool: SettlementSpool,
+        clock: Callable[[], dt.datetime],
+        policy: ServicePolicy | None = None,
+    ) -> None:
+        self.registry = registry
+        self.wmatrices = wmatrices
+        self.anchors = anchors
+        self.kv_maps = kv_maps
+        self.spool = spool
+        self.clock = clock
+        self.policy = policy or ServicePolicy()
+        self._log = get_logger("alignment")
+
+    def _model(self, name: str) -> str:
+        """Canonical registry name; ModelNotSupported for a name the registry does not know."""
+        return self.registry.get(name).name
+
+    # ------------------------------------------------------------------ latentmas.wmatrix
+
+    def handle_wmatrix(self, message: WireModel, identity: str | None) -> WireModel:
+        if isinstance(message, GenerateWMatrixRequest):
+            return self.generate(message)
+        if isinstance(message, RegisterAnchorsRequest):
+            return self.register_anchors(message)
+        raise InvalidRequest(
+            f"{WMATRIX_SERVICE} does not handle {type(message).__name__}",
+            details={"accepted": ["generate_w_matrix_request", "register_anchors_request"]},
+        )
+
+    def register_anchors(self, request: RegisterAnchorsRequest) -> RegisterAnchorsResponse:
+        """Store a model's anchor activations (the owner's export; the model never comes here)."""
+        model = self._model(request.model)
+        if request.activations.shape[0] > ANCHOR_ROWS_MAX:
+            raise PayloadTooLarge(
+                f"at most {ANCHOR_ROWS_MAX} anchor rows", details={"rows_max": ANCHOR_ROWS_MAX}
+            )
+        rows, dim, digest = self.anchors.put(model, request.anchor_set, request.activations)
+        return RegisterAnchorsResponse(
+            model=model, anchor_set=request.anchor_set, rows=rows, dim=dim, content_hash=digest
+        )
+
+    def generate(self, request: GenerateWMatrixRequest) -> GenerateWMatrixResponse:
+        """Appendix C.1 Generate W-Matrix: fit on both models' registered anchors, store the new
+        version, answer with its held-out quality."""
+        source, target = self._model(request.source_model), self._model(request.target_model)
+        source_set, x = self.anchors.get(source)
+        target_set, y = self.anchors.get(target)
+        if source_set != target_set or x.shape[0] != y.shape[0]:
+            raise InvalidRequest(
+                "the two models registered activations on different anchor rows",
+                details={"source": [source_set, x.shape[0]], "target": [target_set, y.shape[0]]},
+            )
+        wmatrix = fit_w_matrix(x, y, method=request.method, unified_dim=self.policy.unified_dim)
+        record = self.wmatrices.put(wmatrix, source_model=source, target_model=target)
+        return GenerateWMatrixResponse(
+            version=record.version,
+            unified_dimension=record.unified_dimension,
+            quality_metrics=WMatrixQualityMetrics(**record.quality_metrics()),
+        )
+
+    # ------------------------------------------------------------------ latentmas.align
+
+    def handle_align(
+        self, message: WireModel, identity: str | None, request_id: str
+    ) -> WireModel:
+        if isinstance(message, AlignKVCacheRequest):
+            cache, quality = self._align_cache(
+                message.kv_cache, source_name=message.kv_cache.source_model,
+                target_name=message.target_model, version=message.w_matrix_version,
+                identity=identity, request_id=request_id,
+            )  # fmt: skip
+            return AlignKVCacheResponse(aligned_kv_cache=cache, alignment_quality=quality)
+        if isinstance(message, ExchangeMemoryRequest):
+            if self._model(message.kv_source.source_model) != self._model(message.source_model):
+                raise InvalidRequest(
+                    "kv_source.source_model and source_model name different models",
+                    details={"kv_source": message.kv_source.source_model,
+                             "source_model": message.source_model},
+                )  # fmt: skip
+            cache, quality = self._align_cache(
+                message.kv_source, source_name=message.source_model,
+                target_name=message.target_model, version=message.w_matrix_version,
+                identity=identity, request_id=request_id,
+            )  # fmt: skip
+            return ExchangeMemoryResponse(kv_aligned=cache, quality=quality)
+        if isinstance(message, AlignVectorRequest):
+            return self.align_vector(message, identity, request_id)
+        raise InvalidRequest(
+            f"{ALIGN_SERVICE} does not handle {type(message).__name__}",
+            details={"accepted": ["align_kv_cache_request", "exchange_memory_request",
+                                  "align_vector_request"]},
+        )  # fmt: skip
+
+    def _align_cache(
+        self,
+        cache: KVCache,
+        *,
+        source_name: str,
+        target_name: str,
+        version: str | None,
+        identity: str | None,
+        request_id: str,
+    ) -> tuple[KVCache, WireQuality]:
+        """Section 3.5.3 step 2: the cache in the target's space, with the maps' quality."""
+        source, target = self._model(source_name), self._model(target_name)
+        source_geometry = geometry_from_registry(source, self.registry)
+        geometry_from_registry(target, self.registry)  # closed / MLA targets are refused here
+        source_geometry.check_cache(cache.keys, cache.values)
+        if source == target and version is None:
+            aligner, quality, used = KVAligner.identity(source_geometry), EXACT, "identity"
+        else:
+            aligner, used = self.kv_maps.get(source, target, version)
+            if aligner.quality is None:
+                raise WMatrixNotFound(f"KV maps {used} carry no measured quality", details={})
+            quality = aligner.quality
+        positions = cache.position_encodings
+        keys, values = aligner.align(
+            cache.keys, cache.values, positions=None if positions is None else positions
+        )
+        self._settle(identity, request_id, source, target, used)
+        aligned = KVCache(
+            source_model=target,
+            keys=keys,
+            values=values,
+            position_encodings=positions,
+            metadata=KVCacheMetadata(
+                sequence_length=cache.metadata.sequence_length,
+                context_description=f"aligned from {source} ({used}): "
+                + cache.metadata.context_description[:1024],
+                token_count=cache.metadata.token_count,
+                generated_at=self.clock(),
+            ),
+        )
+        return aligned, wire_quality(quality)
+
+    def align_vector(
+        self, request: AlignVectorRequest, identity: str | None, request_id: str
+    ) -> AlignVectorResponse:
+        """v1 align_vector through the newest stored map of the pair (method fallback applies)."""
+        source, target = self._model(request.source_model), self._model(request.target_model)
+        single = request.vector is not None
+        rows = request.vector[None, :] if request.vector is not None else request.vectors
+        assert rows is not None  # the request model guarantees exactly one payload
+        resolved = self.wmatrices.resolve(source, target)
+        aligned = resolved.wmatrix.transform(rows).astype(np.float32)
+        self._log_cycle(source, target, resolved.wmatrix, rows, request_id)
+        self._settle(identity, request_id, source, target, resolved.wmatrix.content_hash)
+        quality = wire_quality(resolved.wmatrix.quality)
+        if single:
+            return AlignVectorResponse(aligned_vector=aligned[0], alignment_quality=quality)
+        return AlignVectorResponse(aligned_vectors=aligned, alignment_quality=quality)
+
+    def _log_cycle(
+        self, source: str, target: str, forward: WMatrix, rows: npt.NDArray[Any], request_id: str
+    ) -> None:
+        """Per request, the no-ground-truth check s -> t -> s when the reverse map exists."""
+        try:
+            backward = self.wmatrices.resolve(target, source).wmatrix
+            cycle = cycle_consistency(forward, backward, rows)
+        except (WMatrixNotFound, DimensionMismatch):
+            return
+        self._log.info("cycle_consistency", request_id=request_id,
+                       cosine_similarity=round(cycle.cosine_similarity, 6),
+                       euclidean_distance=round(cycle.euclidean_distance, 6))  # fmt: skip
+
+    def _settle(
+        self, identity: str | None, request_id: str, source: str, target: str, maps: str
+    ) -> None:
+        """Pay-then-deliver: the paid exchange's record is on disk before the reply leaves."""
+        if self.policy.price_units <= 0:
+            return
+        if identity is None:
+            raise Unauthorized(
+                "a paid exchange needs an authenticated identity (CURVE) to charge",
+                details={"price_units": self.policy.price_units},
+            )
+        self.spool.append({
+            "event_id": f"align.{request_id}",
+            "type": "settle",
+            "payer": identity,
+            "creator": self.policy.creator,
+            "amount_units": self.policy.price_units,
+            "service": ALIGN_SERVICE,
+            "source_model": source,
+            "target_model": target,
+            "maps": maps,
+            "request_id": request_id,
+        })  # fmt: skip
+
+
+__all__ = [
+    "ALIGN_SERVICE",
+    "ANCHOR_ROWS_MAX",
+    "WMATRIX_SERVICE",
+    "AlignmentService",
+    "AnchorStore",
+    "KVMapStore",
+    "ServicePolicy",
+    "SettlementSpool",
+    "wire_quality",
+]

@@ -1,0 +1,82 @@
+"""Fixtures of the alignment services: a service over temporary stores, synthetic model data."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from latentmas_mesh.alignment import KVAligner, geometry_from_registry
+from latentmas_mesh.alignment.service import (
+    AlignmentService,
+    AnchorStore,
+    KVMapStore,
+    ServicePolicy,
+    SettlementSpool,
+)
+from latentmas_mesh.alignment.store import WMatrixStore
+from latentmas_mesh.protocol.kv import KVCache, KVCacheMetadata
+from latentmas_mesh.registry import default_registry
+
+NOW = dt.datetime(2026, 1, 25, 12, 0, tzinfo=dt.UTC)
+SMOL = "smollm2-135m-instruct"
+GEMMA = "gemma-3-270m"
+
+
+def make_service(root, price_units: int = 0) -> AlignmentService:
+    return AlignmentService(
+        registry=default_registry(),
+        wmatrices=WMatrixStore(root / "wmatrices"),
+        anchors=AnchorStore(root / "anchors"),
+        kv_maps=KVMapStore(root / "kvmaps"),
+        spool=SettlementSpool(root / "spool.jsonl"),
+        clock=lambda: NOW,
+        policy=ServicePolicy(unified_dim=16, price_units=price_units, creator="maps-owner"),
+    )
+
+
+@pytest.fixture
+def service(tmp_path) -> AlignmentService:
+    return make_service(tmp_path)
+
+
+def paired_anchors(rng, rows: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Two models' activations on the same anchor rows, linear in one 8-d latent."""
+    z = rng.standard_normal((rows, 8))
+    return (
+        (z @ rng.standard_normal((8, 24))).astype(np.float32),
+        (z @ rng.standard_normal((8, 32))).astype(np.float32),
+    )
+
+
+def kv_cache(model: str, rng, seq: int = 5, dtype=np.float32) -> KVCache:
+    """A random cache of the registry geometry of `model`."""
+    geometry = geometry_from_registry(model)
+    shape = (geometry.layers, geometry.kv_heads, seq, geometry.head_dim)
+    return KVCache(
+        source_model=model,
+        keys=rng.standard_normal(shape).astype(dtype),
+        values=rng.standard_normal(shape).astype(dtype),
+        metadata=KVCacheMetadata(
+            sequence_length=seq, context_description="test", token_count=seq, generated_at=NOW
+        ),
+    )
+
+
+def fitted_smol_to_gemma(rng, rows: int = 160) -> KVAligner:
+    """A KV aligner fitted on synthetic caches of smollm2's and gemma-3's registry shapes."""
+    source, target = geometry_from_registry(SMOL), geometry_from_registry(GEMMA)
+    z = rng.standard_normal((rows, 8))
+    def cache(geometry):
+        shape = (geometry.layers, geometry.kv_heads, 8, geometry.head_dim)
+        keys = np.einsum("nz,lhzd->lhnd", z, rng.standard_normal(shape))
+        values = np.einsum("nz,lhzd->lhnd", z, rng.standard_normal(shape))
+        return keys.astype(np.float32), values.astype(np.float32)
+
+    (s_keys, s_values), (t_keys, t_values) = cache(source), cache(target)
+    positions = np.arange(rows)
+    return KVAligner(source, target, method="learned", unified_dim=16).fit(
+        s_keys, s_values, t_keys, t_values,
+        source_positions=positions, target_positions=positions,
+    )  # fmt: skip

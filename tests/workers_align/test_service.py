@@ -1,0 +1,220 @@
+"""The alignment services' handlers, called directly (no sockets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentmas_mesh.errors import (
+    DimensionMismatch,
+    InvalidRequest,
+    ModelNotSupported,
+    Unauthorized,
+    WMatrixNotFound,
+)
+from latentmas_mesh.protocol.align import AlignKVCacheRequest, ExchangeMemoryRequest
+from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest
+from latentmas_mesh.protocol.v1 import AlignVectorRequest
+from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest
+from tests.workers_align.conftest import (
+    GEMMA,
+    SMOL,
+    fitted_smol_to_gemma,
+    kv_cache,
+    make_service,
+    paired_anchors,
+)
+
+
+def _register_pair(service, rng, anchor_set="corpus:v1"):
+    x, y = paired_anchors(rng)
+    service.handle_wmatrix(RegisterAnchorsRequest(model=SMOL, anchor_set=anchor_set,
+                                                  activations=x), None)
+    service.handle_wmatrix(RegisterAnchorsRequest(model=GEMMA, anchor_set="corpus:v1",
+                                                  activations=y), None)
+    return x, y
+
+
+class TestWMatrixService:
+    def test_generate_answers_the_new_version_and_its_held_out_quality(self, service, rng):
+        """Appendix C.1: registered anchors in, version 1.0.0 and measured quality out."""
+        _register_pair(service, rng)
+
+        reply = service.handle_wmatrix(
+            GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="hybrid"), None
+        )
+
+        assert ("1.0.0", 16) == (reply.version, reply.unified_dimension)
+        assert reply.quality_metrics.expected_quality > 0.99
+        assert 24 * 16 + 16 * 32 == reply.quality_metrics.computational_cost
+
+    def test_aliases_resolve_to_the_registry_name(self, service, rng):
+        """Anchors registered under any case of a name land under the canonical name."""
+        x, _ = paired_anchors(rng)
+
+        reply = service.handle_wmatrix(
+            RegisterAnchorsRequest(model=SMOL.upper(), anchor_set="c", activations=x), None
+        )
+
+        assert (SMOL, 400, 24) == (reply.model, reply.rows, reply.dim)
+
+    def test_generate_without_anchors_is_model_not_supported(self, service):
+        """A model whose owner registered no activations cannot be fitted."""
+        with pytest.raises(ModelNotSupported):
+            service.generate(
+                GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="learned")
+            )
+
+    def test_anchors_of_different_sets_do_not_pair(self, service, rng):
+        """Activations on different anchor corpora are refused, not silently mis-paired."""
+        _register_pair(service, rng, anchor_set="corpus:v2")
+
+        with pytest.raises(InvalidRequest):
+            service.generate(
+                GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="learned")
+            )
+
+    def test_unknown_model_is_model_not_supported(self, service, rng):
+        """A name outside the registry gets MODEL_NOT_SUPPORTED."""
+        with pytest.raises(ModelNotSupported):
+            service.handle_wmatrix(RegisterAnchorsRequest(
+                model="my-secret-model", anchor_set="c", activations=np.zeros((9, 2), np.float32)
+            ), None)  # fmt: skip
+
+
+class TestAlignVector:
+    def test_single_vector_and_batch_are_mapped_by_the_stored_map(self, service, rng):
+        """v1 align_vector answers in the request's form with the map's held-out quality."""
+        x, _ = _register_pair(service, rng)
+        service.generate(
+            GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="learned")
+        )
+        wmatrix, _ = service.wmatrices.get(SMOL, GEMMA)
+
+        single = service.handle_align(
+            AlignVectorRequest(vector=x[0], source_model=SMOL, target_model=GEMMA), None, "r1"
+        )
+        batch = service.handle_align(
+            AlignVectorRequest(vectors=x[:3], source_model=SMOL, target_model=GEMMA), None, "r2"
+        )
+
+        np.testing.assert_allclose(single.aligned_vector, wmatrix.transform(x[0]), rtol=1e-5)
+        assert (3, 32) == batch.aligned_vectors.shape
+        assert single.alignment_quality.cosine_similarity > 0.99
+
+    def test_pair_without_a_map_is_w_matrix_not_found(self, service):
+        """No generated map for the pair: W_MATRIX_NOT_FOUND."""
+        with pytest.raises(WMatrixNotFound):
+            service.handle_align(AlignVectorRequest(
+                vector=np.zeros(24, np.float32), source_model=SMOL, target_model=GEMMA
+            ), None, "r1")  # fmt: skip
+
+    def test_vector_of_the_wrong_width_is_a_dimension_mismatch(self, service, rng):
+        """A 25-d vector for a 24-d source map is refused."""
+        _register_pair(service, rng)
+        service.generate(
+            GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="orthogonal")
+        )
+
+        with pytest.raises(DimensionMismatch):
+            service.handle_align(AlignVectorRequest(
+                vector=np.zeros(25, np.float32), source_model=SMOL, target_model=GEMMA
+            ), None, "r1")  # fmt: skip
+
+
+class TestAlignKV:
+    def test_same_model_exchange_returns_the_cache_unchanged(self, service, rng):
+        """EXCHANGE_MEMORY from a model to itself is the identity, bit for bit, quality exact."""
+        cache = kv_cache(SMOL, rng)
+
+        reply = service.handle_align(
+            ExchangeMemoryRequest(kv_source=cache, source_model=SMOL, target_model=SMOL),
+            None,
+            "r1",
+        )
+
+        np.testing.assert_array_equal(cache.keys, reply.kv_aligned.keys)
+        assert 1.0 == reply.quality.cosine_similarity
+
+    def test_cross_model_alignment_gives_the_targets_shape(self, service, rng):
+        """With stored smollm2 -> gemma-3 maps the aligned cache has gemma-3's geometry."""
+        aligner = fitted_smol_to_gemma(rng)
+        service.kv_maps.put(aligner, source=SMOL, target=GEMMA, version="1.0.0")
+        cache = kv_cache(SMOL, rng, dtype=np.float16)
+
+        reply = service.handle_align(
+            AlignKVCacheRequest(kv_cache=cache, target_model=GEMMA), None, "r1"
+        )
+
+        aligned = reply.aligned_kv_cache
+        assert ((18, 1, 5, 256), np.float16) == (aligned.keys.shape, aligned.keys.dtype)
+        assert (GEMMA, 5) == (aligned.source_model, aligned.metadata.sequence_length)
+        assert aligner.quality.cosine_similarity == pytest.approx(
+            reply.alignment_quality.cosine_similarity
+        )
+
+    def test_missing_maps_and_pinned_versions_are_w_matrix_not_found(self, service, rng):
+        """No stored maps, or a pinned version that does not exist: W_MATRIX_NOT_FOUND."""
+        cache = kv_cache(SMOL, rng)
+
+        with pytest.raises(WMatrixNotFound):
+            service.handle_align(AlignKVCacheRequest(kv_cache=cache, target_model=GEMMA), None,
+                                 "r1")
+        with pytest.raises(WMatrixNotFound):
+            service.handle_align(AlignKVCacheRequest(kv_cache=cache, target_model=SMOL,
+                                                     w_matrix_version="2.0.0"), None, "r2")
+
+    def test_cache_of_the_wrong_shape_is_a_dimension_mismatch(self, service, rng):
+        """A gemma-shaped cache declared as smollm2's is refused."""
+        cache = kv_cache(GEMMA, rng).model_copy(update={"source_model": SMOL})
+
+        with pytest.raises(DimensionMismatch):
+            service.handle_align(AlignKVCacheRequest(kv_cache=cache, target_model=SMOL), None,
+                                 "r1")
+
+    def test_closed_target_model_is_not_supported(self, service, rng):
+        """A closed model cannot receive a cache."""
+        with pytest.raises(ModelNotSupported):
+            service.handle_align(
+                AlignKVCacheRequest(kv_cache=kv_cache(SMOL, rng), target_model="gpt-4"), None, "r"
+            )
+
+    def test_exchange_refuses_a_source_disagreement(self, service, rng):
+        """kv_source.source_model must name the same model as source_model."""
+        with pytest.raises(InvalidRequest):
+            service.handle_align(ExchangeMemoryRequest(
+                kv_source=kv_cache(SMOL, rng), source_model=GEMMA, target_model=SMOL
+            ), None, "r1")  # fmt: skip
+
+
+class TestSettlement:
+    def test_paid_exchange_is_spooled_before_the_reply(self, tmp_path, rng):
+        """A priced exchange writes one settle record naming payer, creator and amount."""
+        service = make_service(tmp_path, price_units=250)
+
+        service.handle_align(ExchangeMemoryRequest(
+            kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=SMOL
+        ), "payer-key", "req-7")  # fmt: skip
+
+        (record,) = service.spool.records()
+        assert ("align.req-7", "payer-key", "maps-owner", 250) == (
+            record["event_id"], record["payer"], record["creator"], record["amount_units"]
+        )
+
+    def test_paid_exchange_without_identity_is_unauthorized(self, tmp_path, rng):
+        """Nobody to charge: the exchange is refused and nothing is delivered or spooled."""
+        service = make_service(tmp_path, price_units=250)
+
+        with pytest.raises(Unauthorized):
+            service.handle_align(ExchangeMemoryRequest(
+                kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=SMOL
+            ), None, "req-8")  # fmt: skip
+        assert [] == service.spool.records()
+
+    def test_free_exchanges_spool_nothing(self, service, rng):
+        """Price 0 means no settlement record."""
+        service.handle_align(ExchangeMemoryRequest(
+            kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=SMOL
+        ), "payer", "r")  # fmt: skip
+
+        assert [] == service.spool.records()
