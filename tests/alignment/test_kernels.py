@@ -159,3 +159,17 @@ class TestRefusals:
         """Only the three dtypes models cache in are accepted."""
         with pytest.raises(InvalidRequest):
             align_heads(np.zeros((1, 1, 4, 4)), _identity_maps(4))
+
+
+def test_every_dtype_combination_shares_one_compiled_signature(rng):
+    """Inputs and outputs of all three dtypes run on one compiled kernel: after warm-up no
+    request compiles anything."""
+    from latentmas_mesh.alignment.kernels import _fused_kernel, warm_up
+
+    warm_up()
+    for src_dtype in DTYPES:
+        for out_dtype in DTYPES:
+            align_heads(rng.standard_normal((1, 1, 3, 4)).astype(src_dtype), _identity_maps(4),
+                        out_dtype=out_dtype)
+
+    assert 1 == len(_fused_kernel.signatures)
