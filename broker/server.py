@@ -161,6 +161,7 @@ class Broker:
                         break
                 if now >= next_tick_us:
                     self._send(self.state.tick(now), now)
+                    self.metrics.requests.publish()
                     next_tick_us = now + tick_us
                     if now >= next_gauge_us:
                         self.metrics.update_gauges(self.state.stats())
