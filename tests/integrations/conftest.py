@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     from latentmas_mesh.integrations.hf import LoadedModel
@@ -14,14 +16,19 @@ MODEL_A = "smollm2-135m-instruct"
 MODEL_B = "gemma-3-270m"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread() -> None:
-    """One intra-op thread: on a shared 2-core machine more threads thrash (5-10x slower)."""
-    if importlib.util.find_spec("torch") is None:
-        return  # the pure tests of this area run without the hf extra
-    import torch
-
-    torch.set_num_threads(1)
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_each() -> Iterator[None]:
+    """One BLAS and one torch thread: on a shared 2-core machine more threads thrash (5-10x)."""
+    torch = None
+    if importlib.util.find_spec("torch") is not None:  # pure tests run without the hf extra
+        import torch
+    threads = torch.get_num_threads() if torch is not None else 0
+    if torch is not None:
+        torch.set_num_threads(1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from latentmas_mesh.integrations.activations import PassageActivations, read_anchor_activations
 from latentmas_mesh.integrations.hf._activations import (
-    PassageActivations,
     export_anchor_activations,
     passage_activations,
-    read_anchor_activations,
 )
+from latentmas_mesh.integrations.hf._exchange import Exchanged, exchange_context
 from latentmas_mesh.integrations.hf._kv import (
     CONTEXT_TOKENS_MAX,
     NEW_TOKENS_MAX,
@@ -40,6 +40,7 @@ __all__ = [
     "MODEL_SOURCES",
     "NEW_TOKENS_MAX",
     "ContextTokens",
+    "Exchanged",
     "GgufSource",
     "LoadedModel",
     "PassageActivations",
@@ -47,6 +48,7 @@ __all__ = [
     "continuation_nll",
     "convert_model",
     "converted_dir",
+    "exchange_context",
     "export_anchor_activations",
     "extract_kv_cache",
     "gguf_path",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -13,11 +12,16 @@ import numpy as np
 import torch
 import transformers
 from numpy.typing import NDArray
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from transformers import DynamicCache
 
 from latentmas_mesh.anchors import AnchorPassage, anchor_corpus_sha256, load_anchor_passages
 from latentmas_mesh.errors import InvalidRequest, ModelNotSupported
+from latentmas_mesh.integrations.activations import (
+    EXPORT_FORMAT,
+    MANIFEST,
+    PassageActivations,
+)
 from latentmas_mesh.integrations.hf._kv import (
     CONTEXT_TOKENS_MAX,
     ContextTokens,
@@ -26,8 +30,6 @@ from latentmas_mesh.integrations.hf._kv import (
 )
 from latentmas_mesh.integrations.hf._load import LoadedModel
 
-MANIFEST: Final = "manifest.json"
-EXPORT_FORMAT: Final = 1
 EXPORT_DTYPES: Final = {"float32": np.float32, "float16": np.float16}
 
 # Per architecture: the attention submodule whose output is the key before RoPE, and its layout.
@@ -37,39 +39,6 @@ _PRE_ROPE_KEY: Final[dict[str, tuple[str, str]]] = {
     "llama": ("k_proj", "flat"),
     "gemma3_text": ("k_norm", "heads"),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class PassageActivations:
-    """What one model computed on one passage (start token first).
-
-    token_ids: int64 [n]; offsets: int64 [n, 2] character spans ((0, 0) for the start token).
-    keys_pre_rope: [layers, kv_heads, n, head_dim], the keys before rotary embedding.
-    keys: [layers, kv_heads, n, head_dim], as cached (after rotary embedding).
-    values: [layers, kv_heads, n, head_dim].
-    hidden_states: [layers + 1, n, hidden_size] (embeddings, then each layer's output), or None.
-    """
-
-    passage_id: str
-    token_ids: NDArray[np.int64]
-    offsets: NDArray[np.int64]
-    keys_pre_rope: NDArray[np.floating[Any]]
-    keys: NDArray[np.floating[Any]]
-    values: NDArray[np.floating[Any]]
-    hidden_states: NDArray[np.floating[Any]] | None
-
-    def arrays(self) -> dict[str, NDArray[Any]]:
-        """The arrays by name, as one safetensors file stores them."""
-        named: dict[str, NDArray[Any]] = {
-            "token_ids": self.token_ids,
-            "offsets": self.offsets,
-            "keys_pre_rope": self.keys_pre_rope,
-            "keys": self.keys,
-            "values": self.values,
-        }
-        if self.hidden_states is not None:
-            named["hidden_states"] = self.hidden_states
-        return named
 
 
 def passage_activations(
@@ -198,23 +167,6 @@ def export_anchor_activations(
     path = out_dir / MANIFEST
     path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return path
-
-
-def read_anchor_activations(out_dir: Path, passage_id: str) -> PassageActivations:
-    """One passage's activations from a directory written by `export_anchor_activations`."""
-    path = out_dir / f"{passage_id}.safetensors"
-    if not path.is_file():
-        raise InvalidRequest(f"no activations for passage {passage_id!r} in {out_dir}")
-    arrays = load_file(str(path))
-    return PassageActivations(
-        passage_id=passage_id,
-        token_ids=arrays["token_ids"],
-        offsets=arrays["offsets"],
-        keys_pre_rope=arrays["keys_pre_rope"],
-        keys=arrays["keys"],
-        values=arrays["values"],
-        hidden_states=arrays.get("hidden_states"),
-    )
 
 
 def _float32(tensor: torch.Tensor) -> NDArray[np.float32]:
