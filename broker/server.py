@@ -170,7 +170,11 @@ class Broker:
                     frames = wire.recv_frames(socket, first_as_frame=self._curve)
                 except zmq.Again:
                     continue
-                self._receive(frames)
+                try:
+                    self._receive(frames)
+                except Exception:  # a bug must cost one message, never the broker
+                    self._log.exception("message_failed")
+                    self.metrics.rejected_frame("internal_error", b"")
         finally:
             self._log.info("stopped")
             self.close()
@@ -207,7 +211,8 @@ class Broker:
                 self.metrics.rejected_frame("peer_queue_full", peer)
             except zmq.ZMQError as error:
                 if error.errno != errno.EHOSTUNREACH:
-                    raise
+                    self.metrics.rejected_frame("send_failed", peer, str(error))
+                    continue
                 self.metrics.rejected_frame("peer_unreachable", peer)
                 self._send(self.state.forget_worker(peer, now), now)
 

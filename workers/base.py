@@ -298,7 +298,17 @@ class RawWorker:
 
     def _reply(self, client_address: bytes, body: Sequence[Frame], now: float) -> None:
         self.handled += 1
-        self._send(mdp.worker_reply(client_address, body, delimited=self._delimited), now)
+        try:
+            self._send(mdp.worker_reply(client_address, body, delimited=self._delimited), now)
+        except TypeError:  # the handler returned something that is not frames: a bug, not a crash
+            self._log.exception("handler_returned_non_frames")
+            internal = InternalError(f"the {self.service} handler returned no frames")
+            self._send(
+                mdp.worker_reply(
+                    client_address, error_frames(internal, None), delimited=self._delimited
+                ),
+                now,
+            )
 
     def call(self, body: list[zmq.Frame], context: RequestContext) -> Sequence[Frame]:
         """Run the handler; any exception becomes a typed error reply, never a crash."""

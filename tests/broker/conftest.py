@@ -68,11 +68,15 @@ class InProcessMesh:
         fields.update(overrides)
         return WorkerSettings(**fields)
 
-    def run_worker(self, worker: RawWorker) -> RawWorker:
+    def run_worker(self, worker: RawWorker, *, registered: bool = True) -> RawWorker:
+        """Start a worker thread; with `registered`, return once this broker has counted it."""
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         self.workers.append((worker, thread))
         assert worker.ready.wait(5)
+        if registered and worker.settings.connect == self.endpoint:
+            same = [w for w, _ in self.workers if w.service == worker.service]
+            self.wait_for_service(worker.service, workers=len(same))
         return worker
 
     def echo(self, **overrides) -> RawWorker:
@@ -83,11 +87,11 @@ class InProcessMesh:
             Worker(service, handler, self.worker_settings(**overrides), context=self.context)
         )
 
-    def raw(self, service, handler, **overrides) -> RawWorker:
+    def raw(self, service, handler, *, registered=True, **overrides) -> RawWorker:
         worker = RawWorker(
             service, handler, self.worker_settings(**overrides), context=self.context
         )
-        return self.run_worker(worker)
+        return self.run_worker(worker, registered=registered)
 
     def transport(self, **overrides) -> Transport:
         fields = {"broker_url": self.endpoint, "request_timeout_ms": 5_000}

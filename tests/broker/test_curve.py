@@ -91,7 +91,7 @@ class TestCurve:
     def test_client_key_cannot_register_as_worker(self, secure_mesh, keys):
         """A peer admitted as a client sends READY in vain: the service stays unserved."""
         made, _ = keys
-        secure_mesh.raw(SERVICE, whoami, **curve_options(made, "client"))
+        secure_mesh.raw(SERVICE, whoami, registered=False, **curve_options(made, "client"))
 
         with secure_mesh.transport(**curve_options(made, "client")) as transport:
             available = transport.service_available(SERVICE)
