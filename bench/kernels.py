@@ -5,7 +5,7 @@ Cache shaped like llama-3-8b's: 32 layers, 8 KV heads, 2,048 tokens, head_dim 12
 
   roofline  numpy BLAS matmul of the same shapes (float32, no rotary, no casts)
   unfused   numpy: convert, de-rotate, gather, matmul, bias, re-rotate, cast, each a full array
-  fused     the numba kernel: all of that per tile of 256 positions, one sgemm per tile
+  fused     the numba kernel: all of that per tile of positions (61 here), one sgemm per tile
 
 Each variant runs `rounds` times in its own block (a pause between blocks lets BLAS and OpenMP
 worker threads of the previous block stop spinning) and the figure is its fastest run, so bursts
