@@ -1,0 +1,370 @@
+"""Retention of a real cross-model KV exchange (SmolLM2-135M <-> Gemma-3-270M) and its speed.
+
+Protocol (issue 6), on anchor passages held out from fitting (split by passage):
+  * context: the text of a passage's first 128 tokens in B's (Gemma's) tokens; each receiver
+    reads that text in its own tokens r_1..r_k (the tokens that end inside it);
+  * the receiver feeds its last context token r_k itself (a cache cannot predict the first
+    continuation token on its own), then the 32 tokens after it are scored with teacher
+    forcing: NLL = mean -log p(r_{k+i} | ...) for i = 1..32, in nats per token;
+  * conditions: none (only the receiver's start token), own (the receiver's own prefill of
+    r_1..r_{k-1}), aligned (the sender's cache of the same text, tokens ending before r_k,
+    aligned by a method and injected after the receiver's own start entry);
+  * retention = (NLL_none - NLL_aligned) / (NLL_none - NLL_own), a ratio of means over
+    passages, with a 95% bootstrap interval over passages;
+  * controls: the same maps applied to a *different* passage's context, and the receiver's
+    own cache of a different passage (part of any retention is not passage information);
+  * same model: A to A through the full path with the identity aligner (must be 1.0);
+  * speed: the receiver's own prefill of the context vs aligning the sender's cache (kernel
+    only, KVAligner.align on this machine; the path through the mesh is not measured here).
+
+Methods (closed-form affine ridge per target layer, keys de-rotated before and re-rotated
+after mapping, separate key and value maps, fitted on the fit split's anchor activations):
+  ridge-w1  each target layer reads its proportional source layer
+  ridge-w3  each target layer reads its proportional source layer and its two neighbours
+Anchor activations and fitted maps are cached under the cache directory, so a second run only
+evaluates. Run: .venv/bin/python bench/exchange.py [--fit-passages N] [--eval-passages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from latentmas_mesh.alignment import KVAligner, geometry_from_registry, warm_up
+from latentmas_mesh.anchors import (
+    AnchorPassage,
+    anchor_corpus_sha256,
+    load_anchor_passages,
+    split_anchor_passages,
+)
+from latentmas_mesh.errors import InvalidRequest
+from latentmas_mesh.integrations.activations import read_anchor_activations, read_manifest
+from latentmas_mesh.integrations.hf import (
+    ContextTokens,
+    LoadedModel,
+    continuation_nll,
+    export_anchor_activations,
+    extract_kv_cache,
+    inject_kv_cache,
+    load_model,
+    prefill_cache,
+    start_entry_cache,
+    tokenize_context,
+    without_start_entry,
+)
+from latentmas_mesh.integrations.kvmaps import PairFitReport, align_kv_cache, fit_kv_aligner
+from latentmas_mesh.settings import MeshSettings
+
+MODEL_A = "smollm2-135m-instruct"
+MODEL_B = "gemma-3-270m"
+CONTEXT_TOKENS = 128  # in B's tokens
+CONTINUATION_TOKENS = 32
+FIT_TOKENS = 256  # tokens of each fit passage each model reads for its activations
+METHODS = {"ridge-w1": 0, "ridge-w3": 1}  # name -> neighbour layers on each side
+BEST_METHOD = "ridge-w3"
+SEED_CLAIM = 0.95
+
+
+@dataclass
+class Case:
+    """One passage as one receiver sees it: its cache text, bridge token and continuation."""
+
+    own: ContextTokens  # receiver's start token + r_1..r_{k-1}
+    fed: np.ndarray  # r_k .. r_{k+31}
+    scored: np.ndarray  # r_{k+1} .. r_{k+32}
+    cut: int  # characters of text the caches may cover (end of r_{k-1})
+
+
+@dataclass
+class Scores:
+    """Per-passage NLLs of one direction, by condition name."""
+
+    nll: dict[str, list[float]] = field(default_factory=dict)
+    prefill_s: list[float] = field(default_factory=list)
+    align_s: list[float] = field(default_factory=list)
+
+    def add(self, condition: str, value: float) -> None:
+        self.nll.setdefault(condition, []).append(value)
+
+
+def case_for(receiver: LoadedModel, b_model: LoadedModel, text: str) -> Case | None:
+    """The protocol's context/continuation split of `text` for `receiver` (None: too short)."""
+    b = tokenize_context(b_model, text)
+    if len(b) <= CONTEXT_TOKENS:
+        return None
+    context_end = int(b.offsets[CONTEXT_TOKENS, 1])
+    tokens = tokenize_context(receiver, text)
+    k = int(np.searchsorted(tokens.offsets[:, 1], context_end, side="right")) - 1
+    if k < 2 or k + CONTINUATION_TOKENS >= len(tokens):
+        return None
+    own = ContextTokens(text, tokens.ids[:k], tokens.offsets[:k])
+    return Case(
+        own=own,
+        fed=tokens.ids[k : k + CONTINUATION_TOKENS],
+        scored=tokens.ids[k + 1 : k + CONTINUATION_TOKENS + 1],
+        cut=int(tokens.offsets[k - 1, 1]),
+    )
+
+
+def sender_context(sender: LoadedModel, text: str, cut: int) -> ContextTokens:
+    """The sender's tokens of text[:cut]: its start token and every token ending by `cut`."""
+    tokens = tokenize_context(sender, text)
+    keep = np.r_[True, tokens.offsets[1:, 1] <= cut]
+    return ContextTokens(text, tokens.ids[keep], tokens.offsets[keep])
+
+
+def anchor_activations(model: LoadedModel, passages: tuple[AnchorPassage, ...], root: Path):
+    """The model's activations on `passages` (exported once, then read from the cache dir)."""
+    directory = root / "anchors" / model.name
+    wanted = [p.id for p in passages]
+    try:
+        manifest = read_manifest(directory)
+        fresh = manifest["tokens_max"] == FIT_TOKENS and set(wanted) <= set(manifest["passage_ids"])
+    except (InvalidRequest, KeyError):  # no usable export yet
+        fresh = False
+    if not fresh:
+        started = time.perf_counter()
+        export_anchor_activations(
+            model, directory, passages=passages, tokens_max=FIT_TOKENS, include_hidden=False
+        )
+        print(f"  exported {model.name} on {len(passages)} passages "
+              f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    return [read_anchor_activations(directory, pid) for pid in wanted]
+
+
+def fitted_aligner(
+    sender: LoadedModel,
+    receiver: LoadedModel,
+    method: str,
+    acts: dict[str, list],
+    root: Path,
+) -> tuple[KVAligner, PairFitReport]:
+    """The method's aligner for sender -> receiver, fitted once and cached by its inputs."""
+    count = len(acts[sender.name])
+    tag = f"{sender.name}__{receiver.name}__{method}__n{count}__{anchor_corpus_sha256()[:12]}"
+    path = root / "bench-maps" / f"{tag}.safetensors"
+    report_path = path.with_suffix(".json")
+    if path.is_file() and report_path.is_file():
+        report = PairFitReport(**json.loads(report_path.read_text(encoding="utf-8")))
+        return KVAligner.load(path), report
+    started = time.perf_counter()
+    aligner, report = fit_kv_aligner(
+        acts[sender.name],
+        acts[receiver.name],
+        source_model=sender.name,
+        target_model=receiver.name,
+        neighbour_layers=METHODS[method],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aligner.save(path)
+    report_path.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+    print(f"  fitted {method} {sender.name} -> {receiver.name} on {report.rows} rows "
+          f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    return aligner, report
+
+
+def evaluate_direction(
+    sender: LoadedModel,
+    receiver: LoadedModel,
+    b_model: LoadedModel,
+    aligners: dict[str, KVAligner],
+    passages: tuple[AnchorPassage, ...],
+) -> Scores:
+    """Every condition of the protocol for one direction, passage by passage."""
+    cases = [(p, case_for(receiver, b_model, p.text)) for p in passages]
+    usable = [(p, c) for p, c in cases if c is not None]
+    sent_cache: dict[str, object] = {}
+
+    def sent(passage: AnchorPassage, case: Case):
+        if passage.id not in sent_cache:
+            context = sender_context(sender, passage.text, case.cut)
+            sent_cache[passage.id] = without_start_entry(extract_kv_cache(sender, context))
+        return sent_cache[passage.id]
+
+    scores = Scores()
+    for index, (passage, case) in enumerate(usable):
+        other_passage, other_case = usable[(index + len(usable) // 2) % len(usable)]
+
+        def nll(cache, c: Case = case) -> float:
+            return continuation_nll(receiver, cache, c.fed, c.scored)
+
+        scores.add("none", nll(start_entry_cache(receiver)))
+        started = time.perf_counter()
+        own_cache = prefill_cache(receiver, case.own)
+        scores.prefill_s.append(time.perf_counter() - started)
+        scores.add("own", nll(own_cache))
+        scores.add("control_own_other_passage", nll(prefill_cache(receiver, other_case.own)))
+        for method, aligner in aligners.items():
+            kv = sent(passage, case)
+            started = time.perf_counter()
+            aligned = align_kv_cache(kv, aligner)
+            if method == BEST_METHOD:
+                scores.align_s.append(time.perf_counter() - started)
+            scores.add(method, nll(inject_kv_cache(receiver, aligned)))
+        other = align_kv_cache(sent(other_passage, other_case), aligners[BEST_METHOD])
+        scores.add("control_other_passage", nll(inject_kv_cache(receiver, other)))
+        if index % 10 == 0:
+            print(f"  {sender.name} -> {receiver.name}: {index + 1}/{len(usable)}", flush=True)
+    return scores
+
+
+def same_model_scores(model: LoadedModel, b_model: LoadedModel, passages) -> Scores:
+    """A to A through extract, identity align, inject: the full path with nothing to learn."""
+    identity = KVAligner.identity(geometry_from_registry(model.name))
+    scores = Scores()
+    for passage in passages:
+        case = case_for(model, b_model, passage.text)
+        if case is None:
+            continue
+
+        def nll(cache, c: Case = case) -> float:
+            return continuation_nll(model, cache, c.fed, c.scored)
+
+        kv = without_start_entry(extract_kv_cache(model, case.own))
+        scores.add("none", nll(start_entry_cache(model)))
+        scores.add("own", nll(prefill_cache(model, case.own)))
+        scores.add("identity", nll(inject_kv_cache(model, align_kv_cache(kv, identity))))
+    return scores
+
+
+def retention(scores: Scores, condition: str, resamples: int, seed: int):
+    """Ratio-of-means retention and its 95% bootstrap interval over passages."""
+    none = np.asarray(scores.nll["none"])
+    own = np.asarray(scores.nll["own"])
+    cond = np.asarray(scores.nll[condition])
+
+    def ratio(index: np.ndarray) -> float:
+        gain = none[index].mean() - own[index].mean()
+        return float((none[index].mean() - cond[index].mean()) / gain)
+
+    everything = np.arange(none.shape[0])
+    rng = np.random.default_rng(seed)
+    draws = [ratio(rng.integers(0, none.shape[0], none.shape[0])) for _ in range(resamples)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return ratio(everything), [round(float(low), 4), round(float(high), 4)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fit-passages", type=int, default=150)
+    parser.add_argument("--eval-passages", type=int, default=100)
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", type=Path, default=MeshSettings().cache_dir)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # a shared 2-core machine thrashes with more (5-10x slower)
+    with threadpool_limits(limits=1, user_api="blas"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    fit_split, held_out = split_anchor_passages(load_anchor_passages(), seed=args.seed)
+    fit = interleave(fit_split)[: args.fit_passages]
+    evaluate = interleave(held_out)[: args.eval_passages]
+    started = time.perf_counter()
+    a, b = load_model(MODEL_A), load_model(MODEL_B)
+    load_s = time.perf_counter() - started
+    compile_s = warm_up()
+    print(f"models loaded in {load_s:.1f} s; kernel ready in {compile_s:.1f} s", flush=True)
+    acts = {m.name: anchor_activations(m, fit, args.cache_dir) for m in (a, b)}
+    pairs = {"a_to_b": (a, b), "b_to_a": (b, a)}
+    fitted = {
+        d: {m: fitted_aligner(s, r, m, acts, args.cache_dir) for m in METHODS}
+        for d, (s, r) in pairs.items()
+    }
+    scores = {
+        d: evaluate_direction(s, r, b, {m: f[0] for m, f in fitted[d].items()}, evaluate)
+        for d, (s, r) in pairs.items()
+    }
+    same = same_model_scores(a, b, evaluate)
+    report(args, fit, scores, same, fitted)
+
+
+def interleave(passages: tuple[AnchorPassage, ...]) -> tuple[AnchorPassage, ...]:
+    """Passages ordered round-robin over works, so any prefix covers every work."""
+    by_work: dict[str, list[AnchorPassage]] = {}
+    for passage in passages:
+        by_work.setdefault(passage.work, []).append(passage)
+    rounds = max(len(group) for group in by_work.values())
+    return tuple(g[i] for i in range(rounds) for g in by_work.values() if i < len(g))
+
+
+def report(args, fit, scores: dict[str, Scores], same: Scores, fitted) -> None:
+    """The readable table, then one JSON line with every figure."""
+    figures: dict[str, object] = {}
+    print(f"\nretention = (NLL_none - NLL_x) / (NLL_none - NLL_own), ratio of means, "
+          f"95% bootstrap CI; seed claim ~{SEED_CLAIM}")  # fmt: skip
+    print(f"{'direction':10s} {'condition':28s} {'NLL':>7s} {'retention':>9s}  95% CI")
+    for direction, s in scores.items():
+        for condition in ("none", "own", *METHODS, "control_other_passage",
+                          "control_own_other_passage"):  # fmt: skip
+            mean_nll = statistics.fmean(s.nll[condition])
+            if condition in ("none", "own"):
+                print(f"{direction:10s} {condition:28s} {mean_nll:7.3f}")
+                continue
+            value, ci = retention(s, condition, args.bootstrap, args.seed)
+            figures[f"retention_{direction}__{condition}"] = round(value, 4)
+            figures[f"retention_{direction}__{condition}_ci"] = ci
+            print(f"{direction:10s} {condition:28s} {mean_nll:7.3f} {value:9.3f}  {ci}")
+    identity, identity_ci = retention(same, "identity", args.bootstrap, args.seed)
+    identity_nll = statistics.fmean(same.nll["identity"])
+    print(f"{'a_to_a':10s} {'identity (full path)':28s} {identity_nll:7.3f} {identity:9.4f}  "
+          f"{identity_ci}")  # fmt: skip
+    prefill_ms = 1000 * statistics.median(scores["a_to_b"].prefill_s)
+    align_ms = 1000 * statistics.median(scores["a_to_b"].align_s)
+    prefill_ba = 1000 * statistics.median(scores["b_to_a"].prefill_s)
+    align_ba = 1000 * statistics.median(scores["b_to_a"].align_s)
+    print(f"\nspeed (median per passage): B prefill {prefill_ms:.1f} ms vs align A->B "
+          f"{align_ms:.2f} ms ({prefill_ms / align_ms:.1f}x); A prefill {prefill_ba:.1f} ms vs "
+          f"align B->A {align_ba:.2f} ms ({prefill_ba / align_ba:.1f}x); kernel only")  # fmt: skip
+    for direction, methods in fitted.items():
+        for method, (_, fit_report) in methods.items():
+            worst = int(np.argmin(fit_report.key_heldout_r2))
+            print(f"fit {direction} {method}: {fit_report.rows} rows, key R2 "
+                  f"{np.mean(fit_report.key_heldout_r2):.3f} (worst layer {worst}: "
+                  f"{fit_report.key_heldout_r2[worst]:.3f}), value R2 "
+                  f"{np.mean(fit_report.value_heldout_r2):.3f}")  # fmt: skip
+    method_text = (
+        "closed-form affine ridge per target layer reading the proportional source layer and "
+        "its two neighbours (ridge-w3), keys de-rotated/re-rotated, separate key/value maps, "
+        "latent slots at the sender's positions, receiver's own start entry at position 0"
+    )
+    figures.update({
+        "retention_a_to_b": figures[f"retention_a_to_b__{BEST_METHOD}"],
+        "retention_b_to_a": figures[f"retention_b_to_a__{BEST_METHOD}"],
+        "retention_a_to_b_ci": figures[f"retention_a_to_b__{BEST_METHOD}_ci"],
+        "retention_b_to_a_ci": figures[f"retention_b_to_a__{BEST_METHOD}_ci"],
+        "retention_control_other_passage": figures["retention_a_to_b__control_other_passage"],
+        "retention_control_own_other_passage":
+            figures["retention_a_to_b__control_own_other_passage"],
+        "retention_same_model": round(identity, 6),
+        "align_vs_prefill_speedup": round(prefill_ms / align_ms, 2),
+        "align_vs_prefill_speedup_b_to_a": round(prefill_ba / align_ba, 2),
+        "prefill_ms_b": round(prefill_ms, 2),
+        "align_ms_a_to_b": round(align_ms, 3),
+        "method_retention": method_text,
+        "method_controls": "same ridge-w3 maps on another held-out passage's context; "
+                           "receiver's own prefill of another passage; A->B unless suffixed",
+        "method_same_model": "A->A: extract, KVAligner.identity, inject, continue",
+        "method_speedup": "median receiver prefill of the context / median KVAligner.align "
+                          "(numba kernel) of the sender's cache; not through the mesh",
+        "align_vs_prefill_speedup_mesh": None,
+        "seed_claim": SEED_CLAIM,
+        "fit_passages": len(fit),
+        "eval_passages": len(scores["a_to_b"].nll["none"]),
+        "context_tokens_b": CONTEXT_TOKENS,
+        "continuation_tokens": CONTINUATION_TOKENS,
+    })  # fmt: skip
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
