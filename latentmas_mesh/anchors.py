@@ -117,12 +117,22 @@ def split_anchor_passages(
     return fit, held_out
 
 
+def interleave_works(passages: tuple[AnchorPassage, ...]) -> tuple[AnchorPassage, ...]:
+    """The passages ordered round-robin over works, so any prefix samples every work."""
+    by_work: dict[str, list[AnchorPassage]] = {}
+    for passage in passages:
+        by_work.setdefault(passage.work, []).append(passage)
+    rounds = max((len(group) for group in by_work.values()), default=0)
+    return tuple(g[i] for i in range(rounds) for g in by_work.values() if i < len(g))
+
+
 __all__ = [
     "ANCHOR_FILE",
     "HELD_OUT_FRACTION_DEFAULT",
     "AnchorPassage",
     "anchor_corpus_path",
     "anchor_corpus_sha256",
+    "interleave_works",
     "load_anchor_passages",
     "split_anchor_passages",
 ]

@@ -67,3 +67,43 @@ def export_anchors(
             on_passage=lambda done, _total: progress.update(task, completed=done),
         )
     typer.echo(str(manifest))
+
+
+@hf_app.command("fit-pair")
+def fit_pair(
+    source: Annotated[str, typer.Argument(help="Sender model (registry name).")],
+    target: Annotated[str, typer.Argument(help="Receiver model (registry name).")],
+    *,
+    version: Annotated[str, typer.Option(help="MAJOR.MINOR.PATCH of the stored maps.")] = "1.0.0",
+    passages: Annotated[int, typer.Option(help="Anchor passages of the fit split.")] = 150,
+    neighbour_layers: Annotated[
+        int, typer.Option(help="Source layers read on each side of the proportional one.")
+    ] = 1,
+) -> None:
+    """Fit SOURCE -> TARGET KV maps on anchor activations and store them for the align workers.
+
+    Runs both models over the fit split of the anchor corpus (cached after the first run), fits
+    one closed-form ridge map per target layer for keys and values, and puts the aligner in the
+    KV map store (`LATENTMAS_ALIGNMENT_KV_MAPS_DIR`) under VERSION. Offline: never in a request.
+    """
+    import json
+
+    from latentmas_mesh.alignment.service import KVMapStore
+    from latentmas_mesh.alignment.settings import AlignmentSettings
+    from latentmas_mesh.integrations.hf import fit_pair_from_anchors, load_model
+
+    sender, receiver = load_model(source), load_model(target)
+    aligner, report = fit_pair_from_anchors(
+        sender, receiver, passages=passages, neighbour_layers=neighbour_layers
+    )
+    settings = AlignmentSettings()
+    store = KVMapStore(settings.path(settings.alignment_kv_maps_dir))
+    path = store.put(aligner, source=sender.name, target=receiver.name, version=version)
+    quality = aligner.quality
+    typer.echo(json.dumps({
+        "path": str(path),
+        "content_hash": aligner.content_hash,
+        "rows": report.rows,
+        "passages": len(report.fit_passages),
+        "quality": None if quality is None else quality.to_dict(),
+    }))  # fmt: skip

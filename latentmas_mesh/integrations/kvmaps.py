@@ -9,7 +9,15 @@ from typing import Any, Final, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from latentmas_mesh.alignment import HeadMaps, KVAligner, KVMapping, geometry_from_registry
+from latentmas_mesh.alignment import (
+    AlignmentQuality,
+    HeadMaps,
+    KVAligner,
+    KVMapping,
+    geometry_from_registry,
+    mean_quality,
+    measure_quality,
+)
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
 from latentmas_mesh.integrations.activations import PassageActivations
 from latentmas_mesh.integrations.pairing import PairingMode, pair_tokens
@@ -29,8 +37,9 @@ class PairFitReport:
     """How a pair's maps were fitted and how well each explains held-out target rows.
 
     key_alphas / value_alphas: [L_t] chosen relative ridge penalties; key_heldout_r2 /
-    value_heldout_r2: [L_t] explained variance of the target's rows on validation passages
-    (passages no weight chosen with them saw); rows: paired token rows fitted on.
+    value_heldout_r2 and key_heldout_cosine / value_heldout_cosine: [L_t] explained variance
+    and mean cosine of the target's rows on validation passages, predicted by the map fitted
+    without them (keys before RoPE); rows: paired token rows fitted on.
     """
 
     source_model: str
@@ -42,6 +51,8 @@ class PairFitReport:
     value_alphas: tuple[float, ...]
     key_heldout_r2: tuple[float, ...]
     value_heldout_r2: tuple[float, ...]
+    key_heldout_cosine: tuple[float, ...]
+    value_heldout_cosine: tuple[float, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,7 +149,7 @@ def fit_kv_aligner(
     validation = _validation_rows(rows.groups, validation_fraction, random_state)
     maps: dict[Kind, HeadMaps] = {}
     alphas: dict[Kind, list[float]] = {}
-    scores: dict[Kind, list[float]] = {}
+    qualities: dict[Kind, list[AlignmentQuality]] = {}
     for kind in KINDS:
         fitted = [
             _fit_layer(
@@ -151,10 +162,13 @@ def fit_kv_aligner(
         ]
         maps[kind] = _head_maps(mapping, [(w, b) for w, b, _, _ in fitted])
         alphas[kind] = [a for _, _, a, _ in fitted]
-        scores[kind] = [r for _, _, _, r in fitted]
+        qualities[kind] = [q for _, _, _, q in fitted]
     aligner = KVAligner.from_head_maps(
         source_geometry, target_geometry, maps["keys"], maps["values"], granularity="layer"
     )
+    # Held-out quality travels with the maps (the KV map store refuses maps without it).
+    aligner.keys_.quality = mean_quality(qualities["keys"])
+    aligner.values_.quality = mean_quality(qualities["values"])
     report = PairFitReport(
         source_model=source_geometry.name,
         target_model=target_geometry.name,
@@ -163,8 +177,10 @@ def fit_kv_aligner(
         fit_passages=tuple(s.passage_id for s in source),
         key_alphas=tuple(alphas["keys"]),
         value_alphas=tuple(alphas["values"]),
-        key_heldout_r2=tuple(scores["keys"]),
-        value_heldout_r2=tuple(scores["values"]),
+        key_heldout_r2=tuple(q.information_retention for q in qualities["keys"]),
+        value_heldout_r2=tuple(q.information_retention for q in qualities["values"]),
+        key_heldout_cosine=tuple(q.cosine_similarity for q in qualities["keys"]),
+        value_heldout_cosine=tuple(q.cosine_similarity for q in qualities["values"]),
     )
     return aligner, report
 
@@ -210,20 +226,22 @@ def _fit_layer(
     y: NDArray[np.float32],
     validation: NDArray[np.bool_],
     relative_alphas: Sequence[float],
-) -> tuple[NDArray[np.float64], NDArray[np.float64], float, float]:
-    """(W [d_s, d_t], b [d_t], chosen relative α, validation R²) for one target layer and kind."""
+) -> tuple[NDArray[np.float64], NDArray[np.float64], float, AlignmentQuality]:
+    """(W [d_s, d_t], b [d_t], chosen relative α, held-out quality) for one layer and kind.
+
+    The quality is that of the map fitted without the validation passages, measured on them.
+    """
     if not relative_alphas:
         raise InvalidRequest("relative_alphas is empty")
     moments = _Moments.of(x[~validation], y[~validation])
     x_val, y_val = x[validation].astype(np.float64), y[validation].astype(np.float64)
-    variance = float(np.mean((y_val - y_val.mean(axis=0)) ** 2)) or 1.0
-    errors = []
-    for alpha in relative_alphas:
-        weight, bias = moments.solve(alpha)
-        errors.append(float(np.mean((x_val @ weight + bias - y_val) ** 2)))
+    candidates = [moments.solve(alpha) for alpha in relative_alphas]
+    errors = [float(np.mean((x_val @ w + b - y_val) ** 2)) for w, b in candidates]
     best = int(np.argmin(errors))
+    chosen_weight, chosen_bias = candidates[best]
+    quality = measure_quality(x_val @ chosen_weight + chosen_bias, y_val)
     weight, bias = _Moments.of(x, y).solve(relative_alphas[best])
-    return weight, bias, float(relative_alphas[best]), 1.0 - errors[best] / variance
+    return weight, bias, float(relative_alphas[best]), quality
 
 
 @dataclass(frozen=True)

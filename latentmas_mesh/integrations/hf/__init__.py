@@ -34,9 +34,18 @@ from latentmas_mesh.integrations.hf._load import (
     resolve_model,
     supported_model_names,
 )
+from latentmas_mesh.integrations.hf._pairfit import (
+    FIT_PASSAGES_DEFAULT,
+    FIT_TOKENS_DEFAULT,
+    cached_anchor_activations,
+    fit_pair_from_anchors,
+    fit_passages,
+)
 
 __all__ = [
     "CONTEXT_TOKENS_MAX",
+    "FIT_PASSAGES_DEFAULT",
+    "FIT_TOKENS_DEFAULT",
     "MODEL_SOURCES",
     "NEW_TOKENS_MAX",
     "ContextTokens",
@@ -44,6 +53,7 @@ __all__ = [
     "GgufSource",
     "LoadedModel",
     "PassageActivations",
+    "cached_anchor_activations",
     "continuation_logits",
     "continuation_nll",
     "convert_model",
@@ -51,6 +61,8 @@ __all__ = [
     "exchange_context",
     "export_anchor_activations",
     "extract_kv_cache",
+    "fit_pair_from_anchors",
+    "fit_passages",
     "gguf_path",
     "greedy_continue",
     "inject_kv_cache",

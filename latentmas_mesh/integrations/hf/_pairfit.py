@@ -1,0 +1,111 @@
+"""Fit a pair's KV aligner from both models' anchor activations, exported once and cached."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from latentmas_mesh.alignment import KVAligner
+from latentmas_mesh.anchors import (
+    AnchorPassage,
+    anchor_corpus_sha256,
+    interleave_works,
+    load_anchor_passages,
+    split_anchor_passages,
+)
+from latentmas_mesh.errors import InvalidRequest
+from latentmas_mesh.integrations.activations import (
+    MANIFEST,
+    PassageActivations,
+    read_anchor_activations,
+    read_manifest,
+)
+from latentmas_mesh.integrations.hf._activations import export_anchor_activations
+from latentmas_mesh.integrations.hf._load import LoadedModel
+from latentmas_mesh.integrations.kvmaps import (
+    NEIGHBOUR_LAYERS_DEFAULT,
+    PairFitReport,
+    fit_kv_aligner,
+)
+from latentmas_mesh.settings import MeshSettings
+
+FIT_PASSAGES_DEFAULT: Final = 150
+FIT_TOKENS_DEFAULT: Final = 256
+
+
+def fit_passages(count: int = FIT_PASSAGES_DEFAULT, *, seed: int = 0) -> tuple[AnchorPassage, ...]:
+    """The first `count` passages of the anchor fit split, round-robin over works."""
+    fit, _ = split_anchor_passages(load_anchor_passages(), seed=seed)
+    return interleave_works(fit)[:count]
+
+
+def cached_anchor_activations(
+    loaded: LoadedModel,
+    passages: tuple[AnchorPassage, ...],
+    *,
+    tokens_max: int = FIT_TOKENS_DEFAULT,
+    cache_dir: Path | None = None,
+    on_passage: Callable[[int, int], None] | None = None,
+) -> list[PassageActivations]:
+    """`loaded`'s activations on `passages` (no hidden states, float16), exported on first use.
+
+    Kept in `<cache_dir>/anchor-activations/<model>/`: passages already exported with the same
+    options are read back, missing ones are exported and added to the manifest.
+    """
+    root = cache_dir if cache_dir is not None else MeshSettings().cache_dir
+    directory = root / "anchor-activations" / loaded.name
+    wanted = [p.id for p in passages]
+    try:
+        manifest = read_manifest(directory)
+        same_options = manifest["tokens_max"] == tokens_max and manifest["hidden_states"] is False
+        present = list(manifest["passage_ids"]) if same_options else []
+    except (InvalidRequest, KeyError):
+        present = []
+    missing = tuple(p for p in passages if p.id not in set(present))
+    if missing:
+        export_anchor_activations(
+            loaded,
+            directory,
+            passages=missing,
+            tokens_max=tokens_max,
+            include_hidden=False,
+            on_passage=on_passage,
+        )
+        _record_passages(directory, [*present, *(p.id for p in missing)])
+    return [read_anchor_activations(directory, pid) for pid in wanted]
+
+
+def _record_passages(directory: Path, passage_ids: list[str]) -> None:
+    """Rewrite the export's manifest to list every passage the directory now holds."""
+    manifest = read_manifest(directory)
+    manifest["passage_ids"] = passage_ids
+    manifest["anchor_corpus_sha256"] = anchor_corpus_sha256()
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def fit_pair_from_anchors(
+    sender: LoadedModel,
+    receiver: LoadedModel,
+    *,
+    passages: int = FIT_PASSAGES_DEFAULT,
+    tokens_max: int = FIT_TOKENS_DEFAULT,
+    neighbour_layers: int = NEIGHBOUR_LAYERS_DEFAULT,
+    cache_dir: Path | None = None,
+) -> tuple[KVAligner, PairFitReport]:
+    """The sender -> receiver aligner fitted on `passages` anchor passages of the fit split.
+
+    Held-out passages of the split are never read, so exchanges on them measure the maps on
+    text they were not fitted on. Each model reads the first `tokens_max` tokens of a passage.
+    """
+    chosen = fit_passages(passages)
+    source = cached_anchor_activations(sender, chosen, tokens_max=tokens_max, cache_dir=cache_dir)
+    target = cached_anchor_activations(receiver, chosen, tokens_max=tokens_max, cache_dir=cache_dir)
+    return fit_kv_aligner(
+        source,
+        target,
+        source_model=sender.name,
+        target_model=receiver.name,
+        neighbour_layers=neighbour_layers,
+    )

@@ -1,0 +1,71 @@
+"""Fitting a pair from cached anchor exports, and storing it for the align workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import latentmas_mesh.cli.hf  # noqa: F401  # registers the `hf` commands on the app
+from latentmas_mesh.alignment.service import KVMapStore
+from latentmas_mesh.cli.app import app
+from latentmas_mesh.integrations.hf import (
+    cached_anchor_activations,
+    fit_pair_from_anchors,
+    fit_passages,
+)
+
+pytestmark = pytest.mark.realmodel
+
+
+class TestCachedActivations:
+    def test_second_request_exports_only_missing_passages(self, model_a, tmp_path: Path):
+        """Passages already exported are read back; only new ones are computed and added."""
+        first = cached_anchor_activations(
+            model_a, fit_passages(2), tokens_max=8, cache_dir=tmp_path
+        )
+        directory = tmp_path / "anchor-activations" / model_a.name
+        stamp = (directory / f"{first[0].passage_id}.safetensors").stat().st_mtime_ns
+
+        again = cached_anchor_activations(
+            model_a, fit_passages(3), tokens_max=8, cache_dir=tmp_path
+        )
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+
+        assert stamp == (directory / f"{first[0].passage_id}.safetensors").stat().st_mtime_ns
+        assert [p.id for p in fit_passages(3)] == manifest["passage_ids"]
+        assert 3 == len(again)
+
+
+class TestFitPair:
+    def test_fitted_pair_carries_quality_and_enters_the_kv_map_store(
+        self, model_a, model_b, tmp_path: Path
+    ):
+        """Maps fit on 4 passages carry held-out quality: the align workers' store takes them."""
+        aligner, report = fit_pair_from_anchors(
+            model_a, model_b, passages=4, tokens_max=48, neighbour_layers=0, cache_dir=tmp_path
+        )
+        store = KVMapStore(tmp_path / "kvmaps")
+
+        store.put(aligner, source=model_a.name, target=model_b.name, version="0.1.0")
+        loaded, version = store.get(model_a.name, model_b.name, None)
+
+        assert 18 == len(report.key_heldout_r2)
+        assert aligner.quality is not None
+        assert "0.1.0" == version
+        assert aligner.content_hash == loaded.content_hash
+
+    def test_fit_pair_command_stores_a_version(self, model_a, tmp_path: Path, monkeypatch):
+        """`hf fit-pair A B --version 0.0.1` writes the maps where the align workers look."""
+        monkeypatch.setenv("LATENTMAS_ALIGNMENT_KV_MAPS_DIR", str(tmp_path))
+
+        result = CliRunner().invoke(
+            app,
+            ["hf", "fit-pair", model_a.name, model_a.name, "--version", "0.0.1",
+             "--passages", "3", "--neighbour-layers", "0"],
+        )  # fmt: skip
+
+        assert 0 == result.exit_code, result.output
+        assert (tmp_path / f"{model_a.name}__{model_a.name}" / "0.0.1.safetensors").is_file()
