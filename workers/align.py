@@ -46,6 +46,7 @@ def build_service(settings: AlignmentSettings | None = None) -> AlignmentService
             price_units=options.alignment_price_units,
             creator=options.alignment_creator,
         ),
+        hub_path=options.path(options.alignment_hub_file),
     )
 
 

@@ -65,6 +65,8 @@ class UnifiedSpace:
     x -> C and C -> x with α chosen on validation rows, plus per-dimension scaling factors;
     ``hybrid``: ridge refinements shrunk toward the orthogonal chart (α = ∞ allowed).
     Rows in ``split_.holdout`` take no part in any fit; composed maps are measured on them.
+    ``anchor_set`` names the anchor rows (kept with the space, so a service can tell whether a
+    new model's activations pair with it).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class UnifiedSpace:
         relative_alphas: Sequence[float] = RELATIVE_ALPHAS,
         tolerance: float = 1e-10,
         random_state: int = 0,
+        anchor_set: str = "",
     ) -> None:
         self.unified_dim = unified_dim
         self.method = method
@@ -85,6 +88,7 @@ class UnifiedSpace:
         self.relative_alphas = relative_alphas
         self.tolerance = tolerance
         self.random_state = random_state
+        self.anchor_set = anchor_set
 
     def fit(
         self, activations: Mapping[str, npt.ArrayLike], *, groups: npt.ArrayLike | None = None
@@ -185,7 +189,8 @@ class UnifiedSpace:
             for part in ("mean", "encoder", "scaling", "decoder", "holdout"):
                 tensors[f"chart/{name}/{part}"] = getattr(chart, part)
         meta = {"format": FORMAT, "unified_dim": self.unified_dim, "method": self.method,
-                "models": list(self.charts_), "random_state": self.random_state}
+                "models": list(self.charts_), "random_state": self.random_state,
+                "anchor_set": self.anchor_set}
         target = Path(path)
         tmp = target.with_name(f".{target.name}.tmp")
         save_file(tensors, str(tmp), metadata={"latentmas": json.dumps(meta)})
@@ -199,7 +204,12 @@ class UnifiedSpace:
         with safe_open(str(path), framework="numpy") as handle:
             meta = json.loads((handle.metadata() or {})["latentmas"])
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        space = cls(meta["unified_dim"], method=meta["method"], random_state=meta["random_state"])
+        space = cls(
+            meta["unified_dim"],
+            method=meta["method"],
+            random_state=meta["random_state"],
+            anchor_set=meta.get("anchor_set", ""),
+        )
         space.reference_ = tensors["reference"]
         space.split_ = RowSplit(
             tensors["split/train"], tensors["split/validation"], tensors["split/holdout"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -17,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentmas_mesh.alignment.geometry import geometry_from_registry
+from latentmas_mesh.alignment.hub import UnifiedSpace
 from latentmas_mesh.alignment.kv import KVAligner
 from latentmas_mesh.alignment.quality import AlignmentQuality, cycle_consistency
 from latentmas_mesh.alignment.store import WMatrixStore, parse_version
@@ -200,6 +203,7 @@ class AlignmentService:
         spool: SettlementSpool,
         clock: Callable[[], dt.datetime],
         policy: ServicePolicy | None = None,
+        hub_path: Path | None = None,
     ) -> None:
         self.registry = registry
         self.wmatrices = wmatrices
@@ -208,6 +212,7 @@ class AlignmentService:
         self.spool = spool
         self.clock = clock
         self.policy = policy or ServicePolicy()
+        self.hub_path = hub_path
         self._log = get_logger("alignment")
 
     def _model(self, name: str) -> str:
@@ -233,10 +238,53 @@ class AlignmentService:
             raise PayloadTooLarge(
                 f"at most {ANCHOR_ROWS_MAX} anchor rows", details={"rows_max": ANCHOR_ROWS_MAX}
             )
+        self._chart_in_hub(model, request.anchor_set, request.activations)
         rows, dim, digest = self.anchors.put(model, request.anchor_set, request.activations)
         return RegisterAnchorsResponse(
             model=model, anchor_set=request.anchor_set, rows=rows, dim=dim, content_hash=digest
         )
+
+    @contextlib.contextmanager
+    def _hub_locked(self) -> Iterator[Path]:
+        """The hub file, held under an exclusive lock (several wmatrix workers may register)."""
+        assert self.hub_path is not None  # callers check
+        self.hub_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{self.hub_path}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self.hub_path
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _chart_in_hub(self, model: str, anchor_set: str, activations: npt.ArrayLike) -> None:
+        """Give the model its chart in the unified space (section 4.3.1's hub and spokes).
+
+        The first model registered on an anchor set founds the space; later ones are charted
+        against it. A model on another anchor set founds a new space (the old one's rows would
+        not pair with it).
+        """
+        if self.hub_path is None:
+            return
+        with self._hub_locked() as path:
+            hub = UnifiedSpace.load(path) if path.exists() else None
+            if hub is None or hub.anchor_set != anchor_set:
+                hub = UnifiedSpace(
+                    self.policy.unified_dim, method="hybrid", anchor_set=anchor_set
+                ).fit({model: activations})
+            else:
+                hub.register(model, activations)
+            hub.save(path)
+
+    def compose(self, source: str, target: str) -> WMatrix:
+        """W(source -> target) through the hub; WMatrixNotFound when either has no chart."""
+        if self.hub_path is None or not self.hub_path.exists():
+            raise WMatrixNotFound(
+                f"no W-matrix for {source} -> {target} and no unified space to compose through",
+                details={"source_model": source, "target_model": target},
+            )
+        with self._hub_locked() as path:
+            hub = UnifiedSpace.load(path)
+        return hub.w_matrix(source, target)
 
     def generate(self, request: GenerateWMatrixRequest) -> GenerateWMatrixResponse:
         """Appendix C.1 Generate W-Matrix: fit on both models' registered anchors, store the new
@@ -335,12 +383,13 @@ class AlignmentService:
     def align_vector(
         self, request: AlignVectorRequest, identity: str | None, request_id: str
     ) -> AlignVectorResponse:
-        """v1 align_vector through the newest stored map of the pair (method fallback applies)."""
+        """v1 align_vector through the newest stored map of the pair; with none stored, C.2's
+    fallback: another method, then composition through the unified-space hub."""
         source, target = self._model(request.source_model), self._model(request.target_model)
         single = request.vector is not None
         rows = request.vector[None, :] if request.vector is not None else request.vectors
         assert rows is not None  # the request model guarantees exactly one payload
-        resolved = self.wmatrices.resolve(source, target)
+        resolved = self.wmatrices.resolve(source, target, compose=self.compose)
         aligned = resolved.wmatrix.transform(rows).astype(np.float32)
         self._log_cycle(source, target, resolved.wmatrix, rows, request_id)
         self._settle(identity, request_id, source, target, resolved.wmatrix.content_hash)
@@ -354,7 +403,7 @@ class AlignmentService:
     ) -> None:
         """Per request, the no-ground-truth check s -> t -> s when the reverse map exists."""
         try:
-            backward = self.wmatrices.resolve(target, source).wmatrix
+            backward = self.wmatrices.resolve(target, source, compose=self.compose).wmatrix
             cycle = cycle_consistency(forward, backward, rows)
         except (WMatrixNotFound, DimensionMismatch):
             return

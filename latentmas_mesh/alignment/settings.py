@@ -18,6 +18,10 @@ class AlignmentSettings(MeshSettings):
     alignment_wmatrix_dir: Path = Field(default=Path("wmatrices"))
     alignment_anchors_dir: Path = Field(default=Path("anchors"))
     alignment_kv_maps_dir: Path = Field(default=Path("kvmaps"))
+    alignment_hub_file: Path = Field(
+        default=Path("unified-space.safetensors"),
+        description="The unified space (hub) every registered model is charted in.",
+    )
     alignment_settlement_spool: Path = Field(
         default=Path("settlements/alignment.jsonl"),
         description="JSON lines of paid exchanges (append + fsync), until the ledger takes them.",

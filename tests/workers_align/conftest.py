@@ -33,6 +33,7 @@ def make_service(root, price_units: int = 0) -> AlignmentService:
         spool=SettlementSpool(root / "spool.jsonl"),
         clock=lambda: NOW,
         policy=ServicePolicy(unified_dim=16, price_units=price_units, creator="maps-owner"),
+        hub_path=root / "hub.safetensors",
     )
 
 

@@ -102,8 +102,24 @@ class TestAlignVector:
         assert (3, 32) == batch.aligned_vectors.shape
         assert single.alignment_quality.cosine_similarity > 0.99
 
+    def test_pair_without_a_map_composes_through_the_hub(self, service, rng):
+        """No generated map, but both models charted in the unified space: C.2's fallback
+        composes W = decode_target ∘ encode_source and aligns with it."""
+        x, y = _register_pair(service, rng)
+
+        reply = service.handle_align(
+            AlignVectorRequest(vectors=x[:5], source_model=SMOL, target_model=GEMMA), None, "r1"
+        )
+
+        assert [] == service.wmatrices.records(SMOL, GEMMA)
+        cosine = np.sum(reply.aligned_vectors * y[:5], axis=1) / (
+            np.linalg.norm(reply.aligned_vectors, axis=1) * np.linalg.norm(y[:5], axis=1)
+        )
+        assert bool(np.all(cosine > 0.99))
+        assert reply.alignment_quality.cosine_similarity > 0.99
+
     def test_pair_without_a_map_is_w_matrix_not_found(self, service):
-        """No generated map for the pair: W_MATRIX_NOT_FOUND."""
+        """No generated map for the pair and no charts: W_MATRIX_NOT_FOUND."""
         with pytest.raises(WMatrixNotFound):
             service.handle_align(AlignVectorRequest(
                 vector=np.zeros(24, np.float32), source_model=SMOL, target_model=GEMMA
