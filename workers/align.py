@@ -7,6 +7,7 @@ import datetime as dt
 from pydantic import BaseModel
 
 from latentmas_mesh.alignment.kernels import warm_up
+from latentmas_mesh.alignment.quality import QualityThresholds
 from latentmas_mesh.alignment.service import (
     ALIGN_SERVICE,
     AlignmentService,
@@ -45,6 +46,7 @@ def build_service(settings: AlignmentSettings | None = None) -> AlignmentService
             unified_dim=options.alignment_unified_dim,
             price_units=options.alignment_price_units,
             creator=options.alignment_creator,
+            thresholds=QualityThresholds() if options.alignment_enforce_quality else None,
         ),
         hub_path=options.path(options.alignment_hub_file),
     )

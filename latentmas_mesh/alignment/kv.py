@@ -328,12 +328,15 @@ class KVAligner:
         values: HeadMaps,
         *,
         granularity: Granularity = "head",
+        keys_quality: AlignmentQuality | None = None,
+        values_quality: AlignmentQuality | None = None,
     ) -> KVAligner:
-        """An aligner from given affine head maps (hub compositions, identities, loaded maps)."""
+        """An aligner from given affine head maps (maps fitted elsewhere, identities, loaded
+        files). Pass the held-out quality measured where they were fitted, if any."""
         aligner = cls(source, target, granularity=granularity)
         aligner.mapping_ = KVMapping(granularity, keys.inputs)
-        aligner.keys_ = _Fitted([], keys)
-        aligner.values_ = _Fitted([], values)
+        aligner.keys_ = _Fitted([], keys, keys_quality)
+        aligner.values_ = _Fitted([], values, values_quality)
         aligner.exact_identity_ = False
         return aligner
 

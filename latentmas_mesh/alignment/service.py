@@ -21,7 +21,12 @@ import numpy.typing as npt
 from latentmas_mesh.alignment.geometry import geometry_from_registry
 from latentmas_mesh.alignment.hub import UnifiedSpace
 from latentmas_mesh.alignment.kv import KVAligner
-from latentmas_mesh.alignment.quality import AlignmentQuality, cycle_consistency
+from latentmas_mesh.alignment.quality import (
+    AlignmentQuality,
+    QualityThresholds,
+    check_quality,
+    cycle_consistency,
+)
 from latentmas_mesh.alignment.store import WMatrixStore, parse_version
 from latentmas_mesh.alignment.wmatrix import WMatrix, fit_w_matrix
 from latentmas_mesh.errors import (
@@ -59,12 +64,15 @@ class ServicePolicy:
     """Operator choices: the unified dimension of generated maps and the price of an exchange.
 
     price_units: integer minor units per paid exchange (0: free, nothing is settled);
-    creator: the identity credited for exchanges (the maps' owner).
+    creator: the identity credited for exchanges (the maps' owner);
+    thresholds: when set, a generated map below them is not stored (QUALITY_BELOW_THRESHOLD,
+    "Try different method"); the spec's targets are QualityThresholds().
     """
 
     unified_dim: int = 128
     price_units: int = 0
     creator: str = "operator"
+    thresholds: QualityThresholds | None = None
 
 
 def _pair_name(source: str, target: str) -> str:
@@ -298,6 +306,8 @@ class AlignmentService:
                 details={"source": [source_set, x.shape[0]], "target": [target_set, y.shape[0]]},
             )
         wmatrix = fit_w_matrix(x, y, method=request.method, unified_dim=self.policy.unified_dim)
+        if self.policy.thresholds is not None:
+            check_quality(wmatrix.quality, self.policy.thresholds, method=request.method)
         record = self.wmatrices.put(wmatrix, source_model=source, target_model=target)
         return GenerateWMatrixResponse(
             version=record.version,

@@ -31,6 +31,10 @@ class AlignmentSettings(MeshSettings):
         default=0, ge=0, description="Minor units per paid exchange; 0 means exchanges are free."
     )
     alignment_creator: str = Field(default="operator", min_length=1, max_length=128)
+    alignment_enforce_quality: bool = Field(
+        default=False,
+        description="Refuse to store generated maps below the spec's quality targets (4.3.4).",
+    )
 
     def path(self, configured: Path) -> Path:
         """`configured` as is when absolute, else under cache_dir."""

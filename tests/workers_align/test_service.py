@@ -58,6 +58,29 @@ class TestWMatrixService:
 
         assert (SMOL, 400, 24) == (reply.model, reply.rows, reply.dim)
 
+    def test_enforced_thresholds_refuse_a_poor_map_with_its_figures(self, tmp_path, rng):
+        """With the spec's targets enforced, a map of unrelated anchors is not stored and the
+        error carries the measured figures and the resolution "Try different method"."""
+        from dataclasses import replace
+
+        from latentmas_mesh.alignment import QualityThresholds
+        from latentmas_mesh.errors import QualityBelowThreshold
+
+        service = make_service(tmp_path)
+        service.policy = replace(service.policy, thresholds=QualityThresholds())
+        for model in (SMOL, GEMMA):
+            service.register_anchors(RegisterAnchorsRequest(
+                model=model, anchor_set="c", activations=rng.standard_normal((300, 8))
+            ))  # fmt: skip
+
+        with pytest.raises(QualityBelowThreshold) as raised:
+            service.generate(
+                GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="learned")
+            )
+
+        assert raised.value.details["measured"]["information_retention"] < 0.5
+        assert [] == service.wmatrices.records(SMOL, GEMMA)
+
     def test_generate_without_anchors_is_model_not_supported(self, service):
         """A model whose owner registered no activations cannot be fitted."""
         with pytest.raises(ModelNotSupported):
