@@ -19,10 +19,10 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    """One broker, one align worker and one wmatrix worker sharing a temporary cache dir."""
+    """One broker, one align worker and one wmatrix worker (registered kinds) sharing a
+    temporary cache dir."""
     cache = tmp_path_factory.mktemp("alignment-cache")
     env = {
-        "LATENTMAS_WORKER_KINDS": "align=workers.align:create,wmatrix=workers.wmatrix:create",
         "LATENTMAS_CACHE_DIR": str(cache),
         "LATENTMAS_ALIGNMENT_UNIFIED_DIM": "16",
     }
