@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from latentmas_mesh.alignment.service import KVMapStore
 from latentmas_mesh.errors import DimensionMismatch, ModelNotSupported, WMatrixNotFound
 from latentmas_mesh.harness import LocalMesh
 from latentmas_mesh.protocol.align import ExchangeMemoryRequest
 from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest
 from latentmas_mesh.protocol.v1 import AlignVectorRequest
 from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest
-from tests.workers_align.conftest import GEMMA, SMOL, kv_cache, paired_anchors
+from tests.workers_align.conftest import GEMMA, SMOL, fitted_smol_to_gemma, kv_cache, paired_anchors
 
 ALIGN, WMATRIX = "latentmas.align", "latentmas.wmatrix"
 TIMEOUT_MS = 60_000
@@ -27,6 +28,7 @@ def mesh(tmp_path_factory):
         "LATENTMAS_ALIGNMENT_UNIFIED_DIM": "16",
     }
     with LocalMesh({"align": 1, "wmatrix": 1}, env=env).start(timeout_s=120) as local:
+        local.cache_dir = cache
         yield local
 
 
@@ -64,8 +66,22 @@ class TestThroughTheMesh:
         np.testing.assert_array_equal(cache.keys.view(np.uint16),
                                       reply.kv_aligned.keys.view(np.uint16))
 
+    def test_cross_model_exchange_uses_the_stored_kv_maps(self, mesh, rng):
+        """With smollm2 -> gemma-3 maps in the store, EXCHANGE_MEMORY returns gemma's shape."""
+        aligner = fitted_smol_to_gemma(rng)
+        KVMapStore(mesh.cache_dir / "kvmaps").put(aligner, source=SMOL, target=GEMMA,
+                                                  version="1.2.0")
+        with mesh.transport() as transport:
+            reply = transport.call(ALIGN, ExchangeMemoryRequest(
+                kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=GEMMA,
+                w_matrix_version="1.2.0",
+            ), timeout_ms=TIMEOUT_MS).message  # fmt: skip
+
+        assert (18, 1, 5, 256) == reply.kv_aligned.keys.shape
+        assert GEMMA == reply.kv_aligned.source_model
+
     def test_errors_reach_the_client_typed(self, mesh, rng):
-        """Unknown model, wrong shape and missing maps arrive as their protocol errors."""
+        """Unknown model, wrong shape and a missing maps version arrive as protocol errors."""
         cache = kv_cache(SMOL, rng)
         wrong_shape = kv_cache(GEMMA, rng).model_copy(update={"source_model": SMOL})
         with mesh.transport() as transport:
@@ -79,5 +95,6 @@ class TestThroughTheMesh:
                 ), timeout_ms=TIMEOUT_MS)  # fmt: skip
             with pytest.raises(WMatrixNotFound):
                 transport.call(ALIGN, ExchangeMemoryRequest(
-                    kv_source=cache, source_model=SMOL, target_model=GEMMA
+                    kv_source=cache, source_model=SMOL, target_model=GEMMA,
+                    w_matrix_version="9.9.9",
                 ), timeout_ms=TIMEOUT_MS)  # fmt: skip
