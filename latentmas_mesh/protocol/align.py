@@ -12,8 +12,15 @@ from latentmas_mesh.protocol.base import (
     register_message,
 )
 from latentmas_mesh.protocol.kv import KVCache
+from latentmas_mesh.protocol.ledger import EventId
 from latentmas_mesh.protocol.quality import AlignmentQuality
 from latentmas_mesh.protocol.wmatrix import VERSION_PATTERN
+
+RESERVATION_ID_DESCRIPTION = (
+    "Payment reference: the event id of a reservation the caller made on latentmas.ledger for"
+    " this exchange's price (creator and validators as the service states them). Required when"
+    " the service charges for exchanges; absent otherwise."
+)
 
 
 @register_message("align_kv_cache_request")
@@ -22,11 +29,14 @@ class AlignKVCacheRequest(EnvelopeV2):
 
     The source model is `kv_cache.source_model`. `w_matrix_version` None means the newest
     version for the pair (the v2.0 SDK call `align_kv_cache(kv, source, target)` names none).
+    `reservation_id` is this project's addition (pay-then-deliver, spec 7.4): the spec's body
+    stays valid without it.
     """
 
     kv_cache: KVCache
     target_model: ModelName
     w_matrix_version: WireStr | None = Field(default=None, pattern=VERSION_PATTERN)
+    reservation_id: EventId | None = Field(default=None, description=RESERVATION_ID_DESCRIPTION)
 
 
 @register_message("align_kv_cache_response")
@@ -43,12 +53,14 @@ class ExchangeMemoryRequest(EnvelopeV2):
 
     `source_model` names M_source explicitly; the service resolves it and
     `kv_source.source_model` through the registry (aliases allowed) and refuses a disagreement.
+    `reservation_id` pays for the exchange (see AlignKVCacheRequest).
     """
 
     kv_source: KVCache
     source_model: ModelName
     target_model: ModelName
     w_matrix_version: WireStr | None = Field(default=None, pattern=VERSION_PATTERN)
+    reservation_id: EventId | None = Field(default=None, description=RESERVATION_ID_DESCRIPTION)
 
 
 @register_message("exchange_memory_response")
@@ -60,6 +72,7 @@ class ExchangeMemoryResponse(WireModel):
 
 
 __all__ = [
+    "RESERVATION_ID_DESCRIPTION",
     "AlignKVCacheRequest",
     "AlignKVCacheResponse",
     "ExchangeMemoryRequest",

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
+from latentmas_mesh.protocol.align import RESERVATION_ID_DESCRIPTION
 from latentmas_mesh.protocol.arrays import FloatMatrix, FloatVector, NDArray
 from latentmas_mesh.protocol.base import EnvelopeV1, ModelName, WireModel, register_message
+from latentmas_mesh.protocol.ledger import EventId
 from latentmas_mesh.protocol.quality import AlignmentQuality
 
 
 @register_message("align_vector_request")
 class AlignVectorRequest(EnvelopeV1):
-    """`client.align_vector(vector, source, target)`: one vector [d_s] or a batch [n, d_s]."""
+    """`client.align_vector(vector, source, target)`: one vector [d_s] or a batch [n, d_s].
+
+    `reservation_id` (not in v1) pays for a priced call: see AlignKVCacheRequest.
+    """
 
     vector: FloatVector | None = None
     vectors: FloatMatrix | None = None
     source_model: ModelName
     target_model: ModelName
+    reservation_id: EventId | None = Field(default=None, description=RESERVATION_ID_DESCRIPTION)
 
     @model_validator(mode="after")
     def _exactly_one_payload(self) -> AlignVectorRequest:

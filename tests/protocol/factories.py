@@ -88,7 +88,10 @@ def example_messages(rng: np.random.Generator) -> dict[str, p.WireModel]:
             aligned_kv_cache=kv, alignment_quality=quality()
         ),
         "exchange_memory_request": p.ExchangeMemoryRequest(
-            kv_source=kv, source_model="llama-3-8b", target_model="qwen-2.5-7b"
+            kv_source=kv,
+            source_model="llama-3-8b",
+            target_model="qwen-2.5-7b",
+            reservation_id="5f0c2a9e4b7d4e1a8c3f6b2d9e0a1c47",
         ),
         "exchange_memory_response": p.ExchangeMemoryResponse(kv_aligned=kv, quality=quality()),
         "align_vector_request": p.AlignVectorRequest(
@@ -124,6 +127,9 @@ datetimes = st.datetimes(
     min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)
 )
 versions = st.tuples(*[st.integers(0, 999)] * 3).map(lambda t: ".".join(map(str, t)))
+reservation_ids = st.one_of(
+    st.none(), st.from_regex(r"[A-Za-z0-9._-]{1,128}", fullmatch=True)
+)
 
 
 def finite_arrays(shape: tuple[int, ...], dtype: str) -> st.SearchStrategy[np.ndarray[Any, Any]]:
@@ -202,9 +208,15 @@ def vector_requests(draw: st.DrawFn) -> p.AlignVectorRequest:
             vector=draw(finite_arrays((width,), dtype)),
             source_model=draw(names),
             target_model="bert",
+            reservation_id=draw(reservation_ids),
         )
     batch = draw(finite_arrays((draw(st.integers(1, 3)), width), dtype))
-    return p.AlignVectorRequest(vectors=batch, source_model=draw(names), target_model="bert")
+    return p.AlignVectorRequest(
+        vectors=batch,
+        source_model=draw(names),
+        target_model="bert",
+        reservation_id=draw(reservation_ids),
+    )
 
 
 @st.composite
@@ -247,6 +259,7 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         kv_cache=kv_caches(),
         target_model=names,
         w_matrix_version=st.one_of(st.none(), versions),
+        reservation_id=reservation_ids,
     ),
     "align_kv_cache_response": models(
         p.AlignKVCacheResponse, aligned_kv_cache=kv_caches(), alignment_quality=alignment_qualities
@@ -257,6 +270,7 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         source_model=names,
         target_model=names,
         w_matrix_version=st.one_of(st.none(), versions),
+        reservation_id=reservation_ids,
     ),
     "exchange_memory_response": models(
         p.ExchangeMemoryResponse, kv_aligned=kv_caches(), quality=alignment_qualities

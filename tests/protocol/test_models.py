@@ -107,6 +107,28 @@ class TestModelRules:
 
         assert "LatentMAS/1.0" == request.protocol
 
+    def test_paid_requests_take_an_optional_ledger_reservation(self, rng):
+        """Without reservation_id a request is the spec's body; with one it names a ledger event."""
+        vector = rng.standard_normal(4).astype(np.float32)
+        plain = p.AlignVectorRequest(vector=vector, source_model="a", target_model="b")
+        paid = validate_message(
+            p.ExchangeMemoryRequest,
+            {"kv_source": kv_cache(rng), "source_model": "a", "target_model": "b",
+             "reservationId": "res-1.a_B"},
+        )  # fmt: skip
+
+        assert (None, "res-1.a_B") == (plain.reservation_id, paid.reservation_id)
+
+    @pytest.mark.parametrize("reservation_id", ["", "ledger:id", "x" * 129, "sp ace"])
+    def test_reservation_id_outside_the_ledgers_event_ids_is_refused(self, reservation_id, rng):
+        """A reservation id must be a ledger event id: 1..128 of [A-Za-z0-9._-]."""
+        vector = rng.standard_normal(4).astype(np.float32)
+
+        with pytest.raises(ValidationError):
+            p.AlignVectorRequest(
+                vector=vector, source_model="a", target_model="b", reservation_id=reservation_id
+            )
+
     @pytest.mark.parametrize("payload", [{}, {"both": True}])
     def test_v1_align_vector_needs_exactly_one_payload(self, payload, rng):
         """Neither or both of vector and vectors is refused."""
