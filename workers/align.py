@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 from pydantic import BaseModel
 
 from latentmas_mesh.alignment.kernels import warm_up
+from latentmas_mesh.alignment.payments import Payments
 from latentmas_mesh.alignment.quality import QualityThresholds
 from latentmas_mesh.alignment.service import (
     ALIGN_SERVICE,
@@ -14,17 +17,20 @@ from latentmas_mesh.alignment.service import (
     AnchorStore,
     KVMapStore,
     ServicePolicy,
-    SettlementSpool,
 )
 from latentmas_mesh.alignment.settings import AlignmentSettings
 from latentmas_mesh.alignment.store import WMatrixStore
 from latentmas_mesh.codec import Decoded
+from latentmas_mesh.ledger.client import LedgerClient
+from latentmas_mesh.ledger.outbox import Outbox
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.registry import load_registry
+from latentmas_mesh.transport import Transport, TransportSettings
 from workers.base import RawWorker, RequestContext, Worker
 from workers.settings import WorkerSettings
 
 SERVICE = ALIGN_SERVICE
+OUTBOX_DRAIN_S_MAX = 30.0  # one drain round gives up after this; the next round goes on
 
 
 def utc_now() -> dt.datetime:
@@ -32,7 +38,9 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def build_service(settings: AlignmentSettings | None = None) -> AlignmentService:
+def build_service(
+    settings: AlignmentSettings | None = None, *, payments: Payments | None = None
+) -> AlignmentService:
     """The service over the configured directories (shared by the align and wmatrix kinds)."""
     options = settings or AlignmentSettings()
     return AlignmentService(
@@ -40,22 +48,71 @@ def build_service(settings: AlignmentSettings | None = None) -> AlignmentService
         wmatrices=WMatrixStore(options.path(options.alignment_wmatrix_dir)),
         anchors=AnchorStore(options.path(options.alignment_anchors_dir)),
         kv_maps=KVMapStore(options.path(options.alignment_kv_maps_dir)),
-        spool=SettlementSpool(options.path(options.alignment_settlement_spool)),
         clock=utc_now,
         policy=ServicePolicy(
             unified_dim=options.alignment_unified_dim,
             price_units=options.alignment_price_units,
             creator=options.alignment_creator,
+            validators=options.alignment_validators,
             thresholds=QualityThresholds() if options.alignment_enforce_quality else None,
         ),
         hub_path=options.path(options.alignment_hub_file),
+        payments=payments,
     )
+
+
+def ledger_client(worker: WorkerSettings, timeout_ms: int) -> LedgerClient:
+    """A ledger client through the worker's broker, as the worker's own CURVE identity: the
+    identity the ledger must list in LATENTMAS_LEDGER_SERVICES to take its posts and voids."""
+    transport = Transport(
+        TransportSettings(
+            broker_url=worker.connect,
+            dialect=worker.dialect,
+            request_timeout_ms=timeout_ms,
+            attempt_timeout_ms=timeout_ms,
+            curve_secret_key_file=worker.curve_secret_key_file,
+            curve_server_key_file=worker.curve_server_key_file,
+        )
+    )
+    return LedgerClient(transport, timeout_ms=timeout_ms)
+
+
+def start_outbox_drain(
+    outbox: Outbox, worker: WorkerSettings, options: AlignmentSettings
+) -> threading.Thread:
+    """A daemon thread re-sending what the outbox still holds (voids, posts whose confirmation
+    failed, events left by a crash) every `alignment_outbox_drain_ms`. It has its own transport:
+    a Transport serves one thread."""
+    log = get_logger("worker").bind(service=SERVICE)
+    interval_s = options.alignment_outbox_drain_ms / 1000
+
+    def drain_forever() -> None:
+        client = ledger_client(worker, options.alignment_ledger_timeout_ms)
+        while True:
+            try:
+                if outbox.pending_count():
+                    left = outbox.drain(client.send_events, deadline_s=OUTBOX_DRAIN_S_MAX)
+                    log.info("outbox_drained", pending=left)
+            except Exception:  # the ledger refused a batch or is away: next round tries again
+                log.exception("outbox_drain_failed")
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=drain_forever, name="outbox-drain", daemon=True)
+    thread.start()
+    return thread
 
 
 def create(settings: WorkerSettings) -> RawWorker:
     """An align worker. The numba kernel is compiled (or loaded from cache) here, at start,
-    so no request pays for it."""
-    service = build_service()
+    so no request pays for it. With a price, paid exchanges settle on `latentmas.ledger`
+    through the same broker, from a durable outbox under the alignment settings' directory."""
+    options = AlignmentSettings()
+    payments = None
+    if options.alignment_price_units > 0:
+        outbox = Outbox(options.path(options.alignment_ledger_outbox))
+        payments = Payments(outbox, ledger_client(settings, options.alignment_ledger_timeout_ms))
+        start_outbox_drain(outbox, settings, options)
+    service = build_service(options, payments=payments)
     compile_s = warm_up()
     get_logger("worker").info("kernel_ready", service=SERVICE, seconds=round(compile_s, 3))
 
@@ -65,4 +122,4 @@ def create(settings: WorkerSettings) -> RawWorker:
     return Worker(SERVICE, handle, settings)
 
 
-__all__ = ["SERVICE", "build_service", "create", "utc_now"]
+__all__ = ["SERVICE", "build_service", "create", "ledger_client", "start_outbox_drain", "utc_now"]

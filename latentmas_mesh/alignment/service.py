@@ -6,8 +6,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
-import json
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import numpy.typing as npt
 from latentmas_mesh.alignment.geometry import geometry_from_registry
 from latentmas_mesh.alignment.hub import UnifiedSpace
 from latentmas_mesh.alignment.kv import KVAligner
+from latentmas_mesh.alignment.payments import Payments, Terms
 from latentmas_mesh.alignment.quality import (
     AlignmentQuality,
     QualityThresholds,
@@ -31,10 +30,10 @@ from latentmas_mesh.alignment.store import WMatrixStore, parse_version
 from latentmas_mesh.alignment.wmatrix import WMatrix, fit_w_matrix
 from latentmas_mesh.errors import (
     DimensionMismatch,
+    InternalError,
     InvalidRequest,
     ModelNotSupported,
     PayloadTooLarge,
-    Unauthorized,
     WMatrixNotFound,
 )
 from latentmas_mesh.log import get_logger
@@ -57,6 +56,7 @@ WMATRIX_SERVICE: Final = "latentmas.wmatrix"
 ALIGN_SERVICE: Final = "latentmas.align"
 KV_CACHE_ENTRIES_MAX: Final = 16
 ANCHOR_ROWS_MAX: Final = 1_000_000
+PAID_REQUESTS: Final = (AlignKVCacheRequest, ExchangeMemoryRequest, AlignVectorRequest)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ class ServicePolicy:
     """Operator choices: the unified dimension of generated maps and the price of an exchange.
 
     price_units: integer minor units per paid exchange (0: free, nothing is settled);
-    creator: the identity credited for exchanges (the maps' owner);
+    creator, validators: the identities a caller's reservation credits (80% and 5%; the ledger
+    keeps 15% for the platform), stated in the error that asks for payment;
     thresholds: when set, a generated map below them is not stored (QUALITY_BELOW_THRESHOLD,
     "Try different method"); the spec's targets are QualityThresholds().
     """
@@ -72,7 +73,12 @@ class ServicePolicy:
     unified_dim: int = 128
     price_units: int = 0
     creator: str = "operator"
+    validators: tuple[str, ...] = ()
     thresholds: QualityThresholds | None = None
+
+    @property
+    def terms(self) -> Terms:
+        return Terms(self.price_units, self.creator, self.validators)
 
 
 def _pair_name(source: str, target: str) -> str:
@@ -159,28 +165,6 @@ class KVMapStore:
         return self._cache[key], chosen
 
 
-class SettlementSpool:
-    """Settlement records of paid exchanges, appended as JSON lines and fsynced before the work
-    is delivered (pay-then-deliver). Event ids are deterministic per request, so a re-delivered
-    request writes the same id again and the consumer keeps one."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, sort_keys=True) + "\n"
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
-
-
 def wire_quality(quality: AlignmentQuality) -> WireQuality:
     """The protocol's alignment_quality (each figure clipped into the wire's ranges)."""
     return WireQuality(
@@ -198,7 +182,8 @@ class AlignmentService:
     """Handlers of `latentmas.wmatrix` and `latentmas.align`: messages in, messages out.
 
     The worker shells own sockets and processes; this class owns the decisions. `clock` gives
-    the aligned caches' generated_at (time is passed in, never read here).
+    the aligned caches' generated_at (time is passed in, never read here). `payments` settles
+    priced align requests through the ledger (a priced request without it is refused).
     """
 
     def __init__(
@@ -208,18 +193,18 @@ class AlignmentService:
         wmatrices: WMatrixStore,
         anchors: AnchorStore,
         kv_maps: KVMapStore,
-        spool: SettlementSpool,
         clock: Callable[[], dt.datetime],
         policy: ServicePolicy | None = None,
         hub_path: Path | None = None,
+        payments: Payments | None = None,
     ) -> None:
         self.registry = registry
         self.wmatrices = wmatrices
         self.anchors = anchors
         self.kv_maps = kv_maps
-        self.spool = spool
         self.clock = clock
         self.policy = policy or ServicePolicy()
+        self.payments = payments
         self.hub_path = hub_path
         self._log = get_logger("alignment")
 
@@ -320,11 +305,31 @@ class AlignmentService:
     def handle_align(
         self, message: WireModel, identity: str | None, request_id: str
     ) -> WireModel:
+        """Answer an align request; a priced one only once its reservation is posted.
+
+        Spec 7.4 pay-then-deliver: the caller's reservation is checked before the work, posted
+        (and confirmed by the ledger) after it and before the reply; work that fails voids it.
+        """
+        if not isinstance(message, PAID_REQUESTS) or self.policy.price_units <= 0:
+            return self._align(message, request_id)
+        payments = self.payments
+        if payments is None:  # never deliver unpaid: a configuration error, said plainly
+            msg = f"{ALIGN_SERVICE} charges for exchanges but has no ledger connection"
+            raise InternalError(msg, details={"price_units": self.policy.price_units})
+        payment = payments.open(self.policy.terms, message.reservation_id, identity, request_id)
+        try:
+            reply = self._align(message, request_id)
+        except Exception:  # nothing delivered: the payer gets the held funds back
+            payments.void(payment)
+            raise
+        payments.post(payment)
+        return reply
+
+    def _align(self, message: WireModel, request_id: str) -> WireModel:
         if isinstance(message, AlignKVCacheRequest):
             cache, quality = self._align_cache(
                 message.kv_cache, source_name=message.kv_cache.source_model,
                 target_name=message.target_model, version=message.w_matrix_version,
-                identity=identity, request_id=request_id,
             )  # fmt: skip
             return AlignKVCacheResponse(aligned_kv_cache=cache, alignment_quality=quality)
         if isinstance(message, ExchangeMemoryRequest):
@@ -337,11 +342,10 @@ class AlignmentService:
             cache, quality = self._align_cache(
                 message.kv_source, source_name=message.source_model,
                 target_name=message.target_model, version=message.w_matrix_version,
-                identity=identity, request_id=request_id,
             )  # fmt: skip
             return ExchangeMemoryResponse(kv_aligned=cache, quality=quality)
         if isinstance(message, AlignVectorRequest):
-            return self.align_vector(message, identity, request_id)
+            return self.align_vector(message, request_id)
         raise InvalidRequest(
             f"{ALIGN_SERVICE} does not handle {type(message).__name__}",
             details={"accepted": ["align_kv_cache_request", "exchange_memory_request",
@@ -355,8 +359,6 @@ class AlignmentService:
         source_name: str,
         target_name: str,
         version: str | None,
-        identity: str | None,
-        request_id: str,
     ) -> tuple[KVCache, WireQuality]:
         """Section 3.5.3 step 2: the cache in the target's space, with the maps' quality."""
         source, target = self._model(source_name), self._model(target_name)
@@ -374,7 +376,6 @@ class AlignmentService:
         keys, values = aligner.align(
             cache.keys, cache.values, positions=None if positions is None else positions
         )
-        self._settle(identity, request_id, source, target, used)
         aligned = KVCache(
             source_model=target,
             keys=keys,
@@ -390,9 +391,7 @@ class AlignmentService:
         )
         return aligned, wire_quality(quality)
 
-    def align_vector(
-        self, request: AlignVectorRequest, identity: str | None, request_id: str
-    ) -> AlignVectorResponse:
+    def align_vector(self, request: AlignVectorRequest, request_id: str) -> AlignVectorResponse:
         """v1 align_vector through the newest stored map of the pair; with none stored, C.2's
     fallback: another method, then composition through the unified-space hub."""
         source, target = self._model(request.source_model), self._model(request.target_model)
@@ -402,7 +401,6 @@ class AlignmentService:
         resolved = self.wmatrices.resolve(source, target, compose=self.compose)
         aligned = resolved.wmatrix.transform(rows).astype(np.float32)
         self._log_cycle(source, target, resolved.wmatrix, rows, request_id)
-        self._settle(identity, request_id, source, target, resolved.wmatrix.content_hash)
         quality = wire_quality(resolved.wmatrix.quality)
         if single:
             return AlignVectorResponse(aligned_vector=aligned[0], alignment_quality=quality)
@@ -421,30 +419,6 @@ class AlignmentService:
                        cosine_similarity=round(cycle.cosine_similarity, 6),
                        euclidean_distance=round(cycle.euclidean_distance, 6))  # fmt: skip
 
-    def _settle(
-        self, identity: str | None, request_id: str, source: str, target: str, maps: str
-    ) -> None:
-        """Pay-then-deliver: the paid exchange's record is on disk before the reply leaves."""
-        if self.policy.price_units <= 0:
-            return
-        if identity is None:
-            raise Unauthorized(
-                "a paid exchange needs an authenticated identity (CURVE) to charge",
-                details={"price_units": self.policy.price_units},
-            )
-        self.spool.append({
-            "event_id": f"align.{request_id}",
-            "type": "settle",
-            "payer": identity,
-            "creator": self.policy.creator,
-            "amount_units": self.policy.price_units,
-            "service": ALIGN_SERVICE,
-            "source_model": source,
-            "target_model": target,
-            "maps": maps,
-            "request_id": request_id,
-        })  # fmt: skip
-
 
 __all__ = [
     "ALIGN_SERVICE",
@@ -454,6 +428,5 @@ __all__ = [
     "AnchorStore",
     "KVMapStore",
     "ServicePolicy",
-    "SettlementSpool",
     "wire_quality",
 ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from latentmas_mesh.market import PRICE_UNITS_MAX, VALIDATORS_MAX
 from latentmas_mesh.settings import MeshSettings
 
 
@@ -22,15 +23,37 @@ class AlignmentSettings(MeshSettings):
         default=Path("unified-space.safetensors"),
         description="The unified space (hub) every registered model is charted in.",
     )
-    alignment_settlement_spool: Path = Field(
-        default=Path("settlements/alignment.jsonl"),
-        description="JSON lines of paid exchanges (append + fsync), until the ledger takes them.",
+    alignment_ledger_outbox: Path = Field(
+        default=Path("settlements/align-outbox.sqlite3"),
+        description="Durable outbox of the align worker's post/void events to latentmas.ledger.",
     )
     alignment_unified_dim: int = Field(default=128, ge=1, le=1 << 16)
     alignment_price_units: int = Field(
-        default=0, ge=0, description="Minor units per paid exchange; 0 means exchanges are free."
+        default=0,
+        ge=0,
+        le=PRICE_UNITS_MAX,
+        description="Minor units per paid exchange; 0 means exchanges are free.",
     )
-    alignment_creator: str = Field(default="operator", min_length=1, max_length=128)
+    alignment_creator: str = Field(
+        default="operator",
+        pattern=r"^[!-~]{1,128}$",
+        description="Ledger identity credited 80% of each paid exchange (the maps' owner).",
+    )
+    alignment_validators: tuple[str, ...] = Field(
+        default=(),
+        max_length=VALIDATORS_MAX,
+        description="Ledger identities sharing 5% of each paid exchange (JSON list).",
+    )
+    alignment_ledger_timeout_ms: int = Field(
+        default=5_000,
+        gt=0,
+        description="Deadline of one call to latentmas.ledger while a request waits for it.",
+    )
+    alignment_outbox_drain_ms: int = Field(
+        default=500,
+        gt=0,
+        description="How often the align worker re-sends outbox events the ledger has not taken.",
+    )
     alignment_enforce_quality: bool = Field(
         default=False,
         description="Refuse to store generated maps below the spec's quality targets (4.3.4).",

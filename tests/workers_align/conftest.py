@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry
+from latentmas_mesh.alignment.payments import Payments
 from latentmas_mesh.alignment.service import (
     AlignmentService,
     AnchorStore,
     KVMapStore,
     ServicePolicy,
-    SettlementSpool,
 )
 from latentmas_mesh.alignment.store import WMatrixStore
 from latentmas_mesh.protocol.kv import KVCache, KVCacheMetadata
@@ -24,16 +24,20 @@ SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma-3-270m"
 
 
-def make_service(root, price_units: int = 0) -> AlignmentService:
+def make_service(
+    root, price_units: int = 0, payments: Payments | None = None, validators=()
+) -> AlignmentService:
     return AlignmentService(
         registry=default_registry(),
         wmatrices=WMatrixStore(root / "wmatrices"),
         anchors=AnchorStore(root / "anchors"),
         kv_maps=KVMapStore(root / "kvmaps"),
-        spool=SettlementSpool(root / "spool.jsonl"),
         clock=lambda: NOW,
-        policy=ServicePolicy(unified_dim=16, price_units=price_units, creator="maps-owner"),
+        policy=ServicePolicy(
+            unified_dim=16, price_units=price_units, creator="maps-owner", validators=validators
+        ),
         hub_path=root / "hub.safetensors",
+        payments=payments,
     )
 
 

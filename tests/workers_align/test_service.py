@@ -9,7 +9,6 @@ from latentmas_mesh.errors import (
     DimensionMismatch,
     InvalidRequest,
     ModelNotSupported,
-    Unauthorized,
     WMatrixNotFound,
 )
 from latentmas_mesh.protocol.align import AlignKVCacheRequest, ExchangeMemoryRequest
@@ -224,36 +223,3 @@ class TestAlignKV:
             service.handle_align(ExchangeMemoryRequest(
                 kv_source=kv_cache(SMOL, rng), source_model=GEMMA, target_model=SMOL
             ), None, "r1")  # fmt: skip
-
-
-class TestSettlement:
-    def test_paid_exchange_is_spooled_before_the_reply(self, tmp_path, rng):
-        """A priced exchange writes one settle record naming payer, creator and amount."""
-        service = make_service(tmp_path, price_units=250)
-
-        service.handle_align(ExchangeMemoryRequest(
-            kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=SMOL
-        ), "payer-key", "req-7")  # fmt: skip
-
-        (record,) = service.spool.records()
-        assert ("align.req-7", "payer-key", "maps-owner", 250) == (
-            record["event_id"], record["payer"], record["creator"], record["amount_units"]
-        )
-
-    def test_paid_exchange_without_identity_is_unauthorized(self, tmp_path, rng):
-        """Nobody to charge: the exchange is refused and nothing is delivered or spooled."""
-        service = make_service(tmp_path, price_units=250)
-
-        with pytest.raises(Unauthorized):
-            service.handle_align(ExchangeMemoryRequest(
-                kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=SMOL
-            ), None, "req-8")  # fmt: skip
-        assert [] == service.spool.records()
-
-    def test_free_exchanges_spool_nothing(self, service, rng):
-        """Price 0 means no settlement record."""
-        service.handle_align(ExchangeMemoryRequest(
-            kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=SMOL
-        ), "payer", "r")  # fmt: skip
-
-        assert [] == service.spool.records()

@@ -1,0 +1,158 @@
+"""Pay-then-deliver for priced exchanges: check the caller's ledger reservation, post or void it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from latentmas_mesh.errors import (
+    InsufficientFunds,
+    InternalError,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from latentmas_mesh.ledger._types import EventKind, EventStatus
+from latentmas_mesh.ledger.client import raise_for_result
+from latentmas_mesh.ledger.outbox import Outbox, is_retryable
+from latentmas_mesh.protocol.ledger import (
+    LEDGER_SERVICE,
+    EventResult,
+    LedgerWireEvent,
+    PostEvent,
+    VoidEvent,
+)
+
+
+class Ledger(Protocol):
+    """What payments need of the ledger (`latentmas_mesh.ledger.client.LedgerClient` has it)."""
+
+    def status(self, event_id: str) -> EventResult | None: ...
+
+    def send_events(self, events: Sequence[LedgerWireEvent]) -> list[EventResult]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What one exchange costs and whom the caller's reservation must name (spec 7.4)."""
+
+    price_units: int
+    creator: str
+    validators: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """A checked reservation and the ids of the one post (or void) that will close it.
+
+    Both ids derive from (payer, request id), so a retried request closes the same reservation
+    with the same event: the ledger answers it from its record, nothing is charged twice, and a
+    retry naming another reservation is refused as a conflict.
+    """
+
+    reservation_id: str
+    post_event_id: str
+    void_event_id: str
+
+
+def settlement_event_ids(identity: str, request_id: str) -> tuple[str, str]:
+    """(post id, void id): `align-post-<h>`, `align-void-<h>`; h = SHA-256(payer, request id)."""
+    digest = hashlib.sha256(f"{identity}\x1f{request_id}".encode()).hexdigest()[:40]
+    return f"align-post-{digest}", f"align-void-{digest}"
+
+
+class Payments:
+    """Reservation check before the work, post (confirmed) before the reply, void on failure.
+
+    Every post and void is written to the durable `outbox` before it is sent, so an event whose
+    delivery fails is re-sent later (by whoever drains the outbox) and applied exactly once.
+    A post is confirmed by the ledger before the work is delivered: a reservation that was
+    already spent, voided or expired gets its typed error and no result.
+    """
+
+    def __init__(self, outbox: Outbox, ledger: Ledger) -> None:
+        self.outbox = outbox
+        self.ledger = ledger
+
+    def open(
+        self, terms: Terms, reservation_id: str | None, identity: str | None, request_id: str
+    ) -> Payment:
+        """A payment for this request, once the ledger shows `reservation_id` holding the price.
+
+        Raises Unauthorized without an authenticated identity (nobody to charge) and
+        InsufficientFunds when the request carries no reservation or one that does not hold
+        exactly `terms.price_units` (details say what to reserve). Ledger unreachable: its
+        Timeout / ServiceUnavailable.
+        """
+        details = {
+            "price_units": terms.price_units,
+            "creator": terms.creator,
+            "validators": list(terms.validators),
+            "ledger_service": LEDGER_SERVICE,
+            "reservation_id": reservation_id,
+        }
+        if identity is None:
+            msg = "a paid exchange needs an authenticated identity (CURVE) to charge"
+            raise Unauthorized(msg, details=details)
+        if reservation_id is None:
+            msg = (
+                f"this exchange costs {terms.price_units} units: reserve them on {LEDGER_SERVICE}"
+                f" (creator {terms.creator}) and send the reservation's event id as reservation_id"
+            )
+            raise InsufficientFunds(msg, details=details)
+        reserved = self.ledger.status(reservation_id)
+        _check_reservation(reserved, terms, reservation_id, details)
+        post_id, void_id = settlement_event_ids(identity, request_id)
+        return Payment(reservation_id, post_id, void_id)
+
+    def post(self, payment: Payment) -> EventResult:
+        """Spool the post durably, then have the ledger apply it; its typed error if refused."""
+        event = PostEvent(event_id=payment.post_event_id, reservation_id=payment.reservation_id)
+        self.outbox.add(event)  # Conflict: this request was paid with another reservation
+        try:
+            return raise_for_result(self._deliver(event))
+        except Unauthorized as error:  # our own identity is not trusted: the operator's to fix
+            msg = "the ledger refused this service's post: is it in LATENTMAS_LEDGER_SERVICES?"
+            raise InternalError(msg, details={"event_id": event.event_id}) from error
+
+    def void(self, payment: Payment) -> None:
+        """Spool a void (the work failed: the payer gets the funds back); delivered when drained."""
+        event = VoidEvent(event_id=payment.void_event_id, reservation_id=payment.reservation_id)
+        self.outbox.add(event)
+
+    def _deliver(self, event: PostEvent) -> EventResult:
+        """The ledger's final answer: recorded in the outbox already, or asked for now."""
+        recorded = self.outbox.result(event.event_id)
+        if recorded is not None:
+            return recorded
+        (result,) = self.ledger.send_events([event])  # Timeout etc.: stays pending, re-sent
+        self.outbox.acknowledge([result])
+        if is_retryable(result):
+            msg = "the ledger could not confirm the payment; retry with the same request id"
+            raise ServiceUnavailable(msg, details={"event_id": event.event_id})
+        return result
+
+
+def _check_reservation(
+    reserved: EventResult | None,
+    terms: Terms,
+    reservation_id: str,
+    details: dict[str, object],
+) -> None:
+    """The reservation exists, was applied (funds held) and holds exactly the price."""
+    if reserved is None or reserved.kind != EventKind.RESERVE.value:
+        msg = f"no reservation {reservation_id!r} on {LEDGER_SERVICE}: reserve the price first"
+        raise InsufficientFunds(msg, details=details)
+    if reserved.status != EventStatus.APPLIED:
+        msg = f"reservation {reservation_id!r} holds no funds (the ledger refused it)"
+        raise InsufficientFunds(msg, details={**details, "status": reserved.status})
+    if reserved.amount_units != terms.price_units:
+        msg = (
+            f"reservation {reservation_id!r} holds {reserved.amount_units} units;"
+            f" this exchange costs exactly {terms.price_units}"
+        )
+        raise InsufficientFunds(msg, details={**details, "reserved_units": reserved.amount_units})
+
+
+__all__ = ["Ledger", "Payment", "Payments", "Terms", "settlement_event_ids"]

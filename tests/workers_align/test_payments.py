@@ -1,0 +1,267 @@
+"""Paid exchanges against the real ledger service, in process: reserve, post on delivery, void."""
+
+from __future__ import annotations
+
+import pytest
+
+from latentmas_mesh.alignment.payments import Payments, settlement_event_ids
+from latentmas_mesh.errors import (
+    Conflict,
+    InsufficientFunds,
+    InternalError,
+    InvalidRequest,
+    Timeout,
+    Unauthorized,
+)
+from latentmas_mesh.ledger import ReservationStatus
+from latentmas_mesh.ledger.outbox import Outbox
+from latentmas_mesh.ledger.service import LedgerPolicy, LedgerService
+from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
+from latentmas_mesh.protocol.align import ExchangeMemoryRequest
+from latentmas_mesh.protocol.ledger import (
+    BalanceRequest,
+    DepositEvent,
+    EventResult,
+    LedgerEventsRequest,
+    OpenAccountRequest,
+    ReserveEvent,
+    SettlementStatusRequest,
+)
+from tests.workers_align.conftest import GEMMA, SMOL, kv_cache, make_service
+
+NOW_MS = 1_000_000
+PRICE = 200
+WORKER, OPERATOR, PAYER, CREATOR, VALIDATOR = "align-worker", "op", "payer", "maps-owner", "val-1"
+
+
+class InProcessLedger:
+    """`latentmas.ledger` without a broker: each call reaches the service as `identity` would."""
+
+    def __init__(self, service: LedgerService, identity: str) -> None:
+        self.service, self.identity = service, identity
+        self.sent = 0
+
+    def status(self, event_id: str) -> EventResult | None:
+        return self.service.handle(SettlementStatusRequest(event_id=event_id), self.identity).result
+
+    def send_events(self, events) -> list[EventResult]:
+        self.sent += len(events)
+        request = LedgerEventsRequest(events=tuple(events))
+        return list(self.service.handle(request, self.identity).results)
+
+    def balance(self, account: str) -> int:
+        return self.service.handle(BalanceRequest(account=account), OPERATOR).balance_units
+
+
+class FlakyLedger(InProcessLedger):
+    """Unreachable for its first `failures` event batches (a Timeout, as a transport raises)."""
+
+    def __init__(self, service: LedgerService, identity: str, failures: int) -> None:
+        super().__init__(service, identity)
+        self.failures = failures
+
+    def send_events(self, events) -> list[EventResult]:
+        if self.failures:
+            self.failures -= 1
+            raise Timeout("the ledger did not answer")
+        return super().send_events(events)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    """A funded payer (1,000 units), an open creator and validator; the worker is a service."""
+    policy = LedgerPolicy(
+        quote_key=b"k" * 32, services=frozenset({WORKER}), operators=frozenset({OPERATOR})
+    )
+    service = LedgerService(SqliteLedgerStore(tmp_path / "ledger.db"), policy, clock=lambda: NOW_MS)
+    operator = InProcessLedger(service, OPERATOR)
+    operator.send_events([DepositEvent(event_id="fund", agent_id=PAYER, amount_units=1_000)])
+    service.handle(OpenAccountRequest(kind="agent", owner=CREATOR), OPERATOR)
+    service.handle(OpenAccountRequest(kind="validator", owner=VALIDATOR), OPERATOR)
+    return service
+
+
+def reserve(service: LedgerService, event_id: str, amount_units: int = PRICE) -> None:
+    event = ReserveEvent(
+        event_id=event_id, creator=CREATOR, validators=(VALIDATOR,),
+        amount_units=amount_units, expires_at_ms=NOW_MS + 60_000,
+    )  # fmt: skip
+    (result,) = InProcessLedger(service, PAYER).send_events([event])
+    assert result.error is None
+
+
+def paid_service(tmp_path, ledger_client):
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    payments = Payments(outbox, ledger_client)
+    return make_service(tmp_path, PRICE, payments, validators=(VALIDATOR,)), outbox
+
+
+def exchange(rng, reservation_id, source=SMOL):
+    return ExchangeMemoryRequest(
+        kv_source=kv_cache(SMOL, rng), source_model=source, target_model=SMOL,
+        reservation_id=reservation_id,
+    )  # fmt: skip
+
+
+def balances(client: InProcessLedger) -> tuple[int, int, int, int]:
+    return (
+        client.balance(f"agent:{PAYER}"),
+        client.balance(f"agent:{CREATOR}"),
+        client.balance("platform"),
+        client.balance(f"validator:{VALIDATOR}"),
+    )
+
+
+class TestPaidExchange:
+    def test_delivery_posts_the_reservation_80_15_5(self, tmp_path, ledger, rng):
+        """The reply comes once the post is applied: the payer paid the price, split 160/30/10."""
+        client = InProcessLedger(ledger, WORKER)
+        service, outbox = paid_service(tmp_path, client)
+        reserve(ledger, "res-1")
+
+        reply = service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        post_id, _ = settlement_event_ids(PAYER, "req-1")
+        assert (SMOL, 0) == (reply.kv_aligned.source_model, outbox.pending_count())
+        assert (800, 160, 30, 10) == balances(client)
+        assert ReservationStatus.POSTED == ledger.store.reservation("res-1").status
+        assert "post" == outbox.result(post_id).kind
+
+    def test_retry_with_the_same_request_id_charges_once(self, tmp_path, ledger, rng):
+        """A re-delivered request is answered again from the outbox's record, not charged."""
+        client = InProcessLedger(ledger, WORKER)
+        service, _ = paid_service(tmp_path, client)
+        reserve(ledger, "res-1")
+
+        service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+        sent_once = client.sent
+        again = service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        assert (SMOL, sent_once) == (again.kv_aligned.source_model, client.sent)
+        assert (800, 160, 30, 10) == balances(client)
+
+    def test_retry_naming_another_reservation_is_a_conflict(self, tmp_path, ledger, rng):
+        """Same request, second reservation: refused, and the second reservation is not spent."""
+        client = InProcessLedger(ledger, WORKER)
+        service, _ = paid_service(tmp_path, client)
+        reserve(ledger, "res-1")
+        reserve(ledger, "res-2")
+        service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        with pytest.raises(Conflict):
+            service.handle_align(exchange(rng, "res-2"), PAYER, "req-1")
+
+        assert ReservationStatus.PENDING == ledger.store.reservation("res-2").status
+
+    def test_a_spent_reservation_buys_nothing_more(self, tmp_path, ledger, rng):
+        """Another request naming an already posted reservation gets no result (CONFLICT)."""
+        client = InProcessLedger(ledger, WORKER)
+        service, _ = paid_service(tmp_path, client)
+        reserve(ledger, "res-1")
+        service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        with pytest.raises(Conflict):
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-2")
+
+        assert (800, 160, 30, 10) == balances(client)
+
+    def test_failed_work_voids_the_reservation(self, tmp_path, ledger, rng):
+        """An exchange that fails spools a void; once drained the payer has every unit back."""
+        client = InProcessLedger(ledger, WORKER)
+        service, outbox = paid_service(tmp_path, client)
+        reserve(ledger, "res-1")
+
+        with pytest.raises(InvalidRequest):
+            service.handle_align(exchange(rng, "res-1", source=GEMMA), PAYER, "req-1")
+        pending = outbox.pending_count()
+        left = outbox.drain(client.send_events, deadline_s=5.0)
+
+        assert (1, 0) == (pending, left)
+        assert (1_000, 0, 0, 0) == balances(client)
+        assert ReservationStatus.VOIDED == ledger.store.reservation("res-1").status
+
+    def test_unconfirmed_post_is_delivered_later_and_the_retry_is_free(self, tmp_path, ledger, rng):
+        """Ledger away at post time: TIMEOUT, the post waits in the outbox; drained, it charges
+        once, and the retry (same request id) gets the result without a second charge."""
+        client = FlakyLedger(ledger, WORKER, failures=1)
+        service, outbox = paid_service(tmp_path, client)
+        reserve(ledger, "res-1")
+
+        with pytest.raises(Timeout):
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+        left = outbox.drain(client.send_events, deadline_s=5.0)
+        again = service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        assert (0, SMOL) == (left, again.kv_aligned.source_model)
+        assert (800, 160, 30, 10) == balances(client)
+
+
+class TestPaymentRefused:
+    def test_request_without_reservation_gets_insufficient_funds_with_terms(
+        self, tmp_path, ledger, rng
+    ):
+        """No reservation_id: INSUFFICIENT_FUNDS whose details say what to reserve, for whom."""
+        service, _ = paid_service(tmp_path, InProcessLedger(ledger, WORKER))
+
+        with pytest.raises(InsufficientFunds) as caught:
+            service.handle_align(exchange(rng, None), PAYER, "req-1")
+
+        details = caught.value.details
+        assert (PRICE, CREATOR, [VALIDATOR], "latentmas.ledger") == (
+            details["price_units"], details["creator"], details["validators"],
+            details["ledger_service"],
+        )  # fmt: skip
+
+    @pytest.mark.parametrize("reservation", ["never-made", "wrong-amount", "refused"])
+    def test_reservation_not_holding_the_price_gets_insufficient_funds(
+        self, tmp_path, ledger, rng, reservation
+    ):
+        """Unknown, a different amount, or refused by the ledger: refused before any work."""
+        client = InProcessLedger(ledger, WORKER)
+        service, outbox = paid_service(tmp_path, client)
+        if reservation == "wrong-amount":
+            reserve(ledger, reservation, amount_units=PRICE - 1)
+        if reservation == "refused":
+            reserve(ledger, reservation, amount_units=5_000)  # more than the payer has
+
+        with pytest.raises(InsufficientFunds):
+            service.handle_align(exchange(rng, reservation), PAYER, "req-1")
+
+        assert 0 == outbox.pending_count()
+
+    def test_paid_exchange_without_identity_is_unauthorized(self, tmp_path, ledger, rng):
+        """Nobody to charge: refused before any work, nothing spooled."""
+        service, outbox = paid_service(tmp_path, InProcessLedger(ledger, WORKER))
+        reserve(ledger, "res-1")
+
+        with pytest.raises(Unauthorized):
+            service.handle_align(exchange(rng, "res-1"), None, "req-1")
+
+        assert 0 == outbox.pending_count()
+
+    def test_worker_not_trusted_by_the_ledger_is_an_internal_error(self, tmp_path, ledger, rng):
+        """A worker identity missing from LATENTMAS_LEDGER_SERVICES is the operator's error."""
+        service, _ = paid_service(tmp_path, InProcessLedger(ledger, "stranger"))
+        reserve(ledger, "res-1")
+
+        with pytest.raises(InternalError):
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        assert ReservationStatus.PENDING == ledger.store.reservation("res-1").status
+
+    def test_priced_service_without_a_ledger_delivers_nothing(self, tmp_path, rng):
+        """A price with no payments configured is refused plainly, never delivered unpaid."""
+        service = make_service(tmp_path, PRICE)
+
+        with pytest.raises(InternalError):
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+    def test_free_exchanges_touch_no_ledger(self, tmp_path, ledger, rng):
+        """Price 0: no reservation needed, nothing sent or spooled."""
+        client = InProcessLedger(ledger, WORKER)
+        outbox = Outbox(tmp_path / "outbox.sqlite3")
+        service = make_service(tmp_path, 0, Payments(outbox, client))
+
+        service.handle_align(exchange(rng, None), PAYER, "req-1")
+
+        assert (0, 0) == (client.sent, outbox.pending_count())
