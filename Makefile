@@ -23,9 +23,13 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# The main job: the registry, a real-sized codec round trip, then a real exchange through a local
+# mesh (model A's cache -> broker -> align worker -> model B). The first run dequantises both
+# models and fits the pair's maps (minutes); later runs reuse the cache directory.
 run: $(STAMP)
 	$(BIN)/latentmas models
 	$(BIN)/latentmas codec-demo
+	$(BIN)/latentmas demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check latentmas_mesh broker workers tests bench

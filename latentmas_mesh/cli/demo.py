@@ -1,0 +1,95 @@
+"""`latentmas demo`: the main job, a real two-model exchange through a local mesh (extra `hf`)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from latentmas_mesh.cli.app import app
+
+if TYPE_CHECKING:
+    from latentmas_mesh.integrations.demo import DemoResult
+
+
+@app.command()
+def demo(
+    *,
+    sender: Annotated[str, typer.Option(help="Model A, which reads the passage.")] = (
+        "smollm2-135m-instruct"
+    ),
+    receiver: Annotated[str, typer.Option(help="Model B, which continues from A's cache.")] = (
+        "gemma-3-270m"
+    ),
+    passage: Annotated[int, typer.Option(help="Index of the held-out anchor passage.")] = 0,
+    new_tokens: Annotated[int, typer.Option(min=1, max=256)] = 24,
+    fit_passages: Annotated[
+        int, typer.Option(min=8, help="Anchor passages to fit the pair's maps on, if none stored.")
+    ] = 48,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """A reads a held-out passage; its KV cache goes through the broker to an align worker and
+    back aligned; B continues from it. Prints B's continuations, quality figures and timings."""
+    from rich.console import Console
+
+    from latentmas_mesh.integrations.demo import run_demo
+    from latentmas_mesh.log import configure_logging
+
+    configure_logging("console", "warning")
+    console = Console(stderr=True)
+    with console.status("starting") as status:
+        result = run_demo(
+            sender_name=sender, receiver_name=receiver, passage_index=passage,
+            new_tokens=new_tokens, fit_passages=fit_passages, step=status.update,
+        )  # fmt: skip
+    figures = {
+        "sender": result.sender,
+        "receiver": result.receiver,
+        "passage_id": result.passage_id,
+        "maps_version": result.maps_version,
+        "maps_fitted_now": result.maps_fitted_now,
+        "stored_quality_held_out": result.quality.model_dump(),
+        "nll_none": round(result.nll_none, 4),
+        "nll_aligned": round(result.nll_aligned, 4),
+        "nll_own": round(result.nll_own, 4),
+        "retention_this_passage": round(result.retention, 4),
+        "timings_s": {name: round(value, 4) for name, value in result.timings_s.items()},
+        "align_vs_own_prefill_speedup": round(
+            result.timings_s["receiver_own_prefill"] / result.timings_s["align_through_mesh"], 3
+        ),
+    }
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    _show(result, figures)
+
+
+def _show(result: DemoResult, figures: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.rule(f"{result.sender} → mesh → {result.receiver}  ({result.passage_title})")
+    console.print(f"[bold]context read by {result.sender}[/] …{result.context_text[-300:]}")
+    console.print(f"[bold]prompt {result.receiver} reads itself:[/] {result.prompt_text!r}")
+    continuations = Table("cache in B", "B's greedy continuation")
+    continuations.add_row("aligned from A", result.continuations.aligned)
+    continuations.add_row("B's own prefill", result.continuations.own)
+    continuations.add_row("none (prompt only)", result.continuations.none)
+    console.print(continuations)
+    quality = Table("stored map quality (held-out anchors)", "value")
+    for name, value in result.quality.model_dump().items():
+        quality.add_row(name, f"{value:.4f}")
+    quality.add_row("NLL of the true continuation: none / aligned / own", (
+        f"{result.nll_none:.3f} / {result.nll_aligned:.3f} / {result.nll_own:.3f}"
+    ))  # fmt: skip
+    quality.add_row("retention on this passage", f"{result.retention:.3f}")
+    console.print(quality)
+    timings = Table("step", "seconds")
+    for name, value in result.timings_s.items():
+        timings.add_row(name, f"{value:.3f}")
+    speedup = str(figures["align_vs_own_prefill_speedup"])
+    timings.add_row("own prefill / align through mesh", speedup)
+    console.print(timings)
+    console.print(json.dumps(figures))
