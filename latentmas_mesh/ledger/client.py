@@ -23,6 +23,8 @@ from latentmas_mesh.protocol.ledger import (
     OpenAccountRequest,
     Quote,
     QuoteRequest,
+    ReservationReply,
+    ReservationRequest,
     SettlementStatusReply,
     SettlementStatusRequest,
     StatementReply,
@@ -121,3 +123,9 @@ class LedgerClient:
     def status(self, event_id: str) -> EventResult | None:
         """The recorded outcome of an event, or None if the ledger never applied it."""
         return self._call(SettlementStatusRequest(event_id=event_id), SettlementStatusReply).result
+
+    def reservation(self, reservation_id: str) -> ReservationReply:
+        """Payer, terms and state of a reservation (services and its payer only: else
+        Unauthorized; an id the ledger never held: InvalidRequest, reason UNKNOWN_RESERVATION)."""
+        request = ReservationRequest(reservation_id=reservation_id)
+        return self._call(request, ReservationReply)

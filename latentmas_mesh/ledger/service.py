@@ -16,6 +16,8 @@ from latentmas_mesh.ledger._types import (
     LedgerEvent,
     Outcome,
     Post,
+    Reservation,
+    ReservationStatus,
     Reserve,
     Settle,
     Void,
@@ -34,6 +36,7 @@ from latentmas_mesh.market import (
 )
 from latentmas_mesh.protocol.errors import ErrorBody
 from latentmas_mesh.protocol.ledger import (
+    UNKNOWN_RESERVATION,
     BalanceReply,
     BalanceRequest,
     DepositEvent,
@@ -45,6 +48,9 @@ from latentmas_mesh.protocol.ledger import (
     PostEvent,
     Quote,
     QuoteRequest,
+    ReservationReply,
+    ReservationRequest,
+    ReservationState,
     ReserveEvent,
     SettleEvent,
     SettlementStatusReply,
@@ -98,6 +104,12 @@ class LedgerService:
         if identity is None:
             msg = "the ledger needs an authenticated identity (CURVE) for this request"
             raise Unauthorized(msg)
+        if isinstance(message, ReservationRequest):
+            return self.reservation(message.reservation_id, identity, now_ms)
+        return self._answer(message, identity, now_ms)
+
+    def _answer(self, message: BaseModel, identity: str, now_ms: int) -> BaseModel:
+        """The requests that spend or read an account (identity known)."""
         if isinstance(message, LedgerEventsRequest):
             return self.events(message.events, identity, now_ms)
         if isinstance(message, BalanceRequest):
@@ -147,6 +159,22 @@ class LedgerService:
         self.store.open_account(account, kind, now_ms)
         units = self.store.balance_units(account)
         return BalanceReply(account=account, balance_units=units, currency=self.policy.currency)
+
+    def reservation(self, reservation_id: str, identity: str, now_ms: int) -> ReservationReply:
+        """Payer and terms of a reservation, for platform services and its payer only.
+
+        Unknown id: InvalidRequest with details {"reservation_id", "reason": "unknown_reservation"}
+        (the settlement status query already tells anyone whether an event id exists).
+        """
+        found = self.store.reservation(reservation_id)
+        if found is None:
+            msg = f"no reservation {reservation_id!r} on this ledger"
+            details = {"reservation_id": reservation_id, "reason": UNKNOWN_RESERVATION}
+            raise InvalidRequest(msg, details=details)
+        if identity != found.payer and identity not in self.policy.services:
+            msg = "only the reservation's payer or a platform service may read it"
+            raise Unauthorized(msg, details={"reservation_id": reservation_id})
+        return _reservation_reply(found, now_ms)
 
     def statement(self, request: StatementRequest, identity: str) -> StatementReply:
         account = self._readable(request.account, identity)
@@ -243,6 +271,29 @@ class LedgerService:
         if now_ms >= terms.expires_at_ms and self.store.event_outcome(wire.event_id) is None:
             verify_quote(_signed(wire.quote), key=self.policy.quote_key, now_ms=now_ms)  # raises
         return terms.creator, terms.validators, terms.price_units
+
+
+_STATES: dict[ReservationStatus, ReservationState] = {
+    ReservationStatus.PENDING: "pending",
+    ReservationStatus.POSTED: "posted",
+    ReservationStatus.VOIDED: "voided",
+    ReservationStatus.EXPIRED: "expired",
+}
+
+
+def _reservation_reply(found: Reservation, now_ms: int) -> ReservationReply:
+    state = _STATES[found.status]
+    if state == "pending" and now_ms >= found.expires_at_ms:  # a post now would be refused
+        state = "expired"
+    return ReservationReply(
+        reservation_id=found.reservation_id,
+        payer=found.payer,
+        creator=found.creator,
+        validators=tuple(found.validators),
+        amount_units=found.amount_units,
+        status=state,
+        expires_at_ms=found.expires_at_ms,
+    )
 
 
 def _signed(quote: Quote) -> SignedQuote:

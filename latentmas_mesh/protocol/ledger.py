@@ -17,6 +17,8 @@ from latentmas_mesh.protocol.errors import ErrorBody
 LEDGER_SERVICE: Final = "latentmas.ledger"
 EVENTS_PER_REQUEST_MAX: Final = 1_024
 STATEMENT_ENTRIES_MAX: Final = 1_000
+UNKNOWN_RESERVATION: Final = "unknown_reservation"
+"""`details["reason"]` of the INVALID_REQUEST answering a reservation id the ledger never held."""
 
 # Strict: a float, a bool or a numeric string is refused, never coerced into an amount.
 AmountUnits = Annotated[int, Strict(), Field(ge=1, le=PRICE_UNITS_MAX)]
@@ -228,9 +230,40 @@ class SettlementStatusReply(WireModel):
     result: EventResult | None
 
 
+@register_message("ledger.reservation_request")
+class ReservationRequest(WireModel):
+    """A reservation's payer and terms, so a service can check it before delivering.
+
+    Only platform services (`LATENTMAS_LEDGER_SERVICES`) and the reservation's payer may ask.
+    """
+
+    reservation_id: EventId
+
+
+ReservationState = Literal["pending", "posted", "voided", "expired"]
+
+
+@register_message("ledger.reservation_reply")
+class ReservationReply(WireModel):
+    """Who pays, whom the post will credit, how much, and where the reservation stands.
+
+    `status` is "expired" once `expires_at_ms` has passed even if the sweep has not run yet:
+    a post would be refused either way.
+    """
+
+    reservation_id: str
+    payer: str
+    creator: str
+    validators: tuple[str, ...]
+    amount_units: int
+    status: ReservationState
+    expires_at_ms: int
+
+
 __all__ = [
     "EVENTS_PER_REQUEST_MAX",
     "LEDGER_SERVICE",
+    "UNKNOWN_RESERVATION",
     "BalanceReply",
     "BalanceRequest",
     "DepositEvent",
@@ -242,6 +275,9 @@ __all__ = [
     "PostEvent",
     "Quote",
     "QuoteRequest",
+    "ReservationReply",
+    "ReservationRequest",
+    "ReservationState",
     "ReserveEvent",
     "SettleEvent",
     "SettlementStatusReply",

@@ -19,6 +19,7 @@ from latentmas_mesh.ledger.service import LedgerPolicy, LedgerService
 from latentmas_mesh.market import AssetType
 from latentmas_mesh.protocol.base import validate_message
 from latentmas_mesh.protocol.ledger import (
+    UNKNOWN_RESERVATION,
     LedgerEventsRequest,
     PostEvent,
     QuoteRequest,
@@ -208,3 +209,58 @@ class TestService:
         clock.now_ms = 5_000
 
         assert 1_000 == client("alice").balance().balance_units
+
+
+class TestReservationLookup:
+    def test_payer_and_service_read_the_reservation_terms(self, mesh):
+        """The payer and a platform service both see who pays, whom it credits, and its state."""
+        client, _ = mesh
+        client("alice").apply(
+            ReserveEvent(event_id="r1", creator="bob", validators=("v1",), amount_units=100,
+                         expires_at_ms=60_000)
+        )
+        expected = ("alice", "bob", ("v1",), 100, "pending", 60_000)
+
+        seen = [client(who).reservation("r1") for who in ("alice", "svc")]
+
+        assert [expected, expected] == [
+            (r.payer, r.creator, r.validators, r.amount_units, r.status, r.expires_at_ms)
+            for r in seen
+        ]
+
+    def test_a_stranger_cannot_read_a_reservation(self, mesh):
+        """Neither another agent nor an unauthenticated caller learns a reservation's terms."""
+        client, _ = mesh
+        client("alice").apply(
+            ReserveEvent(event_id="r1", creator="bob", amount_units=100, expires_at_ms=60_000)
+        )
+        with pytest.raises(Unauthorized):
+            client("mallory").reservation("r1")
+        with pytest.raises(Unauthorized):
+            client(None).reservation("r1")
+
+    def test_unknown_reservation_is_invalid_request_with_its_reason(self, mesh):
+        """An id the ledger never held is a typed INVALID_REQUEST naming the reason."""
+        client, _ = mesh
+        with pytest.raises(InvalidRequest) as caught:
+            client("svc").reservation("never-made")
+
+        assert (UNKNOWN_RESERVATION, "never-made") == (
+            caught.value.details["reason"],
+            caught.value.details["reservation_id"],
+        )
+
+    def test_status_follows_post_and_deadline(self, mesh):
+        """A posted reservation reads posted; one past its deadline reads expired, swept or not."""
+        client, clock = mesh
+        for rid in ("r1", "r2"):
+            client("alice").apply(
+                ReserveEvent(event_id=rid, creator="bob", amount_units=10, expires_at_ms=2_000)
+            )
+        client("svc").apply(PostEvent(event_id="p1", reservation_id="r1"))
+        clock.now_ms = 2_000
+
+        assert ("posted", "expired") == (
+            client("svc").reservation("r1").status,
+            client("svc").reservation("r2").status,
+        )
