@@ -42,17 +42,18 @@ from latentmas_mesh.alignment import KVAligner, geometry_from_registry, warm_up
 from latentmas_mesh.anchors import (
     AnchorPassage,
     anchor_corpus_sha256,
+    interleave_works,
     load_anchor_passages,
     split_anchor_passages,
 )
-from latentmas_mesh.errors import InvalidRequest
-from latentmas_mesh.integrations.activations import read_anchor_activations, read_manifest
 from latentmas_mesh.integrations.hf import (
+    FIT_TOKENS_DEFAULT,
     ContextTokens,
     LoadedModel,
+    cached_anchor_activations,
     continuation_nll,
-    export_anchor_activations,
     extract_kv_cache,
+    fit_passages,
     inject_kv_cache,
     load_model,
     prefill_cache,
@@ -67,10 +68,10 @@ MODEL_A = "smollm2-135m-instruct"
 MODEL_B = "gemma-3-270m"
 CONTEXT_TOKENS = 128  # in B's tokens
 CONTINUATION_TOKENS = 32
-FIT_TOKENS = 256  # tokens of each fit passage each model reads for its activations
 METHODS = {"ridge-w1": 0, "ridge-w3": 1}  # name -> neighbour layers on each side
 BEST_METHOD = "ridge-w3"
 SEED_CLAIM = 0.95
+MAPS_CACHE_FORMAT = "v2"  # bump when PairFitReport or the fit changes
 
 
 @dataclass
@@ -121,25 +122,6 @@ def sender_context(sender: LoadedModel, text: str, cut: int) -> ContextTokens:
     return ContextTokens(text, tokens.ids[keep], tokens.offsets[keep])
 
 
-def anchor_activations(model: LoadedModel, passages: tuple[AnchorPassage, ...], root: Path):
-    """The model's activations on `passages` (exported once, then read from the cache dir)."""
-    directory = root / "anchors" / model.name
-    wanted = [p.id for p in passages]
-    try:
-        manifest = read_manifest(directory)
-        fresh = manifest["tokens_max"] == FIT_TOKENS and set(wanted) <= set(manifest["passage_ids"])
-    except (InvalidRequest, KeyError):  # no usable export yet
-        fresh = False
-    if not fresh:
-        started = time.perf_counter()
-        export_anchor_activations(
-            model, directory, passages=passages, tokens_max=FIT_TOKENS, include_hidden=False
-        )
-        print(f"  exported {model.name} on {len(passages)} passages "
-              f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
-    return [read_anchor_activations(directory, pid) for pid in wanted]
-
-
 def fitted_aligner(
     sender: LoadedModel,
     receiver: LoadedModel,
@@ -149,7 +131,8 @@ def fitted_aligner(
 ) -> tuple[KVAligner, PairFitReport]:
     """The method's aligner for sender -> receiver, fitted once and cached by its inputs."""
     count = len(acts[sender.name])
-    tag = f"{sender.name}__{receiver.name}__{method}__n{count}__{anchor_corpus_sha256()[:12]}"
+    corpus = anchor_corpus_sha256()[:12]
+    tag = f"{sender.name}__{receiver.name}__{method}__n{count}__{corpus}__{MAPS_CACHE_FORMAT}"
     path = root / "bench-maps" / f"{tag}.safetensors"
     report_path = path.with_suffix(".json")
     if path.is_file() and report_path.is_file():
@@ -266,15 +249,22 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    fit_split, held_out = split_anchor_passages(load_anchor_passages(), seed=args.seed)
-    fit = interleave(fit_split)[: args.fit_passages]
-    evaluate = interleave(held_out)[: args.eval_passages]
+    fit = fit_passages(args.fit_passages, seed=args.seed)
+    _, held_out = split_anchor_passages(load_anchor_passages(), seed=args.seed)
+    evaluate = interleave_works(held_out)[: args.eval_passages]
     started = time.perf_counter()
     a, b = load_model(MODEL_A), load_model(MODEL_B)
     load_s = time.perf_counter() - started
     compile_s = warm_up()
     print(f"models loaded in {load_s:.1f} s; kernel ready in {compile_s:.1f} s", flush=True)
-    acts = {m.name: anchor_activations(m, fit, args.cache_dir) for m in (a, b)}
+    acts = {}
+    for model in (a, b):
+        started = time.perf_counter()
+        acts[model.name] = cached_anchor_activations(
+            model, fit, tokens_max=FIT_TOKENS_DEFAULT, cache_dir=args.cache_dir
+        )
+        print(f"  {model.name}: activations on {len(fit)} passages ready in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
     pairs = {"a_to_b": (a, b), "b_to_a": (b, a)}
     fitted = {
         d: {m: fitted_aligner(s, r, m, acts, args.cache_dir) for m in METHODS}
@@ -286,15 +276,6 @@ def run(args: argparse.Namespace) -> None:
     }
     same = same_model_scores(a, b, evaluate)
     report(args, fit, scores, same, fitted)
-
-
-def interleave(passages: tuple[AnchorPassage, ...]) -> tuple[AnchorPassage, ...]:
-    """Passages ordered round-robin over works, so any prefix covers every work."""
-    by_work: dict[str, list[AnchorPassage]] = {}
-    for passage in passages:
-        by_work.setdefault(passage.work, []).append(passage)
-    rounds = max(len(group) for group in by_work.values())
-    return tuple(g[i] for i in range(rounds) for g in by_work.values() if i < len(g))
 
 
 def report(args, fit, scores: dict[str, Scores], same: Scores, fitted) -> None:
