@@ -63,6 +63,19 @@ class TestExtraction:
         assert kv.keys.shape == kv.values.shape
         assert list(range(len(context))) == kv.position_encodings.tolist()
 
+    @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+    def test_half_precision_export_injects_and_continues_like_float32(self, model_a, dtype):
+        """A cache exported in 16 bits injects and predicts the same next token as float32."""
+        context = tokenize_context(model_a, TEXT)
+        cached = ContextTokens(TEXT, context.ids[:-1], context.offsets[:-1])
+        full = inject_kv_cache(model_a, extract_kv_cache(model_a, cached))
+
+        half = extract_kv_cache(model_a, cached, dtype=dtype)
+        produced = greedy_continue(model_a, inject_kv_cache(model_a, half), context.ids[-1:], 1)
+
+        assert dtype == half.keys.dtype.name
+        assert greedy_continue(model_a, full, context.ids[-1:], 1) == produced
+
     def test_extraction_keeps_every_position_past_the_sliding_window(self, model_b):
         """Gemma-3's sliding layers export all 600 positions, not only the last 511."""
         ids = np.full(600, model_b.tokenizer.convert_tokens_to_ids("▁the"), dtype=np.int64)
