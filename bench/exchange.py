@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry, warm_up
+from latentmas_mesh.alignment.service import KVMapStore
 from latentmas_mesh.anchors import (
     AnchorPassage,
     anchor_corpus_sha256,
@@ -46,6 +48,7 @@ from latentmas_mesh.anchors import (
     load_anchor_passages,
     split_anchor_passages,
 )
+from latentmas_mesh.harness import LocalMesh
 from latentmas_mesh.integrations.hf import (
     FIT_TOKENS_DEFAULT,
     ContextTokens,
@@ -62,6 +65,7 @@ from latentmas_mesh.integrations.hf import (
     without_start_entry,
 )
 from latentmas_mesh.integrations.kvmaps import PairFitReport, align_kv_cache, fit_kv_aligner
+from latentmas_mesh.protocol import ExchangeMemoryRequest
 from latentmas_mesh.settings import MeshSettings
 
 MODEL_A = "smollm2-135m-instruct"
@@ -71,6 +75,7 @@ CONTINUATION_TOKENS = 32
 METHODS = {"ridge-w1": 0, "ridge-w3": 1}  # name -> neighbour layers on each side
 BEST_METHOD = "ridge-w3"
 SEED_CLAIM = 0.95
+MESH_TIMEOUT_MS = 60_000
 MAPS_CACHE_FORMAT = "v2"  # bump when PairFitReport or the fit changes
 
 
@@ -218,6 +223,45 @@ def same_model_scores(model: LoadedModel, b_model: LoadedModel, passages) -> Sco
     return scores
 
 
+def mesh_timing(
+    sender: LoadedModel,
+    receiver: LoadedModel,
+    b_model: LoadedModel,
+    aligner: KVAligner,
+    passages: tuple[AnchorPassage, ...],
+) -> dict[str, float]:
+    """EXCHANGE_MEMORY through a local mesh (broker + one align worker on 127.0.0.1).
+
+    The fitted maps are put in the worker's KV map store; each passage's sender cache travels
+    to the worker and back aligned. Returns the median round trip and the largest difference
+    from aligning in process (the mesh must return the same cache).
+    """
+    with tempfile.TemporaryDirectory(prefix="latentmas-bench-") as cache:
+        KVMapStore(Path(cache) / "kvmaps").put(
+            aligner, source=sender.name, target=receiver.name, version="1.0.0"
+        )
+        env = {"LATENTMAS_CACHE_DIR": cache}
+        with LocalMesh({"align": 1}, env=env).start(timeout_s=180) as mesh, mesh.transport() as t:
+            round_trips, worst = [], 0.0
+            for passage in passages:
+                case = case_for(receiver, b_model, passage.text)
+                if case is None:
+                    continue
+                context = sender_context(sender, passage.text, case.cut)
+                kv = without_start_entry(extract_kv_cache(sender, context))
+                request = ExchangeMemoryRequest(
+                    kv_source=kv, source_model=sender.name, target_model=receiver.name,
+                    w_matrix_version="1.0.0",
+                )  # fmt: skip
+                started = time.perf_counter()
+                reply = t.call("latentmas.align", request, timeout_ms=MESH_TIMEOUT_MS).message
+                round_trips.append(time.perf_counter() - started)
+                local = align_kv_cache(kv, aligner)
+                difference = np.abs(reply.kv_aligned.keys - local.keys).max()
+                worst = max(worst, float(difference))
+    return {"mesh_ms": 1000 * statistics.median(round_trips), "mesh_max_abs_diff": worst}
+
+
 def retention(scores: Scores, condition: str, resamples: int, seed: int):
     """Ratio-of-means retention and its 95% bootstrap interval over passages."""
     none = np.asarray(scores.nll["none"])
@@ -241,6 +285,7 @@ def main() -> None:
     parser.add_argument("--eval-passages", type=int, default=100)
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mesh-passages", type=int, default=20)
     parser.add_argument("--cache-dir", type=Path, default=MeshSettings().cache_dir)
     args = parser.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine thrashes with more (5-10x slower)
@@ -275,10 +320,11 @@ def run(args: argparse.Namespace) -> None:
         for d, (s, r) in pairs.items()
     }
     same = same_model_scores(a, b, evaluate)
-    report(args, fit, scores, same, fitted)
+    mesh = mesh_timing(a, b, b, fitted["a_to_b"][BEST_METHOD][0], evaluate[: args.mesh_passages])
+    report(args, fit, scores, same, fitted=fitted, mesh=mesh)
 
 
-def report(args, fit, scores: dict[str, Scores], same: Scores, fitted) -> None:
+def report(args, fit, scores: dict[str, Scores], same: Scores, *, fitted, mesh) -> None:
     """The readable table, then one JSON line with every figure."""
     figures: dict[str, object] = {}
     print(f"\nretention = (NLL_none - NLL_x) / (NLL_none - NLL_own), ratio of means, "
@@ -306,6 +352,9 @@ def report(args, fit, scores: dict[str, Scores], same: Scores, fitted) -> None:
     print(f"\nspeed (median per passage): B prefill {prefill_ms:.1f} ms vs align A->B "
           f"{align_ms:.2f} ms ({prefill_ms / align_ms:.1f}x); A prefill {prefill_ba:.1f} ms vs "
           f"align B->A {align_ba:.2f} ms ({prefill_ba / align_ba:.1f}x); kernel only")  # fmt: skip
+    print(f"through the mesh (EXCHANGE_MEMORY, broker + align worker, loopback): median "
+          f"{mesh['mesh_ms']:.1f} ms ({prefill_ms / mesh['mesh_ms']:.1f}x faster than B's "
+          f"prefill); max |mesh - local| = {mesh['mesh_max_abs_diff']:.2e}")  # fmt: skip
     for direction, methods in fitted.items():
         for method, (_, fit_report) in methods.items():
             worst = int(np.argmin(fit_report.key_heldout_r2))
@@ -336,8 +385,13 @@ def report(args, fit, scores: dict[str, Scores], same: Scores, fitted) -> None:
                            "receiver's own prefill of another passage; A->B unless suffixed",
         "method_same_model": "A->A: extract, KVAligner.identity, inject, continue",
         "method_speedup": "median receiver prefill of the context / median KVAligner.align "
-                          "(numba kernel) of the sender's cache; not through the mesh",
-        "align_vs_prefill_speedup_mesh": None,
+                          "(numba kernel, in process) of the sender's cache",
+        "align_vs_prefill_speedup_mesh": round(prefill_ms / mesh["mesh_ms"], 2),
+        "mesh_ms_a_to_b": round(mesh["mesh_ms"], 2),
+        "mesh_max_abs_diff": mesh["mesh_max_abs_diff"],
+        "method_speedup_mesh": "median B prefill / median EXCHANGE_MEMORY round trip "
+                               "(client -> broker -> align worker -> client, 127.0.0.1, "
+                               "A's cache as msgpack header + array frames)",
         "seed_claim": SEED_CLAIM,
         "fit_passages": len(fit),
         "eval_passages": len(scores["a_to_b"].nll["none"]),
