@@ -8,19 +8,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from latentmas_mesh.errors import (
+    Conflict,
     InsufficientFunds,
     InternalError,
+    InvalidRequest,
     ServiceUnavailable,
     Unauthorized,
 )
-from latentmas_mesh.ledger._types import EventKind, EventStatus
 from latentmas_mesh.ledger.client import raise_for_result
 from latentmas_mesh.ledger.outbox import Outbox, is_retryable
 from latentmas_mesh.protocol.ledger import (
     LEDGER_SERVICE,
+    UNKNOWN_RESERVATION,
     EventResult,
     LedgerWireEvent,
     PostEvent,
+    ReservationReply,
     VoidEvent,
 )
 
@@ -28,7 +31,7 @@ from latentmas_mesh.protocol.ledger import (
 class Ledger(Protocol):
     """What payments need of the ledger (`latentmas_mesh.ledger.client.LedgerClient` has it)."""
 
-    def status(self, event_id: str) -> EventResult | None: ...
+    def reservation(self, reservation_id: str) -> ReservationReply: ...
 
     def send_events(self, events: Sequence[LedgerWireEvent]) -> list[EventResult]: ...
 
@@ -78,12 +81,16 @@ class Payments:
     def open(
         self, terms: Terms, reservation_id: str | None, identity: str | None, request_id: str
     ) -> Payment:
-        """A payment for this request, once the ledger shows `reservation_id` holding the price.
+        """A payment for this request, once the ledger shows `reservation_id` holding the price
+        for this service's terms, paid by `identity`.
 
-        Raises Unauthorized without an authenticated identity (nobody to charge) and
-        InsufficientFunds when the request carries no reservation or one that does not hold
-        exactly `terms.price_units` (details say what to reserve). Ledger unreachable: its
-        Timeout / ServiceUnavailable.
+        Raises Unauthorized without an authenticated identity (nobody to charge) or when the
+        reservation's payer is someone else; InsufficientFunds when the request carries no
+        reservation, an unknown one, or one whose amount, creator or validators differ from
+        `terms` (details say what to reserve); Conflict when the reservation is no longer
+        pending (posted, voided, expired) unless this same request already spooled its post,
+        or when this request was already paid with another reservation. Ledger unreachable:
+        its Timeout / ServiceUnavailable; this worker not a ledger service: InternalError.
         """
         details = {
             "price_units": terms.price_units,
@@ -101,10 +108,30 @@ class Payments:
                 f" (creator {terms.creator}) and send the reservation's event id as reservation_id"
             )
             raise InsufficientFunds(msg, details=details)
-        reserved = self.ledger.status(reservation_id)
-        _check_reservation(reserved, terms, reservation_id, details)
+        reserved = self._lookup(reservation_id, details)
+        _check_reservation(reserved, terms, identity, details)
         post_id, void_id = settlement_event_ids(identity, request_id)
+        spooled = self.outbox.spooled(post_id)  # set: this request was paid for before (a retry)
+        if isinstance(spooled, PostEvent) and spooled.reservation_id != reservation_id:
+            msg = f"request {request_id!r} was already paid with another reservation"
+            raise Conflict(msg, details={**details, "post_event_id": post_id})
+        if reserved.status != "pending" and spooled is None:
+            msg = f"reservation {reservation_id!r} is {reserved.status}: reserve again"
+            raise Conflict(msg, details={**details, "status": reserved.status})
         return Payment(reservation_id, post_id, void_id)
+
+    def _lookup(self, reservation_id: str, details: dict[str, object]) -> ReservationReply:
+        """The ledger's record of the reservation; unknown -> InsufficientFunds."""
+        try:
+            return self.ledger.reservation(reservation_id)
+        except InvalidRequest as error:
+            if error.details.get("reason") != UNKNOWN_RESERVATION:
+                raise
+            msg = f"no reservation {reservation_id!r} holds funds on {LEDGER_SERVICE}: reserve"
+            raise InsufficientFunds(msg, details=details) from error
+        except Unauthorized as error:  # our own identity is not trusted: the operator's to fix
+            msg = "the ledger refused this service's lookup: is it in LATENTMAS_LEDGER_SERVICES?"
+            raise InternalError(msg, details={"reservation_id": reservation_id}) from error
 
     def post(self, payment: Payment) -> EventResult:
         """Spool the post durably, then have the ledger apply it; its typed error if refused."""
@@ -135,24 +162,29 @@ class Payments:
 
 
 def _check_reservation(
-    reserved: EventResult | None,
+    reserved: ReservationReply,
     terms: Terms,
-    reservation_id: str,
+    identity: str,
     details: dict[str, object],
 ) -> None:
-    """The reservation exists, was applied (funds held) and holds exactly the price."""
-    if reserved is None or reserved.kind != EventKind.RESERVE.value:
-        msg = f"no reservation {reservation_id!r} on {LEDGER_SERVICE}: reserve the price first"
-        raise InsufficientFunds(msg, details=details)
-    if reserved.status != EventStatus.APPLIED:
-        msg = f"reservation {reservation_id!r} holds no funds (the ledger refused it)"
-        raise InsufficientFunds(msg, details={**details, "status": reserved.status})
-    if reserved.amount_units != terms.price_units:
+    """The requester is the payer and the reservation carries exactly the service's terms."""
+    rid = reserved.reservation_id
+    if reserved.payer != identity:
+        msg = f"reservation {rid!r} is not yours: pay with a reservation of your own"
+        raise Unauthorized(msg, details={"reservation_id": rid})
+    held = (reserved.creator, tuple(sorted(reserved.validators)), reserved.amount_units)
+    if held != (terms.creator, tuple(sorted(terms.validators)), terms.price_units):
         msg = (
-            f"reservation {reservation_id!r} holds {reserved.amount_units} units;"
-            f" this exchange costs exactly {terms.price_units}"
+            f"reservation {rid!r} pays {reserved.amount_units} units to {reserved.creator}"
+            f" (validators {list(reserved.validators)}); this exchange costs exactly"
+            f" {terms.price_units} to {terms.creator} (validators {list(terms.validators)})"
         )
-        raise InsufficientFunds(msg, details={**details, "reserved_units": reserved.amount_units})
+        reserved_terms = {
+            "reserved_units": reserved.amount_units,
+            "reserved_creator": reserved.creator,
+            "reserved_validators": list(reserved.validators),
+        }
+        raise InsufficientFunds(msg, details={**details, **reserved_terms})
 
 
 __all__ = ["Ledger", "Payment", "Payments", "Terms", "settlement_event_ids"]

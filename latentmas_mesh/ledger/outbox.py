@@ -112,6 +112,14 @@ class Outbox:
             row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE delivered = 0").fetchone()
         return int(row[0])
 
+    def spooled(self, event_id: str) -> LedgerWireEvent | None:
+        """The event spooled under `event_id` (delivered or not), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM outbox WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        return None if row is None else _EVENT.validate_json(row[0])
+
     def result(self, event_id: str) -> EventResult | None:
         """The ledger's final answer to a spooled event, once it came."""
         with self._lock:

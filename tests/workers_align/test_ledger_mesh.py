@@ -84,25 +84,27 @@ class TestPaidExchangeThroughTheMesh:
     def test_failed_exchange_is_voided_by_the_workers_outbox_drain(self, net, rng):
         """An exchange that fails spools a void; the worker's background drain delivers it and
         the payer's held funds come back (polled for at most 10 s)."""
-        bob, alice = net.identity("creator"), net.identity("alice")  # bob pays alice here
-        with net.transport("operator") as t_operator, net.transport("creator") as t_bob:
-            operator, payer = LedgerClient(t_operator), LedgerClient(t_bob)
-            operator.deposit(bob, PRICE)
-            operator.open_account("agent", alice)
+        alice, creator, validator = (net.identity(n) for n in ("alice", "creator", "validator"))
+        with net.transport("operator") as t_operator, net.transport("alice") as t_alice:
+            operator, payer = LedgerClient(t_operator), LedgerClient(t_alice)
+            operator.deposit(alice, PRICE)
+            operator.open_account("agent", creator)
+            operator.open_account("validator", validator)
             before = payer.balance().balance_units
             payer.apply(ReserveEvent(
-                event_id="bob-res-1", creator=alice, amount_units=PRICE,
-                expires_at_ms=time.time_ns() // 1_000_000 + 60_000,
+                event_id="alice-res-void", creator=creator, validators=(validator,),
+                amount_units=PRICE, expires_at_ms=time.time_ns() // 1_000_000 + 60_000,
             ))  # fmt: skip
             held = payer.balance().balance_units
-            wrong = exchange(rng, "bob-res-1").model_copy(update={"source_model": "gemma-3-270m"})
+            wrong = exchange(rng, "alice-res-void")
+            wrong = wrong.model_copy(update={"source_model": "gemma-3-270m"})
             with pytest.raises(InvalidRequest):
-                t_bob.call(ALIGN, wrong, request_id="bob-x-1", timeout_ms=TIMEOUT_MS)
+                t_alice.call(ALIGN, wrong, request_id="alice-x-void", timeout_ms=TIMEOUT_MS)
             deadline = time.monotonic() + 10
             while payer.balance().balance_units != before and time.monotonic() < deadline:
                 time.sleep(0.05)
             after = payer.balance().balance_units
-            voided = operator.status(settlement_event_ids(bob, "bob-x-1")[1])
+            voided = operator.status(settlement_event_ids(alice, "alice-x-void")[1])
 
         assert (before - PRICE, before) == (held, after)
         assert ("void", 0) == (voided.kind, voided.status)

@@ -24,8 +24,10 @@ from latentmas_mesh.protocol.ledger import (
     EventResult,
     LedgerEventsRequest,
     OpenAccountRequest,
+    ReservationReply,
+    ReservationRequest,
     ReserveEvent,
-    SettlementStatusRequest,
+    VoidEvent,
 )
 from tests.workers_align.conftest import GEMMA, SMOL, kv_cache, make_service
 
@@ -41,8 +43,9 @@ class InProcessLedger:
         self.service, self.identity = service, identity
         self.sent = 0
 
-    def status(self, event_id: str) -> EventResult | None:
-        return self.service.handle(SettlementStatusRequest(event_id=event_id), self.identity).result
+    def reservation(self, reservation_id: str) -> ReservationReply:
+        request = ReservationRequest(reservation_id=reservation_id)
+        return self.service.handle(request, self.identity)
 
     def send_events(self, events) -> list[EventResult]:
         self.sent += len(events)
@@ -81,12 +84,20 @@ def ledger(tmp_path):
     return service
 
 
-def reserve(service: LedgerService, event_id: str, amount_units: int = PRICE) -> None:
+def reserve(
+    service: LedgerService,
+    event_id: str,
+    amount_units: int = PRICE,
+    *,
+    creator: str = CREATOR,
+    validators: tuple[str, ...] = (VALIDATOR,),
+    payer: str = PAYER,
+) -> None:
     event = ReserveEvent(
-        event_id=event_id, creator=CREATOR, validators=(VALIDATOR,),
+        event_id=event_id, creator=creator, validators=validators,
         amount_units=amount_units, expires_at_ms=NOW_MS + 60_000,
     )  # fmt: skip
-    (result,) = InProcessLedger(service, PAYER).send_events([event])
+    (result,) = InProcessLedger(service, payer).send_events([event])
     assert result.error is None
 
 
@@ -228,6 +239,52 @@ class TestPaymentRefused:
             service.handle_align(exchange(rng, reservation), PAYER, "req-1")
 
         assert 0 == outbox.pending_count()
+
+    def test_someone_elses_reservation_is_unauthorized(self, tmp_path, ledger, rng):
+        """A caller naming another agent's reservation id is refused; that reservation stays."""
+        service, outbox = paid_service(tmp_path, InProcessLedger(ledger, WORKER))
+        reserve(ledger, "res-1")
+
+        with pytest.raises(Unauthorized):
+            service.handle_align(exchange(rng, "res-1"), "thief", "req-1")
+
+        assert (0, ReservationStatus.PENDING) == (
+            outbox.pending_count(), ledger.store.reservation("res-1").status
+        )
+
+    @pytest.mark.parametrize(
+        ("creator", "validators"),
+        [(PAYER, (VALIDATOR,)), (CREATOR, ()), (PAYER, ())],
+        ids=["self-as-creator", "no-validators", "both"],
+    )
+    def test_reservation_crediting_other_parties_gets_insufficient_funds_with_terms(
+        self, tmp_path, ledger, rng, creator, validators
+    ):
+        """Naming oneself creator (80% back) or dropping validators is refused before any work;
+        details give the service's terms."""
+        service, outbox = paid_service(tmp_path, InProcessLedger(ledger, WORKER))
+        reserve(ledger, "res-1", creator=creator, validators=validators)
+
+        with pytest.raises(InsufficientFunds) as caught:
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        details = caught.value.details
+        assert (PRICE, CREATOR, [VALIDATOR], 0, ReservationStatus.PENDING) == (
+            details["price_units"], details["creator"], details["validators"],
+            outbox.pending_count(), ledger.store.reservation("res-1").status,
+        )  # fmt: skip
+
+    def test_voided_reservation_is_a_conflict_before_any_work(self, tmp_path, ledger, rng):
+        """A reservation its payer already voided buys nothing: CONFLICT, nothing spooled."""
+        service, outbox = paid_service(tmp_path, InProcessLedger(ledger, WORKER))
+        reserve(ledger, "res-1")
+        void = VoidEvent(event_id="void-1", reservation_id="res-1")
+        InProcessLedger(ledger, PAYER).send_events([void])
+
+        with pytest.raises(Conflict) as caught:
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        assert ("voided", 0) == (caught.value.details["status"], outbox.pending_count())
 
     def test_paid_exchange_without_identity_is_unauthorized(self, tmp_path, ledger, rng):
         """Nobody to charge: refused before any work, nothing spooled."""
