@@ -57,6 +57,17 @@ class TestOutbox:
         assert {"status_0": 10} == outbox.final_counts()
         assert True is outbox.result("e0").replayed
 
+    def test_spooled_returns_the_event_delivered_or_not(self, tmp_path):
+        """`spooled` reads back an event by id before and after its answer; unknown ids: None."""
+        outbox = Outbox(tmp_path / "o.db")
+        outbox.add(settle("e1"))
+        before = outbox.spooled("e1")
+        outbox.drain(FlakyLedger(failures=0), deadline_s=5.0)
+
+        assert (settle("e1"), settle("e1"), None) == (
+            before, outbox.spooled("e1"), outbox.spooled("e2")
+        )
+
     def test_same_event_twice_is_spooled_once(self, tmp_path):
         """Adding an identical event again is a no-op."""
         outbox = Outbox(tmp_path / "o.db")
