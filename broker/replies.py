@@ -13,6 +13,8 @@ UNKNOWN_REQUEST_ID = "unknown"
 
 def request_id_of(body: Body) -> str | None:
     """The request id in a body's codec header; None for anything else (never raises)."""
+    # Body is the state machine's opaque tuple of zmq frames; request_id_of never raises on
+    # anything else, so the looser element type is safe here.
     return codec.request_id_of(body)  # type: ignore[arg-type]
 
 

@@ -19,6 +19,7 @@ from latentmas_mesh.alignment.kv import (
     proportional_head_map,
     proportional_layer_map,
 )
+from latentmas_mesh.alignment.pairing import PairingMode, TokenPairs, pair_tokens
 from latentmas_mesh.alignment.quality import (
     AlignmentQuality,
     CycleConsistency,
@@ -29,7 +30,7 @@ from latentmas_mesh.alignment.quality import (
 )
 from latentmas_mesh.alignment.rope import RotarySpec, RotaryTables, apply_rotary, rotary_tables
 from latentmas_mesh.alignment.store import Resolved, WMatrixRecord, WMatrixStore
-from latentmas_mesh.alignment.tokens import overlap_matrix, pair_tokens, pooling_weights
+from latentmas_mesh.alignment.tokens import overlap_matrix, pooling_weights
 from latentmas_mesh.alignment.wmatrix import NotFittedError, WMatrix, fit_w_matrix
 
 __all__ = [
@@ -43,10 +44,12 @@ __all__ = [
     "Method",
     "ModelChart",
     "NotFittedError",
+    "PairingMode",
     "QualityThresholds",
     "Resolved",
     "RotarySpec",
     "RotaryTables",
+    "TokenPairs",
     "UnifiedSpace",
     "WMatrix",
     "WMatrixRecord",

@@ -47,18 +47,3 @@ def pooling_weights(
     weights = np.where(covered[:, None], overlap / np.where(covered, totals, 1.0)[:, None], 0.0)
     return np.asarray(weights), covered
 
-
-def pair_tokens(
-    source_offsets: npt.ArrayLike, target_offsets: npt.ArrayLike
-) -> tuple[IntArray, IntArray]:
-    """Row pairs (source index, target index) for fitting: each target token with the source
-    token that contains its last character (both tokens have then read the same text up to
-    there). Target tokens whose last character no source token holds are skipped."""
-    source = _spans(source_offsets, "source_offsets")
-    target = _spans(target_offsets, "target_offsets")
-    last = target[:, 1] - 1
-    holds = (source[None, :, 0] <= last[:, None]) & (last[:, None] < source[None, :, 1])
-    holds &= (target[:, 1] > target[:, 0])[:, None]
-    target_index, source_index = np.nonzero(holds)
-    first = np.unique(target_index, return_index=True)[1]
-    return source_index[first].astype(np.int64), target_index[first].astype(np.int64)

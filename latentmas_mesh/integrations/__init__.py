@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from latentmas_mesh.integrations.pairing import PairingMode, TokenPairs, pair_tokens
+from latentmas_mesh.alignment.pairing import PairingMode, TokenPairs, pair_tokens
 
 __all__ = ["PairingMode", "TokenPairs", "pair_tokens"]

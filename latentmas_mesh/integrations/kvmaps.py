@@ -18,9 +18,9 @@ from latentmas_mesh.alignment import (
     mean_quality,
     measure_quality,
 )
+from latentmas_mesh.alignment.pairing import PairingMode, pair_tokens
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
 from latentmas_mesh.integrations.activations import PassageActivations
-from latentmas_mesh.integrations.pairing import PairingMode, pair_tokens
 from latentmas_mesh.protocol import KVCache
 
 Kind = Literal["keys", "values"]

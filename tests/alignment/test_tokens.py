@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from latentmas_mesh.alignment.tokens import overlap_matrix, pair_tokens, pooling_weights
+from latentmas_mesh.alignment.pairing import PairingMode, pair_tokens
+from latentmas_mesh.alignment.tokens import overlap_matrix, pooling_weights
 
 TEXT = "unbelievable cats"
 # Tokenizer A: "un" "believ" "able" " cats"; tokenizer B: <bos> "unbeliev" "able" " c" "ats"
@@ -32,7 +33,8 @@ def test_pooling_weights_are_overlap_shares_and_bos_is_uncovered():
 
 def test_pairs_join_tokens_that_end_in_the_same_source_token():
     """Each target token pairs with the source token holding its last character."""
-    source_index, target_index = pair_tokens(A, B)
+    pairs = pair_tokens(A, B, mode=PairingMode.COVERING)
+    source_index, target_index = pairs.source_index, pairs.target_index
 
     assert [1, 2, 3, 4] == target_index.tolist()
     assert [1, 2, 3, 3] == source_index.tolist()
