@@ -71,6 +71,8 @@ class SqlLedgerStore(ABC):
 
     lock_suffix: ClassVar[str] = ""
     retryable: ClassVar[tuple[type[BaseException], ...]] = ()
+    batch_journal: ClassVar[str] = "journal"
+    """The journal as the read-back names it (a backend may add a planner hint)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -268,7 +270,10 @@ class SqlLedgerStore(ABC):
         if plan.entries:
             where, params = self._written(plan, mark)
             cursor.execute(
-                self._sql(f"SELECT COUNT(*), SUM(ABS(amount_units)) FROM journal WHERE {where}"),
+                self._sql(
+                    f"SELECT COUNT(*), SUM(ABS(amount_units)) FROM {self.batch_journal}"
+                    f" WHERE {where}"
+                ),
                 params,
             )
             row = cursor.fetchone()
@@ -279,7 +284,7 @@ class SqlLedgerStore(ABC):
                 raise InternalError(msg)
             cursor.execute(
                 self._sql(
-                    f"SELECT event_id FROM journal WHERE {where}"
+                    f"SELECT event_id FROM {self.batch_journal} WHERE {where}"
                     " GROUP BY event_id HAVING SUM(amount_units) <> 0"
                 ),
                 params,

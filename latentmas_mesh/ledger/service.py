@@ -40,7 +40,6 @@ from latentmas_mesh.protocol.ledger import (
     BalanceReply,
     BalanceRequest,
     DepositEvent,
-    EventResult,
     LedgerEventsReply,
     LedgerEventsRequest,
     LedgerWireEvent,
@@ -123,7 +122,9 @@ class LedgerService:
         if isinstance(message, SettlementStatusRequest):
             outcome = self.store.event_outcome(message.event_id)
             result = None if outcome is None else _result(outcome)
-            return SettlementStatusReply(event_id=message.event_id, result=result)
+            return SettlementStatusReply.model_validate(
+                {"event_id": message.event_id, "result": result}
+            )
         msg = f"the ledger does not answer {type(message).__name__}"
         raise InvalidRequest(msg)
 
@@ -131,7 +132,7 @@ class LedgerService:
         self, events: Sequence[LedgerWireEvent], identity: str, now_ms: int
     ) -> LedgerEventsReply:
         """Convert each event (payer = identity) and apply the valid ones in one batch."""
-        results: list[EventResult | None] = []
+        results: list[dict[str, object] | None] = []
         converted: list[LedgerEvent] = []
         for wire in events:
             try:
@@ -144,7 +145,9 @@ class LedgerService:
             result if result is not None else _answer(wire.event_id, next(applied))
             for wire, result in zip(events, results, strict=True)
         ]
-        return LedgerEventsReply(results=tuple(final))
+        # one validation of plain dicts in pydantic's core: a third of the cost of building
+        # each EventResult in Python, and the ledger's own answers are still checked
+        return LedgerEventsReply.model_validate({"results": final})
 
     def open_account(
         self, request: OpenAccountRequest, identity: str, now_ms: int
@@ -306,32 +309,24 @@ def _terms_fields(terms: QuoteTerms) -> dict[str, object]:
     return {f.name: getattr(terms, f.name) for f in dataclasses.fields(terms)}
 
 
-def _result(outcome: Outcome) -> EventResult:
-    # built from the ledger's own typed outcome: nothing to validate, so skip pydantic's checks
-    return EventResult.model_construct(
-        event_id=outcome.event_id,
-        kind=outcome.kind.value,
-        status=int(outcome.status),
-        amount_units=outcome.amount_units,
-        applied_at_ms=outcome.applied_at_ms,
-        replayed=outcome.replayed,
-        error=None,
-    )
+def _result(outcome: Outcome) -> dict[str, object]:
+    """The fields of an EventResult for a recorded outcome."""
+    return {
+        "event_id": outcome.event_id,
+        "kind": outcome.kind.value,
+        "status": int(outcome.status),
+        "amount_units": outcome.amount_units,
+        "applied_at_ms": outcome.applied_at_ms,
+        "replayed": outcome.replayed,
+    }
 
 
-def _error(event_id: str, error: ProtocolError) -> EventResult:
-    return EventResult.model_construct(
-        event_id=event_id,
-        kind=None,
-        status=None,
-        amount_units=None,
-        applied_at_ms=None,
-        replayed=False,
-        error=ErrorBody.from_error(error),
-    )
+def _error(event_id: str, error: ProtocolError) -> dict[str, object]:
+    """The fields of an EventResult for an event refused with `error` (nothing recorded)."""
+    return {"event_id": event_id, "error": ErrorBody.from_error(error)}
 
 
-def _answer(event_id: str, answer: Outcome | ProtocolError) -> EventResult:
+def _answer(event_id: str, answer: Outcome | ProtocolError) -> dict[str, object]:
     return _error(event_id, answer) if isinstance(answer, ProtocolError) else _result(answer)
 
 

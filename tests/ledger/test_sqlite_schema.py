@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from latentmas_mesh.ledger import Deposit, open_store
+from latentmas_mesh.ledger import Deposit, Settle, open_store
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore, connect
 
 
@@ -52,6 +52,30 @@ class TestStrictSchema:
             connection.execute("PRAGMA journal_mode").fetchone()[0],
             connection.execute("PRAGMA synchronous").fetchone()[0],
         )
+
+
+class TestQueryPlans:
+    def test_no_statement_of_a_batch_scans_the_whole_journal(self, tmp_path):
+        """Every query a settlement batch runs reaches the journal by key or range, never by a
+        full scan, so the cost of a commit does not grow with the ledger."""
+        store = SqliteLedgerStore(tmp_path / "l.db")
+        store.apply(Deposit("d1", "alice", 10**6), now_ms=1)
+        store.apply(Deposit("d2", "bob", 1), now_ms=1)
+        statements: list[str] = []
+        store._connection.set_trace_callback(statements.append)
+        store.apply_batch([Settle(f"s{i}", "alice", "bob", (), 10) for i in range(20)], now_ms=2)
+        store._connection.set_trace_callback(None)
+        explain = connect(tmp_path / "l.db")
+
+        scans = [
+            (sql, detail)
+            for sql in statements
+            if sql.startswith("SELECT") and "journal" in sql
+            for *_, detail in explain.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+            if detail.startswith("SCAN journal")
+        ]
+
+        assert [] == scans
 
 
 class TestStoreUrl:
