@@ -150,12 +150,12 @@ class _Planner:
         return row.outcome(replayed=False)
 
     def _decide(self, event: AnyEvent) -> tuple[EventStatus, int, list[Transfer]]:
+        if isinstance(event, Settle):  # the common case first
+            return self._settle(event)
         if isinstance(event, Deposit):
             return self._deposit(event)
         if isinstance(event, Reserve):
             return self._reserve(event)
-        if isinstance(event, Settle):
-            return self._settle(event)
         if isinstance(event, Expire):
             return self._expire(event)
         return self._finish(event)
@@ -246,20 +246,24 @@ class _Planner:
         return reservation
 
     def _require_accounts(self, accounts: Sequence[str]) -> None:
-        missing = sorted(a for a in accounts if a not in self.kinds)
-        if missing:
-            msg = f"unknown account(s): {', '.join(missing)}"
-            raise InvalidRequest(msg, details={"accounts": missing})
+        kinds = self.kinds
+        for account in accounts:
+            if account not in kinds:
+                missing = sorted(a for a in accounts if a not in kinds)
+                msg = f"unknown account(s): {', '.join(missing)}"
+                raise InvalidRequest(msg, details={"accounts": missing})
 
     def _check_transfers(self, event_id: str, transfers: list[Transfer]) -> None:
         """Explicit invariants before anything changes: the entries sum to zero, no account but
         funding goes below zero (a bug: payers are checked first), no balance leaves its bound."""
-        if sum(units for _, units in transfers) != 0:
-            msg = f"event {event_id!r} would not balance: {transfers}"
-            raise InternalError(msg)
+        balances, total = self.balances, 0
         after: dict[str, int] = {}
         for account, units in transfers:
-            after[account] = after.get(account, self.balances[account]) + units
+            total += units
+            after[account] = (after[account] if account in after else balances[account]) + units
+        if total != 0:
+            msg = f"event {event_id!r} would not balance: {transfers}"
+            raise InternalError(msg)
         for account, balance in after.items():
             if balance < 0 and self.kinds[account] != AccountKind.FUNDING:
                 msg = f"event {event_id!r} would take {account} below zero: {balance}"
@@ -272,13 +276,14 @@ class _Planner:
         """Remember the event and apply its (checked) transfers, one journal line each."""
         self.known[row.event_id] = row
         self.plan.event_rows.append(row)
+        balances, entries, final = self.balances, self.plan.entries, self.plan.balances
+        event_id, now_ms = row.event_id, self.now_ms
         for account, units in transfers:
             if units == 0:
                 continue
-            self.balances[account] += units
-            balance = self.balances[account]
-            self.plan.entries.append((row.event_id, account, units, balance, self.now_ms))
-            self.plan.balances[account] = self.balances[account]
+            balance = balances[account] = balances[account] + units
+            entries.append((event_id, account, units, balance, now_ms))
+            final[account] = balance
 
 
 def _split(source: str, amount: int, creator: str, validators: Sequence[str]) -> list[Transfer]:
