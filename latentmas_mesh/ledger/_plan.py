@@ -46,7 +46,12 @@ Transfer = tuple[str, int]  # (account_id, signed amount_units)
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """An event row: what the ledger remembers of each event id to answer re-deliveries."""
+    """An event row: what the ledger remembers of each event id to answer re-deliveries.
+
+    `parties` are the identities the event concerns, who alone (with operators) may read its
+    status: whoever sent it, the payer, the creator and the validators; a deposit's agent; for
+    post, void and expire, those of the reservation. Empty when read for a replay check only.
+    """
 
     event_id: str
     kind: EventKind
@@ -54,6 +59,7 @@ class StoredEvent:
     status: EventStatus
     amount_units: int
     applied_at_ms: int
+    parties: tuple[str, ...] = ()
 
     def outcome(self, *, replayed: bool) -> Outcome:
         return Outcome(
@@ -145,7 +151,10 @@ class _Planner:
             raise  # a broken invariant stops the batch and the worker; never a per-event answer
         except ProtocolError as error:  # rejected input: nothing recorded, nothing changed
             return error
-        row = StoredEvent(event.event_id, event.kind, digest, status, amount_units, self.now_ms)
+        row = StoredEvent(
+            event.event_id, event.kind, digest, status, amount_units, self.now_ms,
+            self._parties_of(event),
+        )
         self._record(row, transfers)
         return row.outcome(replayed=False)
 
@@ -238,6 +247,16 @@ class _Planner:
             self.plan.reservations_closed[rid] = (status, event_id)
         return EventStatus.APPLIED, amount, transfers
 
+    def _parties_of(self, event: AnyEvent) -> tuple[str, ...]:
+        """Identities an event concerns (distinct, in order): sender, payer, creator, validators."""
+        if isinstance(event, Settle | Reserve):
+            return _distinct((event.payer, event.creator, *event.validators))
+        if isinstance(event, Deposit):
+            return (event.agent_id,)
+        reservation = self.reservations[event.reservation_id]  # decided above, so it exists
+        names = (reservation.payer, reservation.creator, *reservation.validators)
+        return _distinct((event.actor, *names) if isinstance(event, Post | Void) else names)
+
     def _reservation(self, reservation_id: str) -> Reservation:
         reservation = self.reservations.get(reservation_id)
         if reservation is None:
@@ -284,6 +303,10 @@ class _Planner:
             balance = balances[account] = balances[account] + units
             entries.append((event_id, account, units, balance, now_ms))
             final[account] = balance
+
+
+def _distinct(names: tuple[str, ...]) -> tuple[str, ...]:
+    return names if len(set(names)) == len(names) else tuple(dict.fromkeys(names))
 
 
 def _split(source: str, amount: int, creator: str, validators: Sequence[str]) -> list[Transfer]:

@@ -43,6 +43,7 @@ from latentmas_mesh.ledger._types import (
 )
 
 RETRIES_MAX = 5
+PARTY_SEPARATOR = " "  # identities are printable ASCII without spaces: the join is unambiguous
 SYSTEM_ACCOUNTS = (
     (PLATFORM_ACCOUNT, AccountKind.PLATFORM),
     (FUNDING_ACCOUNT, AccountKind.FUNDING),
@@ -225,11 +226,11 @@ class SqlLedgerStore(ABC):
         cursor.executemany(
             self._sql(
                 "INSERT INTO events (event_id, kind, content_sha256, status, amount_units,"
-                " applied_at_ms) VALUES (?, ?, ?, ?, ?, ?)"
+                " applied_at_ms, parties) VALUES (?, ?, ?, ?, ?, ?, ?)"
             ),
             [
                 (r.event_id, r.kind.value, r.content_sha256, int(r.status), r.amount_units,
-                 r.applied_at_ms)
+                 r.applied_at_ms, PARTY_SEPARATOR.join(r.parties))
                 for r in plan.event_rows
             ],
         )
@@ -366,20 +367,26 @@ class SqlLedgerStore(ABC):
         return StatementPage(account_id, entries, next_after)
 
     def event_outcome(self, event_id: str) -> Outcome | None:
-        """The recorded outcome of an event (settlement status), or None if never applied."""
+        """The recorded outcome of an event, or None if never applied."""
+        stored = self.event_record(event_id)
+        return None if stored is None else stored.outcome(replayed=True)
+
+    def event_record(self, event_id: str) -> StoredEvent | None:
+        """The event's row with its parties (settlement status), or None if never applied."""
         with self._lock, self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    "SELECT event_id, kind, content_sha256, status, amount_units, applied_at_ms"
-                    " FROM events WHERE event_id = ?"
+                    "SELECT event_id, kind, content_sha256, status, amount_units, applied_at_ms,"
+                    " parties FROM events WHERE event_id = ?"
                 ),
                 (event_id,),
             )
             row = cursor.fetchone()
         if row is None:
             return None
-        stored = StoredEvent(row[0], EventKind(row[1]), row[2], EventStatus(row[3]), *row[4:])
-        return stored.outcome(replayed=True)
+        parties = tuple(row[6].split(PARTY_SEPARATOR)) if row[6] else ()
+        return StoredEvent(row[0], EventKind(row[1]), row[2], EventStatus(row[3]), row[4], row[5],
+                           parties)
 
     def reservation(self, reservation_id: str) -> Reservation | None:
         """A reservation and its current status, or None."""

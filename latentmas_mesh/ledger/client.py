@@ -121,7 +121,8 @@ class LedgerClient:
         return self._call(request, Quote)
 
     def status(self, event_id: str) -> EventResult | None:
-        """The recorded outcome of an event, or None if the ledger never applied it."""
+        """The recorded outcome of an event, or None if the ledger never applied it (or the
+        caller is not one of its parties nor an operator: the ledger answers both alike)."""
         return self._call(SettlementStatusRequest(event_id=event_id), SettlementStatusReply).result
 
     def reservation(self, reservation_id: str) -> ReservationReply:

@@ -29,8 +29,11 @@ CREATE TABLE IF NOT EXISTS events (
     content_sha256 TEXT NOT NULL CHECK (length(content_sha256) = 64),
     status INTEGER NOT NULL CHECK (status >= 0),
     amount_units BIGINT NOT NULL CHECK (amount_units >= 0),
-    applied_at_ms BIGINT NOT NULL CHECK (applied_at_ms >= 0)
+    applied_at_ms BIGINT NOT NULL CHECK (applied_at_ms >= 0),
+    parties TEXT NOT NULL DEFAULT ''
 );
+-- ledgers made before status was restricted to an event's parties: none (operators only)
+ALTER TABLE events ADD COLUMN IF NOT EXISTS parties TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS journal (
     entry_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id TEXT NOT NULL REFERENCES events (event_id),

@@ -120,11 +120,7 @@ class LedgerService:
         if isinstance(message, OpenAccountRequest):
             return self.open_account(message, identity, now_ms)
         if isinstance(message, SettlementStatusRequest):
-            outcome = self.store.event_outcome(message.event_id)
-            result = None if outcome is None else _result(outcome)
-            return SettlementStatusReply.model_validate(
-                {"event_id": message.event_id, "result": result}
-            )
+            return self.settlement_status(message.event_id, identity)
         msg = f"the ledger does not answer {type(message).__name__}"
         raise InvalidRequest(msg)
 
@@ -149,6 +145,20 @@ class LedgerService:
         # each EventResult in Python, and the ledger's own answers are still checked
         return LedgerEventsReply.model_validate({"results": final})
 
+    def settlement_status(self, event_id: str, identity: str) -> SettlementStatusReply:
+        """The recorded outcome of an event, for its parties (sender, payer, creator, validators)
+        and operators only.
+
+        Anyone else gets exactly the answer an id the ledger never saw gets (`result` None), so
+        this query neither shows a stranger what was paid nor tells it that the id exists.
+        """
+        stored = self.store.event_record(event_id)
+        visible = stored is not None and (
+            identity in stored.parties or identity in self.policy.operators
+        )
+        result = _result(stored.outcome(replayed=True)) if stored is not None and visible else None
+        return SettlementStatusReply.model_validate({"event_id": event_id, "result": result})
+
     def open_account(
         self, request: OpenAccountRequest, identity: str, now_ms: int
     ) -> BalanceReply:
@@ -166,8 +176,9 @@ class LedgerService:
     def reservation(self, reservation_id: str, identity: str, now_ms: int) -> ReservationReply:
         """Payer and terms of a reservation, for platform services and its payer only.
 
-        Unknown id: InvalidRequest with details {"reservation_id", "reason": "unknown_reservation"}
-        (the settlement status query already tells anyone whether an event id exists).
+        Unknown id: InvalidRequest with details {"reservation_id", "reason": "unknown_reservation"};
+        someone else's: Unauthorized. That tells a stranger the id is taken, as reusing it for
+        another event (a Conflict) would anyway; the terms stay private.
         """
         found = self.store.reservation(reservation_id)
         if found is None:

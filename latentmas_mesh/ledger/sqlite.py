@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS events (
     content_sha256 TEXT NOT NULL CHECK (length(content_sha256) = 64),
     status INTEGER NOT NULL CHECK (status >= 0),
     amount_units INTEGER NOT NULL CHECK (amount_units >= 0),
-    applied_at_ms INTEGER NOT NULL CHECK (applied_at_ms >= 0)
+    applied_at_ms INTEGER NOT NULL CHECK (applied_at_ms >= 0),
+    parties TEXT NOT NULL DEFAULT ''
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal (
     entry_id INTEGER PRIMARY KEY,
@@ -83,9 +84,19 @@ class SqliteLedgerStore(SqlLedgerStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = connect(self.path)
         self._connection.executescript(SCHEMA)
+        self._add_missing_columns()
         with self._write() as cursor:
             for account_id, kind in SYSTEM_ACCOUNTS:
                 self._insert_account(cursor, account_id, kind, now_ms)
+
+    def _add_missing_columns(self) -> None:
+        """Ledgers made before status was restricted to an event's parties get the column (their
+        old events have none: operators only may read their status)."""
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(events)")}
+        if "parties" not in columns:
+            self._connection.execute(
+                "ALTER TABLE events ADD COLUMN parties TEXT NOT NULL DEFAULT ''"
+            )
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:

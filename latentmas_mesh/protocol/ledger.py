@@ -217,14 +217,20 @@ class OpenAccountRequest(WireModel):
 
 @register_message("ledger.status_request")
 class SettlementStatusRequest(WireModel):
-    """The recorded outcome of an event id (did my settlement happen?)."""
+    """The recorded outcome of an event id (did my settlement happen?).
+
+    Answered for the event's parties only (whoever sent it, the payer, the creator, the
+    validators; for post, void and expiry those of the reservation) and for operators.
+    """
 
     event_id: EventId
 
 
 @register_message("ledger.status_reply")
 class SettlementStatusReply(WireModel):
-    """`result` is None when the ledger has never applied this event id."""
+    """`result` is None when the ledger holds no event with this id that the caller is a party
+    to: an unknown id and someone else's event get the same answer, so a stranger learns
+    nothing, not even that the id exists."""
 
     event_id: str
     result: EventResult | None

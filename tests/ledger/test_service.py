@@ -211,6 +211,54 @@ class TestService:
         assert 1_000 == client("alice").balance().balance_units
 
 
+class TestSettlementStatus:
+    def test_payer_creator_validator_and_operator_read_a_settlements_status(self, mesh):
+        """Each party of a settlement, and an operator, sees its recorded outcome."""
+        client, _ = mesh
+        client("alice").apply(
+            SettleEvent(event_id="s1", creator="bob", validators=("v1",), amount_units=10)
+        )
+
+        seen = [client(who).status("s1") for who in ("alice", "bob", "v1", "op")]
+
+        assert [EventStatus.APPLIED] * 4 == [result.status for result in seen]
+
+    def test_a_stranger_gets_the_answer_of_an_unknown_id(self, mesh):
+        """Mallory asking about Alice's settlement is told what any unknown id gets: nothing."""
+        client, _ = mesh
+        client("alice").apply(SettleEvent(event_id="s1", creator="bob", amount_units=10))
+
+        assert (None, None) == (
+            client("mallory").status("s1"),
+            client("mallory").status("never-sent"),
+        )
+
+    def test_a_refused_payment_is_visible_to_its_parties_only(self, mesh):
+        """Bob's settlement refused for funds reads INSUFFICIENT_FUNDS to Bob and Alice only."""
+        client, _ = mesh
+        with pytest.raises(InsufficientFunds):
+            client("bob").apply(SettleEvent(event_id="s1", creator="alice", amount_units=50))
+
+        assert [EventStatus.INSUFFICIENT_FUNDS, EventStatus.INSUFFICIENT_FUNDS, None] == [
+            None if result is None else result.status
+            for result in (client(who).status("s1") for who in ("bob", "alice", "mallory"))
+        ]
+
+    def test_the_service_that_posted_and_the_reservations_parties_read_the_post(self, mesh):
+        """A post by a platform service is visible to that service and to payer and creator."""
+        client, _ = mesh
+        client("alice").apply(
+            ReserveEvent(event_id="r1", creator="bob", amount_units=100, expires_at_ms=60_000)
+        )
+        client("svc").apply(PostEvent(event_id="p1", reservation_id="r1"))
+
+        seen = [client(who).status("p1") for who in ("svc", "alice", "bob", "mallory")]
+
+        assert [EventStatus.APPLIED] * 3 + [None] == [
+            None if result is None else result.status for result in seen
+        ]
+
+
 class TestReservationLookup:
     def test_payer_and_service_read_the_reservation_terms(self, mesh):
         """The payer and a platform service both see who pays, whom it credits, and its state."""

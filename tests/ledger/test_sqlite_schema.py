@@ -43,6 +43,23 @@ class TestStrictSchema:
             reopened.apply(Deposit("d1", "alice", 10), now_ms=2).replayed,
         )
 
+    def test_ledger_made_before_event_parties_gains_the_column(self, tmp_path):
+        """An older file without `events.parties` opens; its events have no parties (operators
+        only read their status) and new events record theirs."""
+        store = SqliteLedgerStore(tmp_path / "l.db")
+        store.apply(Deposit("d1", "alice", 10), now_ms=1)
+        store.close()
+        connect(tmp_path / "l.db").execute("ALTER TABLE events DROP COLUMN parties")
+
+        reopened = SqliteLedgerStore(tmp_path / "l.db")
+        reopened.apply(Deposit("d2", "bob", 10), now_ms=2)
+
+        assert ((), ("bob",)) == tuple(
+            record.parties
+            for record in map(reopened.event_record, ("d1", "d2"))
+            if record is not None
+        )
+
     def test_journal_mode_is_wal_with_full_sync(self, tmp_path):
         """The durability pragmas are what the ledger promises."""
         SqliteLedgerStore(tmp_path / "l.db").close()
