@@ -10,6 +10,7 @@ from latentmas_mesh.codec import Decoded
 from latentmas_mesh.ledger import open_store
 from latentmas_mesh.ledger.service import LedgerPolicy, LedgerService
 from latentmas_mesh.ledger.settings import LedgerSettings
+from latentmas_mesh.ledger.sweeper import ReservationSweeper
 from latentmas_mesh.market import PriceSchedule
 from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
 from workers.base import RawWorker, RequestContext, Worker
@@ -33,10 +34,32 @@ def build_service(ledger: LedgerSettings) -> LedgerService:
         services=ledger.ledger_services,
         operators=ledger.ledger_operators,
         open_deposits=ledger.ledger_open_deposits,
-        sweep_interval_ms=ledger.ledger_sweep_interval_ms,
         schedule=PriceSchedule(tokens_cap=ledger.ledger_tokens_cap),
     )
     return LedgerService(store, policy, clock=wall_clock_ms)
+
+
+class LedgerWorker(Worker):
+    """The ledger's worker loop with the reservation sweeper running beside it: expired
+    reservations are released every `LATENTMAS_LEDGER_SWEEP_INTERVAL_MS` even when no request
+    comes (the store serialises the two threads with its lock)."""
+
+    def __init__(
+        self, service: LedgerService, sweeper: ReservationSweeper, settings: WorkerSettings
+    ) -> None:
+        super().__init__(SERVICE, self._handle, settings)
+        self.ledger = service
+        self.sweeper = sweeper
+
+    def _handle(self, request: Decoded, context: RequestContext) -> BaseModel:
+        return self.ledger.handle(request.message, context.identity)
+
+    def run(self) -> None:
+        self.sweeper.start()
+        try:
+            super().run()
+        finally:
+            self.sweeper.stop()
 
 
 def create(settings: WorkerSettings) -> RawWorker:
@@ -44,12 +67,12 @@ def create(settings: WorkerSettings) -> RawWorker:
 
     The payer of every event is `context.identity`, the CURVE key the broker authenticated.
     """
-    service = build_service(LedgerSettings())
+    ledger = LedgerSettings()
+    service = build_service(ledger)
+    sweeper = ReservationSweeper(
+        service.store, clock=wall_clock_ms, interval_ms=ledger.ledger_sweep_interval_ms
+    )
+    return LedgerWorker(service, sweeper, settings)
 
-    def handle(request: Decoded, context: RequestContext) -> BaseModel:
-        return service.handle(request.message, context.identity)
 
-    return Worker(SERVICE, handle, settings)
-
-
-__all__ = ["SERVICE", "build_service", "create", "wall_clock_ms"]
+__all__ = ["SERVICE", "LedgerWorker", "build_service", "create", "wall_clock_ms"]

@@ -153,8 +153,20 @@ class SqlLedgerStore(ABC):
             return self._run_batch(cursor, due, now_ms) if due else []
 
         with self._lock:
+            if not self._any_due(now_ms):  # the usual case: no write transaction at all
+                return []
             results = self._with_retries(sweep)
         return [r for r in results if isinstance(r, Outcome)]
+
+    def _any_due(self, now_ms: int) -> bool:
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT 1 FROM reservations WHERE status = 0 AND expires_at_ms <= ? LIMIT 1"
+                ),
+                (now_ms,),
+            )
+            return cursor.fetchone() is not None
 
     def _with_retries(
         self, work: Callable[[Cursor], list[Outcome | ProtocolError]]

@@ -72,7 +72,6 @@ class LedgerPolicy:
     services: frozenset[str] = frozenset()
     operators: frozenset[str] = frozenset()
     open_deposits: bool = False
-    sweep_interval_ms: int = 1_000
     schedule: PriceSchedule = field(default_factory=PriceSchedule)
 
 
@@ -92,12 +91,10 @@ class LedgerService:
         self.policy = policy
         self.clock = clock
         self.registry = registry or default_registry()
-        self._swept_at_ms = -policy.sweep_interval_ms
 
     def handle(self, message: BaseModel, identity: str | None) -> BaseModel:
         """Dispatch on the message type; raises a ProtocolError for a refused request."""
         now_ms = self.clock()
-        self._sweep(now_ms)
         if isinstance(message, QuoteRequest):
             return self.quote(message, now_ms)
         if identity is None:
@@ -237,11 +234,6 @@ class LedgerService:
         return Quote(**_terms_fields(signed.terms), signature=signed.signature)
 
     # --- helpers ---------------------------------------------------------------------------
-    def _sweep(self, now_ms: int) -> None:
-        if now_ms - self._swept_at_ms >= self.policy.sweep_interval_ms:
-            self._swept_at_ms = now_ms
-            self.store.expire_due(now_ms)
-
     def _readable(self, account: str | None, identity: str) -> str:
         """The sender's own account, or one it owns, or any account for an operator."""
         if account is None:

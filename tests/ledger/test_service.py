@@ -200,14 +200,16 @@ class TestService:
             client("alice").status("never-sent"),
         )
 
-    def test_expired_reservations_are_swept_on_later_requests(self, mesh):
-        """Time passing past a deadline returns the held funds at the next request."""
+    def test_a_late_post_is_refused_and_the_funds_go_back(self, mesh):
+        """A post after the deadline fails as a Conflict (expired); Alice has her units back."""
         client, clock = mesh
         client("alice").apply(
             ReserveEvent(event_id="r1", creator="bob", amount_units=100, expires_at_ms=2_000)
         )
         clock.now_ms = 5_000
 
+        with pytest.raises(Conflict, match="reservation_expired"):
+            client("alice").apply(PostEvent(event_id="p1", reservation_id="r1"))
         assert 1_000 == client("alice").balance().balance_units
 
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from latentmas_mesh.errors import Unauthorized
+from latentmas_mesh.ledger import ReservationStatus, agent_account
 from latentmas_mesh.ledger.client import LedgerClient
 from latentmas_mesh.ledger.localnet import LedgerNet
-from latentmas_mesh.protocol.ledger import SettleEvent
+from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
+from latentmas_mesh.protocol.ledger import ReserveEvent, SettleEvent
+from workers.ledger import wall_clock_ms
+
+SWEEP_INTERVAL_MS = 50
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    ledger_net = LedgerNet(tmp_path_factory.mktemp("ledger-net"), clients=("alice", "bob"))
+    ledger_net = LedgerNet(
+        tmp_path_factory.mktemp("ledger-net"),
+        clients=("alice", "bob"),
+        extra_env={"LATENTMAS_LEDGER_SWEEP_INTERVAL_MS": str(SWEEP_INTERVAL_MS)},
+    )
     ledger_net.start()
     yield ledger_net
     ledger_net.stop()
@@ -59,6 +70,35 @@ class TestLedgerWorker:
         assert "UNAUTHORIZED" in refused.output
         assert f"agent:{bob}" in balance.output
         assert "more: --after" in statement.output
+
+
+    def test_a_reservation_left_alone_is_released_by_the_worker(self, net):
+        """After its deadline, with no request reaching the ledger, the worker's sweeper gives
+        Alice's held units back (read from the ledger file, not asked of the worker)."""
+        alice, bob = net.identity("alice"), net.identity("bob")
+        with net.transport("operator") as t_op, net.transport("alice") as t_alice:
+            LedgerClient(t_op).deposit(alice, 500, event_id="sweep-fund-alice")
+            LedgerClient(t_op).deposit(bob, 1, event_id="sweep-fund-bob")
+            before = LedgerClient(t_alice).balance().balance_units
+            LedgerClient(t_alice).apply(
+                ReserveEvent(event_id="sweep-r1", creator=bob, amount_units=100,
+                             expires_at_ms=wall_clock_ms() + 300)
+            )
+            held = LedgerClient(t_alice).balance().balance_units
+        store = SqliteLedgerStore(net.root / "ledger.db")
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                reservation = store.reservation("sweep-r1")
+                if reservation is not None and reservation.status != ReservationStatus.PENDING:
+                    break
+                time.sleep(SWEEP_INTERVAL_MS / 1000)
+            after = (store.reservation("sweep-r1").status,
+                     store.balance_units(agent_account(alice)))
+        finally:
+            store.close()
+
+        assert (before - 100, (ReservationStatus.EXPIRED, before)) == (held, after)
 
 
 def run_cli(net, monkeypatch, client, *args):
