@@ -1,6 +1,10 @@
 """Broker benchmark: our MDP broker against a raw zmq.proxy and the majortomo broker, one run."""
 
 # Each stack is a broker process plus 2 echo worker processes; clients are separate processes.
+# A fourth stack, the "Python floor", is the leanest MDP relay this benchmark's author could write
+# in Python with pyzmq (RFC 18 framing, one service, no validation, heartbeats, limits, metrics or
+# requeues; a DEALER worker and client to match): it is not a product, it shows how much of the gap
+# to the raw proxy any Python MDP broker pays (MDP's extra frames, one interpreter call per frame).
 # Figures: 64-byte echo requests/s and p50/p99 latency with 1 and 4 concurrent clients; MB/s of
 # round trips for 1, 16 and 64 MiB payloads (one client; payload bytes over the median round
 # trip); the broker process's own CPU time per request (utime+stime from /proc over the run),
@@ -28,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 ECHO_SERVICE = "latentmas.echo"
 SMALL_BYTES = 64
 PAYLOAD_MIB = (1, 16, 64)
-PAYLOAD_REPEATS = {1: 40, 16: 8, 64: 5}
+PAYLOAD_REPEATS = {1: 40, 16: 9, 64: 7}
 WORKERS = 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -90,6 +94,60 @@ def majortomo_worker(url: str) -> None:
         requests.send_reply_final(request)
 
 
+def floor_broker(url: str) -> None:
+    """The Python floor: route RFC 18 REQUEST/FINAL with nothing else (see the header comment)."""
+    from collections import deque
+
+    import zmq
+    from zmq.backend import Socket
+
+    recv, send = Socket.recv, Socket.send
+    more = int(zmq.SNDMORE)
+    router = zmq.Context().socket(zmq.ROUTER)
+    router.bind(url)
+    idle: deque[bytes] = deque()
+    queued: deque[tuple[bytes, list[Any]]] = deque()
+
+    def to_worker(worker: bytes, client: bytes, body: list[Any]) -> None:
+        for part in (worker, b"MDPW02", b"\x02", client, b"", *body[:-1]):
+            send(router, part, more, False)
+        send(router, body[-1], 0, False)
+
+    while True:
+        frame = recv(router, 0, False)
+        parts: list[Any] = [frame.bytes]
+        while frame.more:
+            frame = recv(router, 0, False)
+            parts.append(frame.bytes if len(parts) < 4 else frame)
+        peer, header, command = parts[0], parts[1], parts[2]
+        if header == b"MDPC02":
+            if idle:
+                to_worker(idle.popleft(), peer, parts[4:])
+            else:
+                queued.append((peer, parts[4:]))
+        elif command == b"\x04":
+            for part in (parts[3], b"MDPC02", b"\x03", ECHO_SERVICE.encode(), *parts[5:-1]):
+                send(router, part, more, False)
+            send(router, parts[-1], 0, False)
+            if queued:
+                to_worker(peer, *queued.popleft())
+            else:
+                idle.append(peer)
+        elif command == b"\x01":
+            idle.append(peer)
+
+
+def floor_worker(url: str) -> None:
+    import zmq
+
+    dealer = zmq.Context().socket(zmq.DEALER)
+    dealer.connect(url)
+    dealer.send_multipart([b"MDPW02", b"\x01", ECHO_SERVICE.encode()])
+    while True:
+        frames = dealer.recv_multipart(copy=False)
+        dealer.send_multipart([b"MDPW02", b"\x04", frames[2], b"", *frames[4:]], copy=False)
+
+
 def our_broker(url: str) -> None:
     from broker.server import Broker
     from broker.settings import BrokerSettings
@@ -123,6 +181,17 @@ def make_caller(stack: str, url: str) -> tuple[Callable[[Any], Any], Callable[[]
         def call(payload: Any) -> Any:
             req.send(payload, copy=False)
             return req.recv(copy=False)
+
+        return call, lambda: context.destroy(linger=0)
+    if stack == "floor":
+        context = zmq.Context()
+        dealer = context.socket(zmq.DEALER)
+        dealer.connect(url)
+        request = [b"MDPC02", b"\x01", ECHO_SERVICE.encode()]
+
+        def call(payload: Any) -> Any:
+            dealer.send_multipart([*request, payload], copy=False)
+            return dealer.recv_multipart(copy=False)
 
         return call, lambda: context.destroy(linger=0)
     if stack == "majortomo":
@@ -209,6 +278,9 @@ class Stack:
         elif self.name == "majortomo":
             broker = context.Process(target=majortomo_broker, args=(url,), daemon=True)
             worker_target, worker_url = majortomo_worker, url
+        elif self.name == "floor":
+            broker = context.Process(target=floor_broker, args=(url,), daemon=True)
+            worker_target, worker_url = floor_worker, url
         else:
             broker = context.Process(target=our_broker, args=(url,), daemon=True)
             worker_target, worker_url = our_worker, url
@@ -305,14 +377,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per stack; best is kept")
     args = parser.parse_args()
     context = mp.get_context("spawn")
-    stacks = ("raw", "majortomo", "ours")
+    stacks = ("raw", "floor", "majortomo", "ours")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in stacks}
     started = time.monotonic()
     for _ in range(args.repeats):
         for name in stacks:  # interleaved, so a noisy neighbour hurts every stack alike
             runs[name].append(measure(name, args.seconds, context))
     results = {name: best_of(runs[name]) for name in stacks}
-    raw, mt, ours = results["raw"], results["majortomo"], results["ours"]
+    raw, floor, mt = results["raw"], results["floor"], results["majortomo"]
+    ours = results["ours"]
 
     rows = [
         ("64 B echo req/s, 1 client", "rps_1c", "{:,.0f}"),
@@ -334,14 +407,16 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, {time.monotonic() - started:.0f} s"
     )
     header = (
-        f"{'figure':<36}{'raw proxy':>12}{'majortomo':>12}{'ours':>12}{'vs raw':>9}{'vs mt':>9}"
+        f"{'figure':<36}{'raw proxy':>11}{'py floor':>10}{'majortomo':>11}{'ours':>10}"
+        f"{'vs raw':>8}{'vs floor':>9}{'vs mt':>7}"
     )
     print(header)
     print("-" * len(header))
     for label, key, fmt in rows:
         print(
-            f"{label:<36}{fmt.format(raw[key]):>12}{fmt.format(mt[key]):>12}"
-            f"{fmt.format(ours[key]):>12}{ours[key] / raw[key]:>9.2f}{ours[key] / mt[key]:>9.2f}"
+            f"{label:<36}{fmt.format(raw[key]):>11}{fmt.format(floor[key]):>10}"
+            f"{fmt.format(mt[key]):>11}{fmt.format(ours[key]):>10}{ours[key] / raw[key]:>8.2f}"
+            f"{ours[key] / floor[key]:>9.2f}{ours[key] / mt[key]:>7.2f}"
         )
     summary = {
         "rps_4c_vs_majortomo": ours["rps_4c"] / mt["rps_4c"],
@@ -349,6 +424,9 @@ def main() -> None:
         "cpu_per_req_vs_majortomo": ours["cpu_us_per_req_4c"] / mt["cpu_us_per_req_4c"],
         "mbps_64mib_vs_raw": ours["mbps_64mib"] / raw["mbps_64mib"],
         "mbps_64mib_majortomo_vs_raw": mt["mbps_64mib"] / raw["mbps_64mib"],
+        "rps_4c_floor_vs_raw": floor["rps_4c"] / raw["rps_4c"],
+        "rps_4c_vs_floor": ours["rps_4c"] / floor["rps_4c"],
+        "cpu_per_req_vs_floor": ours["cpu_us_per_req_4c"] / floor["cpu_us_per_req_4c"],
         "rps_1c_vs_majortomo": ours["rps_1c"] / mt["rps_1c"],
         "rps_1c_vs_raw": ours["rps_1c"] / raw["rps_1c"],
         "targets": {

@@ -21,7 +21,7 @@ from broker.settings import BrokerSettings
 from broker.state import BrokerState, ErrorReply, Send
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.protocol import mdp
-from latentmas_mesh.transport import wire
+from latentmas_mesh.transport.wire import recv_frames, send_routed
 
 POLL_MS_MAX = 100
 """A receive waits at most this long, so timers and a stop request are seen promptly."""
@@ -146,11 +146,12 @@ class Broker:
         socket.setsockopt(zmq.RCVTIMEO, max(1, min(POLL_MS_MAX, tick_us // 1000)))
         next_tick_us = next_gauge_us = 0
         drain_deadline_us: int | None = None
+        curve = self._curve
         gc.freeze()  # what start-up allocated is permanent: collections skip it (no latency spikes)
         self.ready.set()
+        now = now_us()
         try:
             while True:
-                now = now_us()
                 if self._stop.is_set():
                     if drain_deadline_us is None:
                         self._send(self.state.drain(now), now)
@@ -167,11 +168,13 @@ class Broker:
                         self.metrics.update_gauges(self.state.stats())
                         next_gauge_us = now + GAUGE_EVERY_US
                 try:
-                    frames = wire.recv_frames(socket, first_as_frame=self._curve)
+                    frames = recv_frames(socket, first_as_frame=curve)
                 except zmq.Again:
+                    now = now_us()
                     continue
+                now = now_us()  # after the wait: the time this message arrived
                 try:
-                    self._receive(frames)
+                    self._handle(frames, now)
                 except Exception:  # a bug must cost one message, never the broker
                     self._log.exception("message_failed")
                     self.metrics.rejected_frame("internal_error", b"")
@@ -179,19 +182,17 @@ class Broker:
             self._log.info("stopped")
             self.close()
 
-    def _receive(self, frames: list[Any]) -> None:
+    def _handle(self, frames: list[Any], now: int) -> None:
+        """One message from a peer: parse the envelope, apply it, send what follows.
+
+        `frames` holds the routing id and envelope as bytes and the body as zmq.Frames
+        (`wire.recv_frames`), which are forwarded as they are: the body is never copied. With
+        CURVE the routing id arrives as a Frame, whose metadata names the authenticated peer.
+        """
         identity = None
         if self._curve:
             identity = security.user_id(frames[0])
             frames[0] = frames[0].bytes
-        self._handle(frames, now_us(), identity)
-
-    def _handle(self, frames: list[Any], now: int, identity: str | None) -> None:
-        """One message from a peer: parse the envelope, apply it, send what follows.
-
-        `frames` holds the routing id and envelope as bytes and the body as zmq.Frames
-        (`wire.recv_frames`), which are forwarded as they are: the body is never copied.
-        """
         peer: bytes = frames[0]
         try:
             event = mdp.parse(frames[1:])
@@ -206,7 +207,7 @@ class Broker:
         assert socket is not None  # the loop owns the socket while it runs
         for peer, frames in sends:
             try:
-                wire.send_frames(socket, [peer, *frames], wire.NOBLOCK)
+                send_routed(socket, peer, frames)
             except zmq.Again:
                 self.metrics.rejected_frame("peer_queue_full", peer)
             except zmq.ZMQError as error:

@@ -164,11 +164,12 @@ class BrokerState:
         self._services: dict[bytes, Service] = {}
         self._workers: dict[bytes, WorkerRecord] = {}
         self._draining = False
+        self._expiry_us = self.limits.heartbeat_us * self.limits.liveness
         self._handlers: dict[type, Callable[..., list[Send]]] = {
             mdp.ClientRequest: self._on_request,
             mdp.WorkerReady: self._on_ready,
-            mdp.WorkerFinal: self._on_reply,
-            mdp.WorkerPartial: self._on_reply,
+            mdp.WorkerFinal: self._on_final,
+            mdp.WorkerPartial: self._on_partial,
             mdp.WorkerHeartbeat: self._on_heartbeat,
             mdp.WorkerDisconnect: self._on_disconnect,
         }
@@ -366,7 +367,7 @@ class BrokerState:
             peer,
             event.service,
             event.delimited,
-            now_us + self._expiry_us(),
+            now_us + self._expiry_us,
             now_us + self.limits.heartbeat_us,
         )
         self._workers[peer] = worker
@@ -375,33 +376,48 @@ class BrokerState:
         self._observer.worker_changed("ready", event.service, peer)
         return self._dispatch(service, now_us)
 
-    def _on_reply(
-        self,
-        peer: bytes,
-        event: mdp.WorkerFinal[object] | mdp.WorkerPartial[object],
-        now_us: int,
-        identity: str | None,
+    def _on_final(
+        self, peer: bytes, event: mdp.WorkerFinal[object], now_us: int, identity: str | None
     ) -> list[Send]:
+        worker = self._replying_worker(peer, event.client_address, event.delimited, now_us)
+        if isinstance(worker, list):
+            return worker
+        pending = worker.current
+        assert pending is not None  # _replying_worker checked it
+        worker.expires_us = now_us + self._expiry_us
+        worker.current = None
+        service = self._services[worker.service]
+        service.idle[peer] = worker
+        self._observer.request_done(
+            pending.service, OUTCOME_OK, now_us - pending.accepted_us, pending.body
+        )
+        reply = self._to_client(pending, event.body)
+        if service.queue:
+            return [reply, *self._dispatch(service, now_us)]
+        return [reply]
+
+    def _on_partial(
+        self, peer: bytes, event: mdp.WorkerPartial[object], now_us: int, identity: str | None
+    ) -> list[Send]:
+        worker = self._replying_worker(peer, event.client_address, event.delimited, now_us)
+        if isinstance(worker, list):
+            return worker
+        assert worker.current is not None  # _replying_worker checked it
+        worker.expires_us = now_us + self._expiry_us
+        return [self._to_client(worker.current, event.body, final=False)]
+
+    def _replying_worker(
+        self, peer: bytes, client_address: bytes, delimited: bool, now_us: int
+    ) -> WorkerRecord | list[Send]:
+        """The worker a PARTIAL or FINAL comes from, or what to send instead when it is stale."""
         worker = self._workers.get(peer)
         if worker is None:
             # A worker we dropped (expired, then woke up) answers late: its request was requeued.
             self._observer.rejected("reply_from_unknown_worker", peer)
-            return [Send(peer, list(mdp.disconnect(delimited=event.delimited)))]
-        pending = worker.current
-        if pending is None or event.client_address != worker.address:
-            return self._unexpected(peer, worker, event.delimited, now_us)
-        worker.expires_us = now_us + self._expiry_us()
-        final = isinstance(event, mdp.WorkerFinal)
-        out = [self._to_client(pending, event.body, final=final)]
-        if final:
-            worker.current = None
-            service = self._services[worker.service]
-            service.idle[peer] = worker
-            self._observer.request_done(
-                pending.service, OUTCOME_OK, now_us - pending.accepted_us, pending.body
-            )
-            out.extend(self._dispatch(service, now_us))
-        return out
+            return [Send(peer, list(mdp.disconnect(delimited=delimited)))]
+        if worker.current is None or client_address != worker.address:
+            return self._unexpected(peer, worker, delimited, now_us)
+        return worker
 
     def _on_heartbeat(
         self, peer: bytes, event: mdp.WorkerHeartbeat, now_us: int, identity: str | None
@@ -410,7 +426,7 @@ class BrokerState:
         if worker is None:
             # The broker restarted, or dropped this worker: DISCONNECT makes it register again.
             return [Send(peer, list(mdp.disconnect(delimited=event.delimited)))]
-        worker.expires_us = now_us + self._expiry_us()
+        worker.expires_us = now_us + self._expiry_us
         return []
 
     def _on_disconnect(
@@ -423,9 +439,6 @@ class BrokerState:
         return self._remove_worker(worker, now_us)
 
     # ------------------------------------------------------------------------------- helpers
-
-    def _expiry_us(self) -> int:
-        return self.limits.heartbeat_us * self.limits.liveness
 
     def _dispatch(self, service: Service, now_us: int) -> list[Send]:
         """Hand queued requests to idle workers, least recently used first."""

@@ -102,9 +102,12 @@ class MalformedFrame(ValueError):
 
 
 # ---------------------------------------------------------------------------------------- events
+# Events are read-only by convention. They are not `frozen` dataclasses: a frozen dataclass's
+# __init__ sets each field through object.__setattr__, about 4x the cost of a plain slots class,
+# and the broker builds two events per request on its hot path.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientRequest(Generic[B_co]):
     """A client asks `service` to process `body` (RFC 18: 4 or more frames, body non-empty)."""
 
@@ -119,7 +122,7 @@ class ClientRequest(Generic[B_co]):
         return self.service.startswith(MMI_PREFIX)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerReady:
     """A worker registers for one service; it must not send READY again."""
 
@@ -127,7 +130,7 @@ class WorkerReady:
     delimited: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerPartial(Generic[B_co]):
     """One of zero or more partial replies, addressed to the client frame the broker gave."""
 
@@ -136,7 +139,7 @@ class WorkerPartial(Generic[B_co]):
     delimited: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerFinal(Generic[B_co]):
     """The one final reply to a request; the worker is idle again afterwards."""
 
@@ -145,21 +148,21 @@ class WorkerFinal(Generic[B_co]):
     delimited: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerHeartbeat:
     """A worker is alive (any command from it counts; this one carries nothing else)."""
 
     delimited: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerDisconnect:
     """A worker leaves; the broker must send it nothing more."""
 
     delimited: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BrokerRequest(Generic[B_co]):
     """What a worker receives: a request body and the client address to return with the reply."""
 
@@ -167,17 +170,17 @@ class BrokerRequest(Generic[B_co]):
     body: tuple[B_co, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BrokerHeartbeat:
     """What a worker receives when the broker has nothing else to say."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BrokerDisconnect:
     """The broker drops this worker: close the socket and register again on a new one."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply(Generic[B_co]):
     """What a client receives: a PARTIAL (`final` False) or the FINAL reply to its request.
 
@@ -264,9 +267,15 @@ def _addressed_body(frames: Sequence[F], what: str) -> tuple[bytes, tuple[F, ...
     if len(frames) < 3:
         raise MalformedFrame("short", f"{what} needs a client address, a delimiter and a body")
     address = frame_bytes(frames[0], CLIENT_ADDRESS_BYTES_MAX, "address")
-    if frame_size(frames[1]) != 0:
+    delimiter = frames[1]
+    if (delimiter != EMPTY) if type(delimiter) is bytes else frame_size(delimiter) != 0:
         raise MalformedFrame("bad_delimiter", f"{what}: the client address must be followed by ''")
     return address, tuple(frames[2:])
+
+
+_CLIENT_REQUEST = bytes([ClientCommand.REQUEST])
+_WORKER_FINAL = bytes([WorkerCommand.FINAL])
+_HOT_FRAMES_MAX = BODY_FRAMES_MAX + 4
 
 
 def parse(frames: Sequence[F]) -> BrokerEvent[F]:
@@ -274,6 +283,21 @@ def parse(frames: Sequence[F]) -> BrokerEvent[F]:
 
     Raises MalformedFrame (with its ErrorCode) and nothing else; any other exception is a bug.
     """
+    # The two messages of every request in RFC 18 framing (REQUEST, then the worker's FINAL) are
+    # recognised first, with the same checks as the general path below but without its
+    # dispatch; anything else, including any doubt, takes the general path.
+    count = len(frames)
+    if 4 <= count <= _HOT_FRAMES_MAX:
+        header, command = frames[0], frames[1]
+        if command == _CLIENT_REQUEST and header == CLIENT_HEADER:
+            return ClientRequest(_service(frames[2]), tuple(frames[3:]))
+        if command == _WORKER_FINAL and header == WORKER_HEADER:
+            address, body = _addressed_body(frames[2:], "FINAL")
+            return WorkerFinal(address, body)
+    return _parse_general(frames)
+
+
+def _parse_general(frames: Sequence[F]) -> BrokerEvent[F]:
     rest, delimited = _strip_delimiter(frames)
     if len(rest) < 2:
         raise MalformedFrame("short", "an MDP command needs a header and a command frame")
@@ -355,8 +379,14 @@ def parse_reply(frames: Sequence[F], dialect: Dialect = Dialect.RFC18) -> Reply[
 # -------------------------------------------------------------------------------------- building
 
 
-def _lead(delimited: bool) -> list[bytes]:
-    return [EMPTY] if delimited else []
+_BYTE = tuple(bytes([value]) for value in range(256))
+"""One-byte command frames, built once (a command is sent with every message)."""
+_NO_LEAD: tuple[bytes, ...] = ()
+_LEAD: tuple[bytes, ...] = (EMPTY,)
+
+
+def _lead(delimited: bool) -> tuple[bytes, ...]:
+    return _LEAD if delimited else _NO_LEAD
 
 
 def client_request(
@@ -364,8 +394,8 @@ def client_request(
 ) -> list[bytes | F]:
     """The REQUEST a client sends, in RFC 18's framing or majortomo's."""
     if dialect is Dialect.MAJORTOMO:
-        return [EMPTY, CLIENT_HEADER, bytes([MajortomoClientCommand.REQUEST]), service, *body]
-    return [CLIENT_HEADER, bytes([ClientCommand.REQUEST]), service, *body]
+        return [EMPTY, CLIENT_HEADER, _BYTE[MajortomoClientCommand.REQUEST], service, *body]
+    return [CLIENT_HEADER, _BYTE[ClientCommand.REQUEST], service, *body]
 
 
 def client_reply(
@@ -379,19 +409,19 @@ def client_reply(
     """A PARTIAL or FINAL reply to a client, in the framing its request used."""
     if dialect is Dialect.MAJORTOMO:
         command = MajortomoClientCommand.FINAL if final else MajortomoClientCommand.PARTIAL
-        return [EMPTY, CLIENT_HEADER, bytes([command]), *body]
+        return [EMPTY, CLIENT_HEADER, _BYTE[command], *body]
     command_rfc = ClientCommand.FINAL if final else ClientCommand.PARTIAL
-    return [*_lead(delimited), CLIENT_HEADER, bytes([command_rfc]), service, *body]
+    return [*_lead(delimited), CLIENT_HEADER, _BYTE[command_rfc], service, *body]
 
 
 def worker_command(command: WorkerCommand, *rest: F, delimited: bool = False) -> list[bytes | F]:
     """Any MDP/Worker command, either direction: [""?] MDPW02 command rest..."""
-    return [*_lead(delimited), WORKER_HEADER, bytes([command]), *rest]
+    return [*_lead(delimited), WORKER_HEADER, _BYTE[command], *rest]
 
 
 def worker_ready(service: bytes, *, delimited: bool = False) -> list[bytes]:
     """READY for one service."""
-    return [*_lead(delimited), WORKER_HEADER, bytes([WorkerCommand.READY]), service]
+    return [*_lead(delimited), WORKER_HEADER, _BYTE[WorkerCommand.READY], service]
 
 
 def worker_reply(
@@ -399,7 +429,7 @@ def worker_reply(
 ) -> list[bytes | F]:
     """A worker's PARTIAL or FINAL, returning the client address frame unchanged."""
     command = WorkerCommand.FINAL if final else WorkerCommand.PARTIAL
-    return [*_lead(delimited), WORKER_HEADER, bytes([command]), client_address, EMPTY, *body]
+    return [*_lead(delimited), WORKER_HEADER, _BYTE[command], client_address, EMPTY, *body]
 
 
 def broker_request(
@@ -409,7 +439,7 @@ def broker_request(
     return [
         *_lead(delimited),
         WORKER_HEADER,
-        bytes([WorkerCommand.REQUEST]),
+        _BYTE[WorkerCommand.REQUEST],
         client_address,
         EMPTY,
         *body,
@@ -418,12 +448,12 @@ def broker_request(
 
 def heartbeat(*, delimited: bool = False) -> list[bytes]:
     """HEARTBEAT (the same frames from broker and from worker)."""
-    return [*_lead(delimited), WORKER_HEADER, bytes([WorkerCommand.HEARTBEAT])]
+    return [*_lead(delimited), WORKER_HEADER, _BYTE[WorkerCommand.HEARTBEAT]]
 
 
 def disconnect(*, delimited: bool = False) -> list[bytes]:
     """DISCONNECT (the same frames from broker and from worker)."""
-    return [*_lead(delimited), WORKER_HEADER, bytes([WorkerCommand.DISCONNECT])]
+    return [*_lead(delimited), WORKER_HEADER, _BYTE[WorkerCommand.DISCONNECT]]
 
 
 # ------------------------------------------------------------------------- client address frame

@@ -38,6 +38,16 @@ def send_frames(socket: zmq.Socket[Any], frames: Sequence[object], flags: int = 
         _send(socket, frame, more if index < last else flags, False)
 
 
+def send_routed(socket: zmq.Socket[Any], peer: bytes, frames: Sequence[object]) -> None:
+    """Send `frames` to `peer` through a ROUTER socket, without blocking (zmq.Again if full)."""
+    more = NOBLOCK | SNDMORE
+    _send(socket, peer, more, False)
+    last = frames[-1]
+    for frame in frames[:-1]:
+        _send(socket, frame, more, False)
+    _send(socket, last, NOBLOCK, False)
+
+
 def recv_frames(
     socket: zmq.Socket[Any],
     flags: int = 0,
@@ -72,4 +82,5 @@ __all__ = [
     "readable",
     "recv_frames",
     "send_frames",
+    "send_routed",
 ]
