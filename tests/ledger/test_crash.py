@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from latentmas_mesh.ledger import EventStatus, agent_account, validator_account
+from latentmas_mesh.ledger import EventStatus, agent_account, open_store, validator_account
 from latentmas_mesh.ledger.client import LedgerClient
 from latentmas_mesh.ledger.localnet import LedgerNet
 from latentmas_mesh.ledger.outbox import Outbox
-from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
 from latentmas_mesh.market import split_revenue
 from latentmas_mesh.protocol.ledger import LEDGER_SERVICE, SettleEvent
 from tests.ledger.emitter_process import CRASH_AFTER_SENDS, CREATORS, VALIDATORS, make_events
@@ -150,14 +149,25 @@ def crash_loop(net: LedgerNet, emitters: Emitters, rng: random.Random) -> tuple[
     raise AssertionError(f"not done within {DEADLINE_S} s: {len(emitters.running())} emitters left")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the crashing ledger keeps its books: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    dsn = request.getfixturevalue("postgres_dsn")
+    return f"{dsn}#crash_{os.getpid()}"
+
+
 @pytest.mark.slow
-def test_no_settlement_is_lost_or_doubled_when_ledger_and_emitters_are_killed(tmp_path):
+def test_no_settlement_is_lost_or_doubled_when_ledger_and_emitters_are_killed(
+    tmp_path, ledger_url
+):
     """10,240 settlements from 4 emitter processes through the broker; the ledger worker and the
     emitters are SIGKILLed at random moments and restarted; the emitters re-deliver from their
-    spools; afterwards every balance equals the model's to the unit."""
+    spools; afterwards every balance equals the model's to the unit. Once per backend."""
     rng = random.Random(SEED)
     names = tuple(f"emitter-{i}" for i in range(EMITTERS))
-    net = LedgerNet(tmp_path / "net", clients=names)
+    net = LedgerNet(tmp_path / "net", clients=names, ledger_url=ledger_url)
     net.start()
     emitters = Emitters(net, tmp_path, rng)
     payers: dict[str, tuple[int, list[SettleEvent]]] = {}
@@ -180,7 +190,7 @@ def test_no_settlement_is_lost_or_doubled_when_ledger_and_emitters_are_killed(tm
         emitters.stop_all()
         net.stop()
 
-    store = SqliteLedgerStore(net.root / "ledger.db")
+    store = open_store(ledger_url)
     expected_balances, expected_statuses = expected_ledger(payers)
     events_total = sum(len(events) for _, events in payers.values())
     spools = [Outbox(tmp_path / f"{name}.spool") for name in names]
@@ -191,7 +201,7 @@ def test_no_settlement_is_lost_or_doubled_when_ledger_and_emitters_are_killed(tm
         ).fetchall()
     )
     print(
-        f"\nevents {events_total}, ledger crashes {ledger_crashes}, "
+        f"\n{ledger_url.split(':')[0]}: events {events_total}, ledger crashes {ledger_crashes}, "
         f"emitter crashes {emitter_crashes}, "
         f"duplicates rejected {sum(spool.replayed_count() for spool in spools)}, "
         f"applied {recorded.get(0, 0)}, insufficient funds {recorded.get(1, 0)}, "
