@@ -39,7 +39,7 @@ from latentmas_mesh.ledger._types import (
     content_sha256,
     validator_account,
 )
-from latentmas_mesh.market import split_revenue
+from latentmas_mesh.market import split_sorted_revenue
 
 Transfer = tuple[str, int]  # (account_id, signed amount_units)
 
@@ -311,7 +311,7 @@ def _distinct(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def _split(source: str, amount: int, creator: str, validators: Sequence[str]) -> list[Transfer]:
     """source pays `amount`; creator, platform and validators receive the 80/15/5 split."""
-    split = split_revenue(amount, validators)
+    split = split_sorted_revenue(amount, validators)  # events and reservations hold them sorted
     return [
         (source, -amount),
         (agent_account(creator), split.creator_units),

@@ -113,8 +113,14 @@ def check_validators(validators: object) -> tuple[str, ...]:
     if not isinstance(validators, tuple | list):
         msg = "validators must be a list of identities"
         raise InvalidRequest(msg, details={"field": "validators"})
-    checked = tuple(sorted(check_identity("validator", v) for v in validators))
-    if len(checked) > VALIDATORS_MAX or len(set(checked)) != len(checked):
+    if len(validators) > VALIDATORS_MAX:
+        msg = f"validators must be distinct and at most {VALIDATORS_MAX}"
+        raise InvalidRequest(msg, details={"field": "validators"})
+    for validator in validators:
+        if not (isinstance(validator, str) and _PRINTABLE.fullmatch(validator)):
+            check_identity("validator", validator)  # raises, naming the field
+    checked = tuple(sorted(validators))
+    if len(set(checked)) != len(checked):
         msg = f"validators must be distinct and at most {VALIDATORS_MAX}"
         raise InvalidRequest(msg, details={"field": "validators"})
     return checked

@@ -32,6 +32,7 @@ from latentmas_mesh.market._split import (
     VALIDATORS_PERCENT,
     RevenueSplit,
     split_revenue,
+    split_sorted_revenue,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "quality_factor",
     "round_half_up",
     "split_revenue",
+    "split_sorted_revenue",
     "tier_factor",
     "tokens_factor",
     "uniqueness_factor",
