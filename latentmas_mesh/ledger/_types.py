@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
-from typing import Final
+from typing import Any, Final
 
 from latentmas_mesh.errors import InvalidRequest
 from latentmas_mesh.market import PRICE_UNITS_MAX, VALIDATORS_MAX
@@ -253,11 +254,36 @@ def content_sha256(event: AnyEvent) -> str:
     (0x1F; a tuple's items by 0x1E). Ids and identities are printable ASCII, so the joins are
     unambiguous; this runs once per event, hence no JSON.
     """
+    form = _FAST_FORMS.get(type(event))
+    text = canonical_form(event) if form is None else form(event)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def canonical_form(event: AnyEvent) -> str:
+    """The text `content_sha256` hashes, built field by field: the reference the fast forms of
+    the busiest events must equal (a test checks them against it)."""
     parts = [event.kind.value]
     for name in _field_names(type(event)):
         value = getattr(event, name)
         parts.append("\x1e".join(value) if isinstance(value, tuple) else str(value))
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return "\x1f".join(parts)
+
+
+def _settle_form(e: Settle) -> str:
+    validators = "\x1e".join(e.validators)
+    return f"settle\x1f{e.event_id}\x1f{e.payer}\x1f{e.creator}\x1f{validators}\x1f{e.amount_units}"
+
+
+def _reserve_form(e: Reserve) -> str:
+    validators = "\x1e".join(e.validators)
+    return (
+        f"reserve\x1f{e.event_id}\x1f{e.payer}\x1f{e.creator}\x1f{validators}"
+        f"\x1f{e.amount_units}\x1f{e.expires_at_ms}"
+    )
+
+
+# One f-string instead of a loop over fields: half the cost of hashing a settlement.
+_FAST_FORMS: dict[type, Callable[[Any], str]] = {Settle: _settle_form, Reserve: _reserve_form}
 
 
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {}
