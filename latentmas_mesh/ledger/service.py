@@ -245,6 +245,9 @@ class LedgerService:
         raise Unauthorized(msg, details={"account": account})
 
     def _convert(self, wire: LedgerWireEvent, identity: str, now_ms: int) -> LedgerEvent:
+        if isinstance(wire, SettleEvent):  # the common case first
+            creator, validators, amount = self._terms(wire, now_ms)
+            return Settle(wire.event_id, identity, creator, validators, amount)
         if isinstance(wire, DepositEvent):
             own = self.policy.open_deposits and wire.agent_id == identity
             if not (own or identity in self.policy.operators):
@@ -253,13 +256,9 @@ class LedgerService:
         if isinstance(wire, PostEvent):
             is_service = identity in self.policy.services
             return Post(wire.event_id, wire.reservation_id, identity, is_service)
-        if isinstance(wire, ReserveEvent | SettleEvent):
+        if isinstance(wire, ReserveEvent):
             creator, validators, amount = self._terms(wire, now_ms)
-            if isinstance(wire, ReserveEvent):
-                return Reserve(
-                    wire.event_id, identity, creator, validators, amount, wire.expires_at_ms
-                )
-            return Settle(wire.event_id, identity, creator, validators, amount)
+            return Reserve(wire.event_id, identity, creator, validators, amount, wire.expires_at_ms)
         if isinstance(wire, VoidEvent):
             is_service = identity in self.policy.services
             return Void(wire.event_id, wire.reservation_id, identity, is_service)
