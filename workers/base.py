@@ -158,7 +158,7 @@ class RawWorker:
     ) -> None:
         """Inline handlers have no pipe to watch: one blocking receive, bounded by RCVTIMEO."""
         try:
-            frames = wire.recv_frames(socket, copied=wire.DEALER_ENVELOPE_FRAMES)
+            frames = wire.recv_frames(socket, copied=wire.WORKER_ENVELOPE_FRAMES)
         except zmq.Again:
             return
         self._on_message(frames, jobs)
@@ -236,7 +236,7 @@ class RawWorker:
         socket = self._socket
         assert socket is not None  # polled only while connected
         try:
-            frames = wire.recv_frames(socket, wire.NOBLOCK, copied=wire.DEALER_ENVELOPE_FRAMES)
+            frames = wire.recv_frames(socket, wire.NOBLOCK, copied=wire.WORKER_ENVELOPE_FRAMES)
         except zmq.Again:
             return
         self._on_message(frames, jobs)

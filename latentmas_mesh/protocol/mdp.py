@@ -343,8 +343,17 @@ def _parse_worker(frames: Sequence[F], *, delimited: bool) -> BrokerEvent[F]:
     raise MalformedFrame("bad_command", f"0x{command:02x} is not a worker-to-broker command")
 
 
+_WORKER_REQUEST = bytes([WorkerCommand.REQUEST])
+_CLIENT_FINAL = bytes([ClientCommand.FINAL])
+
+
 def parse_for_worker(frames: Sequence[F]) -> WorkerEvent[F]:
     """What the broker sent a worker (either framing), as one event. Raises MalformedFrame only."""
+    # RFC 18 REQUEST first: checked as below, without the dispatch.
+    hot = 5 <= len(frames) <= _HOT_FRAMES_MAX and frames[1] == _WORKER_REQUEST
+    if hot and frames[0] == WORKER_HEADER:
+        address, body = _addressed_body(frames[2:], "REQUEST")
+        return BrokerRequest(address, body)
     rest, _ = _strip_delimiter(frames)
     if len(rest) < 2 or frame_bytes(rest[0], 16, "header") != WORKER_HEADER:
         raise MalformedFrame("bad_header", "a broker-to-worker command starts with MDPW02")
@@ -361,6 +370,10 @@ def parse_for_worker(frames: Sequence[F]) -> WorkerEvent[F]:
 
 def parse_reply(frames: Sequence[F], dialect: Dialect = Dialect.RFC18) -> Reply[F]:
     """What the broker sent a client, in the client's dialect. Raises MalformedFrame only."""
+    # RFC 18 FINAL first: checked as below, without the dispatch.
+    hot = 4 <= len(frames) <= _HOT_FRAMES_MAX and frames[1] == _CLIENT_FINAL
+    if hot and dialect is Dialect.RFC18 and frames[0] == CLIENT_HEADER:
+        return Reply(True, tuple(frames[3:]), _service(frames[2]))
     rest, _ = _strip_delimiter(frames)
     if len(rest) < 3 or frame_bytes(rest[0], 16, "header") != CLIENT_HEADER:
         raise MalformedFrame("bad_header", "a reply starts with MDPC02 and carries a body")

@@ -26,8 +26,9 @@ ROUTER_ENVELOPE_FRAMES = 4
 """At the broker, an MDP body starts at index 4 or later (routing id, header, command, service
 or client address): frames before it arrive as bytes, the body as zero-copy `zmq.Frame`s."""
 DEALER_ENVELOPE_FRAMES = 3
-"""At a client or worker, a body starts at index 3 or later (header, command, service or
-client address)."""
+"""At a client, a body starts at index 3 or later (header, command, service)."""
+WORKER_ENVELOPE_FRAMES = 4
+"""At a worker, a body starts at index 4 or later (header, command, client address, delimiter)."""
 
 
 def send_frames(socket: zmq.Socket[Any], frames: Sequence[object], flags: int = 0) -> None:
@@ -79,6 +80,7 @@ __all__ = [
     "DEALER_ENVELOPE_FRAMES",
     "NOBLOCK",
     "ROUTER_ENVELOPE_FRAMES",
+    "WORKER_ENVELOPE_FRAMES",
     "readable",
     "recv_frames",
     "send_frames",
