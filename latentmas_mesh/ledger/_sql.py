@@ -10,6 +10,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from operator import itemgetter
 from typing import Any, ClassVar, Protocol
 
 from latentmas_mesh.errors import InternalError, InvalidRequest, PayloadTooLarge, ProtocolError
@@ -291,7 +292,7 @@ class SqlLedgerStore(ABC):
             )
             row = cursor.fetchone()
             written = (0, 0) if row is None else (int(row[0]), int(row[1] or 0))
-            planned = (len(plan.entries), sum(abs(entry[2]) for entry in plan.entries))
+            planned = (len(plan.entries), sum(map(abs, map(itemgetter(2), plan.entries))))
             if written != planned:
                 msg = f"journal read-back (lines, units) {written} differs from the plan {planned}"
                 raise InternalError(msg)
