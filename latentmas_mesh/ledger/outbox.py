@@ -29,6 +29,8 @@ RETRYABLE_CODES: Final = frozenset(
 )
 BACKOFF_MS_MIN: Final = 20
 BACKOFF_MS_MAX: Final = 1_000
+DELIVERY_BATCH_MAX: Final = 256
+"""Events per delivery request unless told otherwise (the protocol allows up to 1,024)."""
 
 _EVENT: TypeAdapter[LedgerWireEvent] = TypeAdapter(LedgerWireEvent)
 
@@ -141,7 +143,7 @@ class Outbox:
             self._db.execute("COMMIT")
         return len(final)
 
-    def deliver_once(self, send: Sender, batch_max: int = 256) -> DeliveryRound:
+    def deliver_once(self, send: Sender, batch_max: int = DELIVERY_BATCH_MAX) -> DeliveryRound:
         """Send the oldest pending batch; record every final answer. Raises what `send` raises."""
         batch = self.pending(max(1, min(batch_max, EVENTS_PER_REQUEST_MAX)))
         if not batch:
@@ -157,7 +159,7 @@ class Outbox:
         self,
         send: Sender,
         *,
-        batch_max: int = 256,
+        batch_max: int = DELIVERY_BATCH_MAX,
         deadline_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> int:
