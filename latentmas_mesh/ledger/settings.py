@@ -41,7 +41,9 @@ class LedgerSettings(MeshSettings):
         description="Let any authenticated agent fund its own account (test networks only).",
     )
     ledger_sweep_interval_ms: int = Field(
-        default=1_000, gt=0, description="How often expired reservations are released."
+        default=1_000,
+        gt=0,
+        description="How often the worker's sweeper releases expired reservations.",
     )
     ledger_tokens_cap: int = Field(default=32_768, gt=0, description="Token factor saturates here.")
 
