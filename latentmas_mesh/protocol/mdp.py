@@ -354,6 +354,10 @@ def parse_for_worker(frames: Sequence[F]) -> WorkerEvent[F]:
     if hot and frames[0] == WORKER_HEADER:
         address, body = _addressed_body(frames[2:], "REQUEST")
         return BrokerRequest(address, body)
+    return _parse_for_worker_general(frames)
+
+
+def _parse_for_worker_general(frames: Sequence[F]) -> WorkerEvent[F]:
     rest, _ = _strip_delimiter(frames)
     if len(rest) < 2 or frame_bytes(rest[0], 16, "header") != WORKER_HEADER:
         raise MalformedFrame("bad_header", "a broker-to-worker command starts with MDPW02")
@@ -374,6 +378,10 @@ def parse_reply(frames: Sequence[F], dialect: Dialect = Dialect.RFC18) -> Reply[
     hot = 4 <= len(frames) <= _HOT_FRAMES_MAX and frames[1] == _CLIENT_FINAL
     if hot and dialect is Dialect.RFC18 and frames[0] == CLIENT_HEADER:
         return Reply(True, tuple(frames[3:]), _service(frames[2]))
+    return _parse_reply_general(frames, dialect)
+
+
+def _parse_reply_general(frames: Sequence[F], dialect: Dialect) -> Reply[F]:
     rest, _ = _strip_delimiter(frames)
     if len(rest) < 3 or frame_bytes(rest[0], 16, "header") != CLIENT_HEADER:
         raise MalformedFrame("bad_header", "a reply starts with MDPC02 and carries a body")

@@ -172,12 +172,21 @@ class TestClientAddress:
 
 _frames = st.lists(
     st.one_of(
-        st.sampled_from([b"", b"MDPC02", b"MDPW02", b"mmi.service", b"svc"]),
+        st.sampled_from(
+            [b"", b"MDPC02", b"MDPW02", b"mmi.service", b"svc", b"\x01", b"\x02", b"\x03", b"\x04"]
+        ),
         st.binary(min_size=0, max_size=3).map(bytes),
         st.binary(max_size=300),
     ),
     max_size=8,
 )
+
+_mdp_like = st.tuples(
+    st.sampled_from([b"MDPC02", b"MDPW02", b"", b"MDPW01"]),
+    st.sampled_from([bytes([command]) for command in range(7)]),
+    _frames,
+).map(lambda parts: [parts[0], parts[1], *parts[2]])
+"""Frames that start like an MDP command, so the parsers' recognised shapes are reached often."""
 
 
 def _outcome(parser, frames) -> object:
@@ -207,6 +216,25 @@ class TestFuzz:
         ]
 
         assert None not in outcomes
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.one_of(_frames, _mdp_like), st.sampled_from(list(mdp.Dialect)))
+    def test_hot_paths_agree_with_the_general_parsers(self, frames, dialect):
+        """Recognising REQUEST/FINAL first changes no outcome: same event or same error code."""
+        pairs = [
+            (_outcome(mdp.parse, frames), _outcome(mdp._parse_general, frames)),
+            (
+                _outcome(mdp.parse_for_worker, frames),
+                _outcome(mdp._parse_for_worker_general, frames),
+            ),
+            (
+                _outcome(lambda f: mdp.parse_reply(f, dialect), frames),
+                _outcome(lambda f: mdp._parse_reply_general(f, dialect), frames),
+            ),
+        ]
+
+        for hot, general in pairs:
+            assert general == hot
 
     @settings(max_examples=300, deadline=None)
     @given(st.binary(max_size=600))
