@@ -39,7 +39,7 @@ from latentmas_mesh.ledger._types import (
     content_sha256,
     validator_account,
 )
-from latentmas_mesh.market import split_sorted_revenue
+from latentmas_mesh.market import split_units
 
 Transfer = tuple[str, int]  # (account_id, signed amount_units)
 
@@ -311,10 +311,11 @@ def _distinct(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def _split(source: str, amount: int, creator: str, validators: Sequence[str]) -> list[Transfer]:
     """source pays `amount`; creator, platform and validators receive the 80/15/5 split."""
-    split = split_sorted_revenue(amount, validators)  # events and reservations hold them sorted
+    # events and reservations hold their validators sorted and distinct, as split_units needs
+    creator_units, platform_units, shares = split_units(amount, len(validators))
     return [
         (source, -amount),
-        (agent_account(creator), split.creator_units),
-        (PLATFORM_ACCOUNT, split.platform_units),
-        *((validator_account(v), units) for v, units in split.validators),
+        (agent_account(creator), creator_units),
+        (PLATFORM_ACCOUNT, platform_units),
+        *zip(map(validator_account, validators), shares, strict=True),
     ]

@@ -32,7 +32,7 @@ from latentmas_mesh.market._split import (
     VALIDATORS_PERCENT,
     RevenueSplit,
     split_revenue,
-    split_sorted_revenue,
+    split_units,
 )
 
 __all__ = [
@@ -59,7 +59,7 @@ __all__ = [
     "quality_factor",
     "round_half_up",
     "split_revenue",
-    "split_sorted_revenue",
+    "split_units",
     "tier_factor",
     "tokens_factor",
     "uniqueness_factor",

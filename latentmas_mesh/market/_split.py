@@ -57,23 +57,21 @@ def split_revenue(price_units: int, validators: Sequence[str]) -> RevenueSplit:
     if len(set(ordered)) != len(ordered):
         msg = "a validator may appear only once in a split"
         raise InvalidRequest(msg, details={"field": "validators"})
-    return split_sorted_revenue(price_units, ordered)
+    creator, platform, shares = split_units(price_units, len(ordered))
+    return RevenueSplit(price_units, creator, platform, tuple(zip(ordered, shares, strict=True)))
 
 
-def split_sorted_revenue(price_units: int, ordered: Sequence[str]) -> RevenueSplit:
-    """`split_revenue`'s arithmetic alone, for a caller whose price is already a checked int in
-    range and whose validators are already sorted and distinct (the ledger's events are checked
-    when they are built, and the ledger checks that every split sums to its price)."""
+def split_units(price_units: int, validators_count: int) -> tuple[int, int, list[int]]:
+    """`split_revenue`'s arithmetic alone: (creator, platform, one share per validator in sorted
+    id order). For a caller whose price is an int already checked to be in range and whose
+    validators are already sorted and distinct (the ledger's events are checked when they are
+    built, and the ledger checks that every split it writes sums to its price)."""
     # round(x / d) = floor((2x + d) / 2d): round_half_up in integers, done inline for speed
     creator = (2 * price_units * CREATOR_PERCENT + 100) // 200
     rest = price_units - creator
-    if not ordered:
-        return RevenueSplit(price_units, creator, rest, ())
+    if not validators_count:
+        return creator, rest, []
     pool_percent = PLATFORM_PERCENT + VALIDATORS_PERCENT
     platform = (2 * rest * PLATFORM_PERCENT + pool_percent) // (2 * pool_percent)
-    pool = rest - platform
-    each, extra = divmod(pool, len(ordered))
-    shares = tuple(
-        (validator, each + (1 if index < extra else 0)) for index, validator in enumerate(ordered)
-    )
-    return RevenueSplit(price_units, creator, platform, shares)
+    each, extra = divmod(rest - platform, validators_count)
+    return creator, platform, [each + 1] * extra + [each] * (validators_count - extra)
