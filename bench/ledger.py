@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--settlements", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--clients", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="latentmas-bench-ledger-"))
     count, batch, repeats = args.settlements, args.batch, args.repeats
