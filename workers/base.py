@@ -357,7 +357,6 @@ class Worker(RawWorker):
     def _handle_frames(self, body: list[zmq.Frame], context: RequestContext) -> Sequence[Frame]:
         started = time.perf_counter()
         outcome = "ok"
-        request_id = codec.request_id_of(body)
         try:
             decoded = codec.decode(
                 body, limits=self._limits, check_finite=self.settings.check_finite
@@ -374,7 +373,7 @@ class Worker(RawWorker):
         finally:
             self._log.info(
                 "request",
-                request_id=context.request_id or request_id,
+                request_id=context.request_id or codec.request_id_of(body),
                 outcome=outcome,
                 elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
             )
