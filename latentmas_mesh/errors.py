@@ -28,6 +28,8 @@ class ErrorCode(StrEnum):
     TIMEOUT = "TIMEOUT"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    RESERVATION_NOT_FOUND = "RESERVATION_NOT_FOUND"
+    RESERVATION_CLOSED = "RESERVATION_CLOSED"
 
 
 RESOLUTIONS: dict[ErrorCode, str] = {
@@ -43,6 +45,10 @@ RESOLUTIONS: dict[ErrorCode, str] = {
     ErrorCode.TIMEOUT: "Retry with the same request id; the operation is idempotent",
     ErrorCode.SERVICE_UNAVAILABLE: "Retry later or start more workers for the service",
     ErrorCode.INTERNAL: "Report the request id to the operator; retrying with the same id is safe",
+    ErrorCode.RESERVATION_NOT_FOUND: "Reserve first, then pay, post or void with its id",
+    ErrorCode.RESERVATION_CLOSED: (
+        "The reservation was already posted, voided or expired: make a new reservation to pay"
+    ),
 }
 
 
@@ -148,6 +154,18 @@ class InternalError(ProtocolError):
     code = ErrorCode.INTERNAL
 
 
+class ReservationNotFound(ProtocolError):
+    """A payment, post, void or lookup names a reservation the ledger does not hold."""
+
+    code = ErrorCode.RESERVATION_NOT_FOUND
+
+
+class ReservationClosed(ProtocolError):
+    """A payment, post or void names a reservation that is no longer pending."""
+
+    code = ErrorCode.RESERVATION_CLOSED
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ProtocolError]] = {
     cls.code: cls
     for cls in (
@@ -163,6 +181,8 @@ ERROR_CLASSES: dict[ErrorCode, type[ProtocolError]] = {
         Timeout,
         ServiceUnavailable,
         InternalError,
+        ReservationNotFound,
+        ReservationClosed,
     )
 }
 
