@@ -11,15 +11,17 @@ from latentmas_mesh.errors import (
     Conflict,
     InsufficientFunds,
     InternalError,
-    InvalidRequest,
+    ProtocolError,
+    ReservationClosed,
+    ReservationNotFound,
     ServiceUnavailable,
     Unauthorized,
 )
+from latentmas_mesh.ledger import EventStatus
 from latentmas_mesh.ledger.client import raise_for_result
 from latentmas_mesh.ledger.outbox import Outbox, is_retryable
 from latentmas_mesh.protocol.ledger import (
     LEDGER_SERVICE,
-    UNKNOWN_RESERVATION,
     EventResult,
     LedgerWireEvent,
     PostEvent,
@@ -71,7 +73,7 @@ class Payments:
     Every post and void is written to the durable `outbox` before it is sent, so an event whose
     delivery fails is re-sent later (by whoever drains the outbox) and applied exactly once.
     A post is confirmed by the ledger before the work is delivered: a reservation that was
-    already spent, voided or expired gets its typed error and no result.
+    already spent, voided or expired gets RESERVATION_CLOSED and no result.
     """
 
     def __init__(self, outbox: Outbox, ledger: Ledger) -> None:
@@ -86,11 +88,13 @@ class Payments:
 
         Raises Unauthorized without an authenticated identity (nobody to charge) or when the
         reservation's payer is someone else; InsufficientFunds when the request carries no
-        reservation, an unknown one, or one whose amount, creator or validators differ from
-        `terms` (details say what to reserve); Conflict when the reservation is no longer
-        pending (posted, voided, expired) unless this same request already spooled its post,
-        or when this request was already paid with another reservation. Ledger unreachable:
-        its Timeout / ServiceUnavailable; this worker not a ledger service: InternalError.
+        reservation, or one whose amount, creator or validators differ from `terms`;
+        ReservationNotFound when the ledger holds no reservation of that id (never made, or
+        refused for funds); ReservationClosed (details["status"]: posted, voided or expired)
+        when it is no longer pending, unless this same request already spooled its post;
+        Conflict only when this request id was already paid with another reservation. Details
+        of each say what to reserve. Ledger unreachable: its Timeout / ServiceUnavailable; this
+        worker not a ledger service: InternalError.
         """
         details = {
             "price_units": terms.price_units,
@@ -117,24 +121,29 @@ class Payments:
             raise Conflict(msg, details={**details, "post_event_id": post_id})
         if reserved.status != "pending" and spooled is None:
             msg = f"reservation {reservation_id!r} is {reserved.status}: reserve again"
-            raise Conflict(msg, details={**details, "status": reserved.status})
+            raise ReservationClosed(msg, details={**details, "status": reserved.status})
         return Payment(reservation_id, post_id, void_id)
 
     def _lookup(self, reservation_id: str, details: dict[str, object]) -> ReservationReply:
-        """The ledger's record of the reservation; unknown -> InsufficientFunds."""
+        """The ledger's record of the reservation; unknown -> ReservationNotFound (our terms)."""
         try:
             return self.ledger.reservation(reservation_id)
-        except InvalidRequest as error:
-            if error.details.get("reason") != UNKNOWN_RESERVATION:
-                raise
-            msg = f"no reservation {reservation_id!r} holds funds on {LEDGER_SERVICE}: reserve"
-            raise InsufficientFunds(msg, details=details) from error
+        except ReservationNotFound as error:
+            msg = (
+                f"no reservation {reservation_id!r} on {LEDGER_SERVICE}: reserve"
+                f" {details['price_units']} units for {details['creator']} first"
+            )
+            raise ReservationNotFound(msg, details=details) from error
         except Unauthorized as error:  # our own identity is not trusted: the operator's to fix
             msg = "the ledger refused this service's lookup: is it in LATENTMAS_LEDGER_SERVICES?"
             raise InternalError(msg, details={"reservation_id": reservation_id}) from error
 
     def post(self, payment: Payment) -> EventResult:
-        """Spool the post durably, then have the ledger apply it; its typed error if refused."""
+        """Spool the post durably, then have the ledger apply it; its typed error if refused.
+
+        A reservation closed while the work ran (its deadline passed, or another request spent
+        it) is recorded by the ledger as such and raises ReservationClosed with its state.
+        """
         event = PostEvent(event_id=payment.post_event_id, reservation_id=payment.reservation_id)
         self.outbox.add(event)  # Conflict: this request was paid with another reservation
         try:
@@ -142,6 +151,28 @@ class Payments:
         except Unauthorized as error:  # our own identity is not trusted: the operator's to fix
             msg = "the ledger refused this service's post: is it in LATENTMAS_LEDGER_SERVICES?"
             raise InternalError(msg, details={"event_id": event.event_id}) from error
+        except ReservationClosed as error:
+            rid = payment.reservation_id
+            details: dict[str, object] = {
+                "reservation_id": rid,
+                "post_event_id": event.event_id,
+                "event_status": error.details.get("status"),
+            }
+            state = self._closed_state(rid, error)
+            if state is not None:
+                details["status"] = state
+            msg = f"reservation {rid!r} closed before this exchange was paid: reserve again"
+            raise ReservationClosed(msg, details=details) from error
+
+    def _closed_state(self, reservation_id: str, error: ReservationClosed) -> str | None:
+        """posted, voided or expired: from the post's status, else asked of the ledger (None if
+        it cannot say now; the code alone tells the caller what to do)."""
+        if error.details.get("status") == EventStatus.RESERVATION_EXPIRED:
+            return "expired"
+        try:
+            return self.ledger.reservation(reservation_id).status
+        except ProtocolError:
+            return None
 
     def void(self, payment: Payment) -> None:
         """Spool a void (the work failed: the payer gets the funds back); delivered when drained."""

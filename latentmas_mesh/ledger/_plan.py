@@ -15,6 +15,8 @@ from latentmas_mesh.errors import (
     InternalError,
     InvalidRequest,
     ProtocolError,
+    ReservationClosed,
+    ReservationNotFound,
     Unauthorized,
 )
 from latentmas_mesh.ledger._types import (
@@ -213,13 +215,21 @@ class _Planner:
         reservation = self._reservation(event.reservation_id)
         if reservation.status != ReservationStatus.PENDING:  # closed by another node meanwhile
             msg = f"reservation {event.reservation_id!r} is no longer pending"
-            raise InvalidRequest(msg, details={"reservation_id": event.reservation_id})
+            status = reservation.status.name.lower()
+            raise ReservationClosed(
+                msg, details={"reservation_id": event.reservation_id, "status": status}
+            )
         if self.now_ms < reservation.expires_at_ms:
             msg = f"reservation {event.reservation_id!r} has not reached its deadline"
             raise InternalError(msg, details={"reservation_id": event.reservation_id})
         return self._close(reservation, ReservationStatus.EXPIRED, event.event_id)
 
     def _finish(self, event: Post | Void) -> tuple[EventStatus, int, list[Transfer]]:
+        """Post or void. A reservation that is no longer pending, or past its deadline, is a
+        recorded outcome (RESERVATION_NOT_PENDING / RESERVATION_EXPIRED), not a refusal: the
+        event's id is spent and a re-delivery replays it; `raise_for_result` turns either into
+        ReservationClosed. An unknown reservation is refused (ReservationNotFound), nothing kept.
+        """
         reservation = self._reservation(event.reservation_id)
         if not event.actor_is_service and event.actor != reservation.payer:
             msg = "only the payer or a platform service may post or void a reservation"
@@ -261,10 +271,12 @@ class _Planner:
         return _distinct((event.actor, *names) if isinstance(event, Post | Void) else names)
 
     def _reservation(self, reservation_id: str) -> Reservation:
+        """The reservation a post, void or expiry names; ReservationNotFound if never held (a
+        refused reserve holds none either)."""
         reservation = self.reservations.get(reservation_id)
         if reservation is None:
             msg = f"no reservation {reservation_id!r}: reserve first"
-            raise InvalidRequest(msg, details={"reservation_id": reservation_id})
+            raise ReservationNotFound(msg, details={"reservation_id": reservation_id})
         return reservation
 
     def _require_accounts(self, accounts: Sequence[str]) -> None:

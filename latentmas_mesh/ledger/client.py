@@ -9,7 +9,7 @@ from typing import Literal, Protocol, TypeVar
 from pydantic import BaseModel
 
 from latentmas_mesh.codec import Decoded
-from latentmas_mesh.errors import Conflict, InsufficientFunds, InvalidRequest
+from latentmas_mesh.errors import InsufficientFunds, InvalidRequest, ReservationClosed
 from latentmas_mesh.ledger._types import EventStatus
 from latentmas_mesh.protocol.ledger import (
     LEDGER_SERVICE,
@@ -53,7 +53,13 @@ def new_event_id() -> str:
 
 
 def raise_for_result(result: EventResult) -> EventResult:
-    """The result itself if the event was applied; else its typed error (status mapped to one)."""
+    """The result itself if the event was applied; else its typed error.
+
+    A refused event raises the error the ledger sent (e.g. RESERVATION_NOT_FOUND for a post or
+    void of an unknown reservation, CONFLICT for a reused id). A recorded status that is not
+    APPLIED maps to a code: INSUFFICIENT_FUNDS -> InsufficientFunds; RESERVATION_NOT_PENDING and
+    RESERVATION_EXPIRED -> ReservationClosed. Details: {"event_id", "status": the EventStatus}.
+    """
     if result.error is not None:
         raise result.error.to_exception()
     if result.status == EventStatus.APPLIED:
@@ -63,7 +69,7 @@ def raise_for_result(result: EventResult) -> EventResult:
         raise InsufficientFunds(f"event {result.event_id}: insufficient funds", details=details)
     if result.status in (EventStatus.RESERVATION_NOT_PENDING, EventStatus.RESERVATION_EXPIRED):
         status = EventStatus(result.status).name.lower()
-        raise Conflict(f"event {result.event_id}: {status}", details=details)
+        raise ReservationClosed(f"event {result.event_id}: {status}", details=details)
     raise InvalidRequest(f"event {result.event_id}: unknown status {result.status}")
 
 
@@ -127,6 +133,6 @@ class LedgerClient:
 
     def reservation(self, reservation_id: str) -> ReservationReply:
         """Payer, terms and state of a reservation (services and its payer only: else
-        Unauthorized; an id the ledger never held: InvalidRequest, reason UNKNOWN_RESERVATION)."""
+        Unauthorized; an id the ledger does not hold: ReservationNotFound)."""
         request = ReservationRequest(reservation_id=reservation_id)
         return self._call(request, ReservationReply)

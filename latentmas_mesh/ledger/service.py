@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from latentmas_mesh.errors import InvalidRequest, ProtocolError, Unauthorized
+from latentmas_mesh.errors import InvalidRequest, ProtocolError, ReservationNotFound, Unauthorized
 from latentmas_mesh.ledger._types import (
     AccountKind,
     Deposit,
@@ -36,7 +36,6 @@ from latentmas_mesh.market import (
 )
 from latentmas_mesh.protocol.errors import ErrorBody
 from latentmas_mesh.protocol.ledger import (
-    UNKNOWN_RESERVATION,
     BalanceReply,
     BalanceRequest,
     DepositEvent,
@@ -173,15 +172,15 @@ class LedgerService:
     def reservation(self, reservation_id: str, identity: str, now_ms: int) -> ReservationReply:
         """Payer and terms of a reservation, for platform services and its payer only.
 
-        Unknown id: InvalidRequest with details {"reservation_id", "reason": "unknown_reservation"};
-        someone else's: Unauthorized. That tells a stranger the id is taken, as reusing it for
-        another event (a Conflict) would anyway; the terms stay private.
+        Unknown id (never reserved, or a reserve refused for funds): ReservationNotFound with
+        details {"reservation_id"}; someone else's: Unauthorized. That tells a stranger the id is
+        taken, as reusing it for another event (a Conflict) would anyway; the terms stay private.
+        A closed reservation is answered with its state, not an error: the caller decides.
         """
         found = self.store.reservation(reservation_id)
         if found is None:
             msg = f"no reservation {reservation_id!r} on this ledger"
-            details = {"reservation_id": reservation_id, "reason": UNKNOWN_RESERVATION}
-            raise InvalidRequest(msg, details=details)
+            raise ReservationNotFound(msg, details={"reservation_id": reservation_id})
         if identity != found.payer and identity not in self.policy.services:
             msg = "only the reservation's payer or a platform service may read it"
             raise Unauthorized(msg, details={"reservation_id": reservation_id})

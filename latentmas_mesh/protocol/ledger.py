@@ -17,8 +17,6 @@ from latentmas_mesh.protocol.errors import ErrorBody
 LEDGER_SERVICE: Final = "latentmas.ledger"
 EVENTS_PER_REQUEST_MAX: Final = 1_024
 STATEMENT_ENTRIES_MAX: Final = 1_000
-UNKNOWN_RESERVATION: Final = "unknown_reservation"
-"""`details["reason"]` of the INVALID_REQUEST answering a reservation id the ledger never held."""
 
 # Strict: a float, a bool or a numeric string is refused, never coerced into an amount.
 AmountUnits = Annotated[int, Strict(), Field(ge=1, le=PRICE_UNITS_MAX)]
@@ -122,6 +120,12 @@ class EventResult(WireModel):
 
     `status` is `EventStatus` (0 applied, 1 insufficient funds, 2 reservation not pending,
     3 reservation expired); `replayed` says this is the answer recorded at an earlier delivery.
+    Statuses 1-3 are outcomes, kept and replayed under the event id; a client raising for them
+    (`ledger.client.raise_for_result`) raises INSUFFICIENT_FUNDS for 1 and RESERVATION_CLOSED
+    for 2 and 3. `error` codes: INVALID_REQUEST (bad terms, unknown account, bad deadline),
+    UNAUTHORIZED (not the payer, service or operator this needs), CONFLICT (the id was used with
+    other content), RESERVATION_NOT_FOUND (a post or void naming a reservation the ledger does
+    not hold).
     """
 
     event_id: str
@@ -240,7 +244,10 @@ class SettlementStatusReply(WireModel):
 class ReservationRequest(WireModel):
     """A reservation's payer and terms, so a service can check it before delivering.
 
-    Only platform services (`LATENTMAS_LEDGER_SERVICES`) and the reservation's payer may ask.
+    Only platform services (`LATENTMAS_LEDGER_SERVICES`) and the reservation's payer may ask:
+    anyone else gets UNAUTHORIZED. An id the ledger does not hold (never reserved, or a reserve
+    refused for funds) gets RESERVATION_NOT_FOUND. A closed reservation is answered, its state
+    in the reply's `status`.
     """
 
     reservation_id: EventId
@@ -269,7 +276,6 @@ class ReservationReply(WireModel):
 __all__ = [
     "EVENTS_PER_REQUEST_MAX",
     "LEDGER_SERVICE",
-    "UNKNOWN_RESERVATION",
     "BalanceReply",
     "BalanceRequest",
     "DepositEvent",

@@ -11,6 +11,8 @@ from latentmas_mesh.errors import (
     InsufficientFunds,
     InvalidRequest,
     ModelNotSupported,
+    ReservationClosed,
+    ReservationNotFound,
     Unauthorized,
 )
 from latentmas_mesh.ledger import AccountKind, EventStatus, validator_account
@@ -19,12 +21,12 @@ from latentmas_mesh.ledger.service import LedgerPolicy, LedgerService
 from latentmas_mesh.market import AssetType
 from latentmas_mesh.protocol.base import validate_message
 from latentmas_mesh.protocol.ledger import (
-    UNKNOWN_RESERVATION,
     LedgerEventsRequest,
     PostEvent,
     QuoteRequest,
     ReserveEvent,
     SettleEvent,
+    VoidEvent,
 )
 
 KEY = b"q" * 32
@@ -201,16 +203,59 @@ class TestService:
         )
 
     def test_a_late_post_is_refused_and_the_funds_go_back(self, mesh):
-        """A post after the deadline fails as a Conflict (expired); Alice has her units back."""
+        """A post after the deadline is RESERVATION_CLOSED (expired); Alice has her units back."""
         client, clock = mesh
         client("alice").apply(
             ReserveEvent(event_id="r1", creator="bob", amount_units=100, expires_at_ms=2_000)
         )
         clock.now_ms = 5_000
 
-        with pytest.raises(Conflict, match="reservation_expired"):
+        with pytest.raises(ReservationClosed, match="reservation_expired") as caught:
             client("alice").apply(PostEvent(event_id="p1", reservation_id="r1"))
-        assert 1_000 == client("alice").balance().balance_units
+        assert (EventStatus.RESERVATION_EXPIRED, 1_000) == (
+            caught.value.details["status"],
+            client("alice").balance().balance_units,
+        )
+
+    @pytest.mark.parametrize("finish", [PostEvent, VoidEvent])
+    def test_finishing_a_closed_reservation_is_reservation_closed_every_time(self, mesh, finish):
+        """A post or void of a posted reservation is RESERVATION_CLOSED, and so is its replay:
+        the outcome is recorded under the event id, nothing moves."""
+        client, _ = mesh
+        client("alice").apply(
+            ReserveEvent(event_id="r1", creator="bob", amount_units=100, expires_at_ms=60_000)
+        )
+        client("svc").apply(PostEvent(event_id="p1", reservation_id="r1"))
+        late = finish(event_id="late-1", reservation_id="r1")
+
+        codes = []
+        for _ in range(2):
+            with pytest.raises(ReservationClosed) as caught:
+                client("alice").apply(late)
+            codes.append((caught.value.code, caught.value.details["status"]))
+
+        assert [("RESERVATION_CLOSED", EventStatus.RESERVATION_NOT_PENDING)] * 2 == codes
+        assert (900, 81) == (
+            client("alice").balance().balance_units,
+            client("bob").balance().balance_units,
+        )
+
+    @pytest.mark.parametrize("finish", [PostEvent, VoidEvent])
+    def test_finishing_an_unknown_reservation_is_reservation_not_found(self, mesh, finish):
+        """The ledger answers a post or void naming no reservation with RESERVATION_NOT_FOUND
+        in the event's result, and records nothing under its id."""
+        client, _ = mesh
+        event = finish(event_id="f1", reservation_id="never-made")
+
+        (result,) = client("svc").send_events([event])
+
+        assert ("RESERVATION_NOT_FOUND", "never-made", None) == (
+            result.error.code,
+            result.error.details["reservation_id"],
+            client("op").status("f1"),
+        )
+        with pytest.raises(ReservationNotFound):
+            client("alice").apply(event)
 
 
 class TestSettlementStatus:
@@ -289,16 +334,14 @@ class TestReservationLookup:
         with pytest.raises(Unauthorized):
             client(None).reservation("r1")
 
-    def test_unknown_reservation_is_invalid_request_with_its_reason(self, mesh):
-        """An id the ledger never held is a typed INVALID_REQUEST naming the reason."""
+    def test_unknown_reservation_is_reservation_not_found(self, mesh):
+        """An id the ledger never held is RESERVATION_NOT_FOUND naming the id, for any caller
+        allowed to ask; it says nothing about anyone's terms."""
         client, _ = mesh
-        with pytest.raises(InvalidRequest) as caught:
+        with pytest.raises(ReservationNotFound) as caught:
             client("svc").reservation("never-made")
 
-        assert (UNKNOWN_RESERVATION, "never-made") == (
-            caught.value.details["reason"],
-            caught.value.details["reservation_id"],
-        )
+        assert {"reservation_id": "never-made"} == caught.value.details
 
     def test_status_follows_post_and_deadline(self, mesh):
         """A posted reservation reads posted; one past its deadline reads expired, swept or not."""

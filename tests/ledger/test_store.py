@@ -9,6 +9,8 @@ from latentmas_mesh.errors import (
     InternalError,
     InvalidRequest,
     PayloadTooLarge,
+    ReservationClosed,
+    ReservationNotFound,
     Unauthorized,
 )
 from latentmas_mesh.ledger import (
@@ -16,13 +18,17 @@ from latentmas_mesh.ledger import (
     AccountKind,
     Deposit,
     EventStatus,
+    Expire,
     LedgerStore,
     Post,
+    Reservation,
     ReservationStatus,
     Reserve,
     Settle,
+    Snapshot,
     Void,
     agent_account,
+    plan_batch,
     validator_account,
 )
 
@@ -203,6 +209,15 @@ class TestReservation:
         assert EventStatus.RESERVATION_NOT_PENDING == outcome.status
         assert 1_000 == store.balance_units(agent_account("alice"))
 
+    def test_expiry_of_a_closed_reservation_is_reservation_closed(self):
+        """The planner refuses to expire a reservation posted meanwhile: RESERVATION_CLOSED."""
+        posted = Reservation("r1", "alice", "bob", (), 600, ReservationStatus.POSTED, 100)
+        snapshot = Snapshot(events={}, reservations={"r1": posted}, accounts={})
+
+        (result,) = plan_batch([Expire("r1")], snapshot, now_ms=200).results
+
+        assert (ReservationClosed, "posted") == (type(result), result.details["status"])
+
     def test_only_the_payer_or_a_service_may_post(self, store):
         """Mallory cannot post Alice's reservation to herself or anyone."""
         funded(store, ("alice", 1_000), ("bob", 1), ("mallory", 1))
@@ -247,10 +262,24 @@ class TestBadInput:
             store.balance_units("agent:nobody")
         assert None is store.event_outcome("s1")
 
-    def test_unknown_reservation_is_refused(self, store):
-        """Posting a reservation that never existed is an invalid request."""
-        with pytest.raises(InvalidRequest):
-            store.apply(Post("p1", "nope", actor="alice"), now_ms=5)
+    @pytest.mark.parametrize("finish", [Post, Void])
+    def test_unknown_reservation_is_reservation_not_found(self, store, finish):
+        """A post or void naming a reservation never made is RESERVATION_NOT_FOUND, unrecorded."""
+        with pytest.raises(ReservationNotFound) as caught:
+            store.apply(finish("p1", "nope", actor="alice"), now_ms=5)
+
+        assert ("nope", None) == (
+            caught.value.details["reservation_id"],
+            store.event_outcome("p1"),
+        )
+
+    def test_a_reserve_refused_for_funds_holds_no_reservation(self, store):
+        """Posting a reserve the ledger refused for funds is RESERVATION_NOT_FOUND: none is held."""
+        funded(store, ("alice", 10), ("bob", 1))
+        store.apply(Reserve("r1", "alice", "bob", (), 11, expires_at_ms=1_000), now_ms=10)
+
+        with pytest.raises(ReservationNotFound):
+            store.apply(Post("p1", "r1", actor="alice"), now_ms=20)
 
     @pytest.mark.parametrize("event_id", ["", "has space", "expire:r1", "x" * 129, 7])
     def test_malformed_event_ids_are_refused(self, event_id):

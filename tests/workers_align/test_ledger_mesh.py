@@ -8,7 +8,12 @@ import time
 import pytest
 
 from latentmas_mesh.alignment.payments import settlement_event_ids
-from latentmas_mesh.errors import InsufficientFunds, InvalidRequest
+from latentmas_mesh.errors import (
+    InsufficientFunds,
+    InvalidRequest,
+    ReservationClosed,
+    ReservationNotFound,
+)
 from latentmas_mesh.ledger.client import LedgerClient
 from latentmas_mesh.ledger.localnet import LedgerNet
 from latentmas_mesh.protocol.align import ExchangeMemoryRequest
@@ -108,3 +113,34 @@ class TestPaidExchangeThroughTheMesh:
 
         assert (before - PRICE, before) == (held, after)
         assert ("void", 0) == (voided.kind, voided.status)
+
+    def test_unknown_and_spent_reservations_reach_the_payer_as_their_codes(self, net, rng):
+        """Over the wire, an exchange naming a reservation the ledger never held answers
+        RESERVATION_NOT_FOUND, and one naming a reservation already posted answers
+        RESERVATION_CLOSED (status posted); neither is charged."""
+        alice, creator, validator = (net.identity(n) for n in ("alice", "creator", "validator"))
+        with net.transport("operator") as t_operator, net.transport("alice") as t_alice:
+            operator, payer = LedgerClient(t_operator), LedgerClient(t_alice)
+            operator.deposit(alice, PRICE)
+            operator.open_account("agent", creator)
+            operator.open_account("validator", validator)
+            with pytest.raises(ReservationNotFound) as missing:
+                t_alice.call(ALIGN, exchange(rng, "alice-never-made"), timeout_ms=TIMEOUT_MS)
+            payer.apply(ReserveEvent(
+                event_id="alice-res-spent", creator=creator, validators=(validator,),
+                amount_units=PRICE, expires_at_ms=time.time_ns() // 1_000_000 + 60_000,
+            ))  # fmt: skip
+            request = exchange(rng, "alice-res-spent")
+            t_alice.call(ALIGN, request, request_id="alice-x-spent-1", timeout_ms=TIMEOUT_MS)
+            after_paying = payer.balance().balance_units
+            with pytest.raises(ReservationClosed) as closed:
+                t_alice.call(ALIGN, request, request_id="alice-x-spent-2", timeout_ms=TIMEOUT_MS)
+            after_refusal = payer.balance().balance_units
+
+        assert ("RESERVATION_NOT_FOUND", "alice-never-made") == (
+            missing.value.code, missing.value.details["reservation_id"]
+        )  # fmt: skip
+        assert ("RESERVATION_CLOSED", "posted") == (
+            closed.value.code, closed.value.details["status"]
+        )  # fmt: skip
+        assert after_paying == after_refusal

@@ -10,6 +10,8 @@ from latentmas_mesh.errors import (
     InsufficientFunds,
     InternalError,
     InvalidRequest,
+    ReservationClosed,
+    ReservationNotFound,
     Timeout,
     Unauthorized,
 )
@@ -24,6 +26,7 @@ from latentmas_mesh.protocol.ledger import (
     EventResult,
     LedgerEventsRequest,
     OpenAccountRequest,
+    PostEvent,
     ReservationReply,
     ReservationRequest,
     ReserveEvent,
@@ -70,13 +73,36 @@ class FlakyLedger(InProcessLedger):
         return super().send_events(events)
 
 
+class Clock:
+    """The ledger's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now_ms = NOW_MS
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+class LateLedger(InProcessLedger):
+    """Its event batches arrive `late_ms` after the ledger's clock said: the work took that long."""
+
+    def __init__(self, service: LedgerService, identity: str, clock: Clock, late_ms: int) -> None:
+        super().__init__(service, identity)
+        self.clock, self.late_ms = clock, late_ms
+
+    def send_events(self, events) -> list[EventResult]:
+        self.clock.now_ms += self.late_ms
+        return super().send_events(events)
+
+
 @pytest.fixture
 def ledger(tmp_path):
-    """A funded payer (1,000 units), an open creator and validator; the worker is a service."""
+    """A funded payer (1,000 units), an open creator and validator; the worker is a service.
+    The ledger's clock is `ledger.clock` (a Clock at NOW_MS)."""
     policy = LedgerPolicy(
         quote_key=b"k" * 32, services=frozenset({WORKER}), operators=frozenset({OPERATOR})
     )
-    service = LedgerService(SqliteLedgerStore(tmp_path / "ledger.db"), policy, clock=lambda: NOW_MS)
+    service = LedgerService(SqliteLedgerStore(tmp_path / "ledger.db"), policy, clock=Clock())
     operator = InProcessLedger(service, OPERATOR)
     operator.send_events([DepositEvent(event_id="fund", agent_id=PAYER, amount_units=1_000)])
     service.handle(OpenAccountRequest(kind="agent", owner=CREATOR), OPERATOR)
@@ -165,15 +191,17 @@ class TestPaidExchange:
         assert ReservationStatus.PENDING == ledger.store.reservation("res-2").status
 
     def test_a_spent_reservation_buys_nothing_more(self, tmp_path, ledger, rng):
-        """Another request naming an already posted reservation gets no result (CONFLICT)."""
+        """Another request naming an already posted reservation gets no result:
+        RESERVATION_CLOSED, status posted."""
         client = InProcessLedger(ledger, WORKER)
         service, _ = paid_service(tmp_path, client)
         reserve(ledger, "res-1")
         service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
 
-        with pytest.raises(Conflict):
+        with pytest.raises(ReservationClosed) as caught:
             service.handle_align(exchange(rng, "res-1"), PAYER, "req-2")
 
+        assert "posted" == caught.value.details["status"]
         assert (800, 160, 30, 10) == balances(client)
 
     def test_failed_work_voids_the_reservation(self, tmp_path, ledger, rng):
@@ -223,22 +251,40 @@ class TestPaymentRefused:
             details["ledger_service"],
         )  # fmt: skip
 
-    @pytest.mark.parametrize("reservation", ["never-made", "wrong-amount", "refused"])
-    def test_reservation_not_holding_the_price_gets_insufficient_funds(
-        self, tmp_path, ledger, rng, reservation
-    ):
-        """Unknown, a different amount, or refused by the ledger: refused before any work."""
+    def test_reservation_of_another_amount_gets_insufficient_funds(self, tmp_path, ledger, rng):
+        """A reservation holding less than the price is refused before any work."""
         client = InProcessLedger(ledger, WORKER)
         service, outbox = paid_service(tmp_path, client)
-        if reservation == "wrong-amount":
-            reserve(ledger, reservation, amount_units=PRICE - 1)
-        if reservation == "refused":
-            reserve(ledger, reservation, amount_units=5_000)  # more than the payer has
+        reserve(ledger, "res-1", amount_units=PRICE - 1)
 
         with pytest.raises(InsufficientFunds):
-            service.handle_align(exchange(rng, reservation), PAYER, "req-1")
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
 
         assert 0 == outbox.pending_count()
+
+    @pytest.mark.parametrize("reservation", ["never-made", "refused"])
+    def test_reservation_the_ledger_does_not_hold_gets_reservation_not_found(
+        self, tmp_path, ledger, rng, reservation
+    ):
+        """An id never reserved, or a reserve the ledger refused for funds: RESERVATION_NOT_FOUND
+        before any work (not INSUFFICIENT_FUNDS, not INVALID_REQUEST), details give the terms."""
+        client = InProcessLedger(ledger, WORKER)
+        service, outbox = paid_service(tmp_path, client)
+        if reservation == "refused":
+            event = ReserveEvent(  # more than the payer has: the ledger records a refusal
+                event_id=reservation, creator=CREATOR, validators=(VALIDATOR,),
+                amount_units=5_000, expires_at_ms=NOW_MS + 60_000,
+            )  # fmt: skip
+            InProcessLedger(ledger, PAYER).send_events([event])
+
+        with pytest.raises(ReservationNotFound) as caught:
+            service.handle_align(exchange(rng, reservation), PAYER, "req-1")
+
+        details = caught.value.details
+        assert ("RESERVATION_NOT_FOUND", reservation, PRICE, CREATOR, 0) == (
+            caught.value.code, details["reservation_id"], details["price_units"],
+            details["creator"], outbox.pending_count(),
+        )  # fmt: skip
 
     def test_someone_elses_reservation_is_unauthorized(self, tmp_path, ledger, rng):
         """A caller naming another agent's reservation id is refused; that reservation stays."""
@@ -274,17 +320,71 @@ class TestPaymentRefused:
             outbox.pending_count(), ledger.store.reservation("res-1").status,
         )  # fmt: skip
 
-    def test_voided_reservation_is_a_conflict_before_any_work(self, tmp_path, ledger, rng):
-        """A reservation its payer already voided buys nothing: CONFLICT, nothing spooled."""
-        service, outbox = paid_service(tmp_path, InProcessLedger(ledger, WORKER))
+    @pytest.mark.parametrize("closing", ["posted", "voided", "expired", "swept"])
+    def test_closed_reservation_is_reservation_closed_before_any_work(
+        self, tmp_path, ledger, rng, closing
+    ):
+        """A reservation its payer posted or voided, or one past its deadline (swept or not),
+        buys nothing: RESERVATION_CLOSED with its state, nothing spooled, no balance moves."""
+        client = InProcessLedger(ledger, WORKER)
+        service, outbox = paid_service(tmp_path, client)
         reserve(ledger, "res-1")
-        void = VoidEvent(event_id="void-1", reservation_id="res-1")
-        InProcessLedger(ledger, PAYER).send_events([void])
+        payer = InProcessLedger(ledger, PAYER)
+        if closing == "posted":
+            payer.send_events([PostEvent(event_id="post-1", reservation_id="res-1")])
+        if closing == "voided":
+            payer.send_events([VoidEvent(event_id="void-1", reservation_id="res-1")])
+        if closing in ("expired", "swept"):
+            ledger.clock.now_ms = NOW_MS + 60_000
+        if closing == "swept":
+            ledger.store.expire_due(ledger.clock.now_ms)
+        before = balances(client)
 
-        with pytest.raises(Conflict) as caught:
+        with pytest.raises(ReservationClosed) as caught:
             service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
 
-        assert ("voided", 0) == (caught.value.details["status"], outbox.pending_count())
+        state = "expired" if closing == "swept" else closing
+        assert ("RESERVATION_CLOSED", state, 0, before) == (
+            caught.value.code, caught.value.details["status"], outbox.pending_count(),
+            balances(client),
+        )  # fmt: skip
+
+    def test_reservation_expiring_during_the_work_is_reservation_closed(
+        self, tmp_path, ledger, rng
+    ):
+        """The deadline passes while the exchange runs: the post is refused as expired, the
+        caller gets RESERVATION_CLOSED and no result, and the payer keeps every unit."""
+        client = LateLedger(ledger, WORKER, ledger.clock, late_ms=60_000)
+        service, outbox = paid_service(tmp_path, client)
+        reserve(ledger, "res-1")
+
+        with pytest.raises(ReservationClosed) as caught:
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        post_id, _ = settlement_event_ids(PAYER, "req-1")
+        assert ("expired", post_id, 0) == (
+            caught.value.details["status"], caught.value.details["post_event_id"],
+            outbox.pending_count(),
+        )  # fmt: skip
+        assert (1_000, 0, 0, 0) == balances(client)
+
+    def test_reservation_spent_by_a_concurrent_request_is_reservation_closed(
+        self, tmp_path, ledger, rng
+    ):
+        """Two requests check the same pending reservation; the one posting second is refused
+        with RESERVATION_CLOSED (status posted, as the ledger says) and is charged nothing."""
+        client = InProcessLedger(ledger, WORKER)
+        service, outbox = paid_service(tmp_path, client)
+        payments = Payments(outbox, client)
+        reserve(ledger, "res-1")
+        second = payments.open(service.policy.terms, "res-1", PAYER, "req-2")
+        service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        with pytest.raises(ReservationClosed) as caught:
+            payments.post(second)
+
+        assert ("posted", 0) == (caught.value.details["status"], outbox.pending_count())
+        assert (800, 160, 30, 10) == balances(client)
 
     def test_paid_exchange_without_identity_is_unauthorized(self, tmp_path, ledger, rng):
         """Nobody to charge: refused before any work, nothing spooled."""
