@@ -33,6 +33,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check latentmas_mesh broker workers tests bench
+	$(BIN)/ruff format --check latentmas_mesh broker workers tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -105,8 +105,9 @@ def measure(rounds: int, dtype: np.dtype, problem) -> dict[str, float]:
             roofline()
 
     def unfused() -> None:
-        align_heads_reference(keys, key_maps, source_rotary=source_tables,
-                              target_rotary=target_tables)
+        align_heads_reference(
+            keys, key_maps, source_rotary=source_tables, target_rotary=target_tables
+        )
         align_heads_reference(values, value_maps)
 
     def fused() -> None:
@@ -204,23 +205,35 @@ def main() -> None:
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
     }
 
-    print(f"KV alignment kernel, cache {LAYERS}x{HEADS}x{TOKENS}x{HEAD_DIM}, keys + values, "
-          f"best of {args.rounds} rounds")
-    print(f"numba compile (cold cache): {compile_cold:.2f} s; first call with cache: "
-          f"{first_call:.3f} s")
-    print(f"{'input':<8} {'roofline s':>11} {'unfused s':>10} {'fused s':>8} "
-          f"{'vs roofline':>12} {'vs unfused':>11}")
+    print(
+        f"KV alignment kernel, cache {LAYERS}x{HEADS}x{TOKENS}x{HEAD_DIM}, keys + values, "
+        f"best of {args.rounds} rounds"
+    )
+    print(
+        f"numba compile (cold cache): {compile_cold:.2f} s; first call with cache: "
+        f"{first_call:.3f} s"
+    )
+    print(
+        f"{'input':<8} {'roofline s':>11} {'unfused s':>10} {'fused s':>8} "
+        f"{'vs roofline':>12} {'vs unfused':>11}"
+    )
     for name, best in rows:
-        print(f"{name:<8} {best['roofline']:>11.4f} {best['unfused']:>10.4f} "
-              f"{best['fused']:>8.4f} {best['roofline'] / best['fused']:>12.2f} "
-              f"{best['unfused'] / best['fused']:>11.2f}")
+        print(
+            f"{name:<8} {best['roofline']:>11.4f} {best['unfused']:>10.4f} "
+            f"{best['fused']:>8.4f} {best['roofline'] / best['fused']:>12.2f} "
+            f"{best['unfused'] / best['fused']:>11.2f}"
+        )
     print("one core, CPU seconds (child process, NUMBA_NUM_THREADS=OPENBLAS_NUM_THREADS=1):")
     for name, best in single.items():
-        print(f"{name:<8} {best['roofline']:>11.4f} {best['unfused']:>10.4f} "
-              f"{best['fused']:>8.4f} {best['roofline'] / best['fused']:>12.2f} "
-              f"{best['unfused'] / best['fused']:>11.2f}")
-    print("roofline = numpy float32 BLAS matmul of the same shapes (no rotary, no casts) for "
-          "both inputs; targets: vs roofline >= 0.8, vs unfused >= 3")
+        print(
+            f"{name:<8} {best['roofline']:>11.4f} {best['unfused']:>10.4f} "
+            f"{best['fused']:>8.4f} {best['roofline'] / best['fused']:>12.2f} "
+            f"{best['unfused'] / best['fused']:>11.2f}"
+        )
+    print(
+        "roofline = numpy float32 BLAS matmul of the same shapes (no rotary, no casts) for "
+        "both inputs; targets: vs roofline >= 0.8, vs unfused >= 3"
+    )
     print(json.dumps(figures, sort_keys=True))
 
 

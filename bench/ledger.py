@@ -112,9 +112,12 @@ def _worker_round(
     cpu = process_cpu_s(worker_pid) - cpu_before
     others = (process_cpu_s(broker_pid) - broker_before, time.process_time() - client_before)
     settled_now = share * len(names)
-    print(f"  {tag}: {settled_now / elapsed:,.0f}/s; CPU us per settlement: worker"
-          f" {cpu / settled_now * 1e6:.1f}, broker {others[0] / settled_now * 1e6:.1f},"
-          f" clients {others[1] / settled_now * 1e6:.1f}", file=sys.stderr)
+    print(
+        f"  {tag}: {settled_now / elapsed:,.0f}/s; CPU us per settlement: worker"
+        f" {cpu / settled_now * 1e6:.1f}, broker {others[0] / settled_now * 1e6:.1f},"
+        f" clients {others[1] / settled_now * 1e6:.1f}",
+        file=sys.stderr,
+    )
     if failures:
         raise RuntimeError(f"{len(failures)} settlements not applied, e.g. {failures[:3]}")
     settled = share * len(names)
@@ -154,9 +157,7 @@ def raw_sqlite(path: Path, count: int, batch: int) -> tuple[float, float]:
     """The ceiling: the same rows into the same tables, same pragmas and batch, no logic."""
     SqliteLedgerStore(path).close()
     db = connect(path)
-    db.executemany(
-        "INSERT INTO accounts VALUES (?, 'agent', 0, 0)", [(a,) for a in ACCOUNTS]
-    )
+    db.executemany("INSERT INTO accounts VALUES (?, 'agent', 0, 0)", [(a,) for a in ACCOUNTS])
     db.executemany(
         "INSERT INTO accounts VALUES (?, 'validator', 0, 0)",
         [(validator_account(v),) for v in VALIDATORS],
@@ -262,23 +263,31 @@ def main() -> None:
     figures["sqlite_target_met"] = (
         sqlite_worker >= TARGET_SQLITE_PER_S and sqlite_worker / sqlite_raw >= TARGET_VS_RAW
     )
-    print(f"{count} settlements, batches of {batch}, {args.clients} clients, best of {repeats}"
-          " rounds (ceiling and worker in turn);"
-          " 5 journal lines each; durable (SQLite WAL + synchronous=FULL, PostgreSQL fsync on)")
-    print(f"{'engine':<10} {'worker /s':>12} {'raw /s':>12} {'worker/raw':>11}"
-          f" {'worker CPU us':>14}")
+    print(
+        f"{count} settlements, batches of {batch}, {args.clients} clients, best of {repeats}"
+        " rounds (ceiling and worker in turn);"
+        " 5 journal lines each; durable (SQLite WAL + synchronous=FULL, PostgreSQL fsync on)"
+    )
+    print(
+        f"{'engine':<10} {'worker /s':>12} {'raw /s':>12} {'worker/raw':>11} {'worker CPU us':>14}"
+    )
     for engine, worker, raw, cpu in (
         ("sqlite", sqlite_worker, sqlite_raw, sqlite_cpu),
         ("postgres", postgres_worker, postgres_raw, postgres_cpu),
     ):
-        print(f"{engine:<10} {worker:>12,.0f} {raw:>12,.0f} {worker / raw:>11.3f}"
-              f" {cpu * 1e6:>14.1f}")
+        print(
+            f"{engine:<10} {worker:>12,.0f} {raw:>12,.0f} {worker / raw:>11.3f} {cpu * 1e6:>14.1f}"
+        )
     for size, rate in smaller.items():
         print(f"{f'sqlite, {size} per request':<22} {rate:>12,.0f}")
-    print(f"(one round each; the worker/raw ratio is at {batch} events per request,"
-          " the protocol's largest batch)")
-    print(f"targets: sqlite >= {TARGET_SQLITE_PER_S}/s and >= {TARGET_VS_RAW}x raw;"
-          f" raw SQLite CPU per settlement {sqlite_raw_cpu * 1e6:.1f} us")
+    print(
+        f"(one round each; the worker/raw ratio is at {batch} events per request,"
+        " the protocol's largest batch)"
+    )
+    print(
+        f"targets: sqlite >= {TARGET_SQLITE_PER_S}/s and >= {TARGET_VS_RAW}x raw;"
+        f" raw SQLite CPU per settlement {sqlite_raw_cpu * 1e6:.1f} us"
+    )
     print(json.dumps(figures))
     sys.stdout.flush()
 

@@ -188,9 +188,14 @@ class UnifiedSpace:
         for name, chart in self.charts_.items():
             for part in ("mean", "encoder", "scaling", "decoder", "holdout"):
                 tensors[f"chart/{name}/{part}"] = getattr(chart, part)
-        meta = {"format": FORMAT, "unified_dim": self.unified_dim, "method": self.method,
-                "models": list(self.charts_), "random_state": self.random_state,
-                "anchor_set": self.anchor_set}
+        meta = {
+            "format": FORMAT,
+            "unified_dim": self.unified_dim,
+            "method": self.method,
+            "models": list(self.charts_),
+            "random_state": self.random_state,
+            "anchor_set": self.anchor_set,
+        }
         target = Path(path)
         tmp = target.with_name(f".{target.name}.tmp")
         save_file(tensors, str(tmp), metadata={"latentmas": json.dumps(meta)})
@@ -238,8 +243,11 @@ def _principal_coordinates(x: F64, unified_dim: int) -> F64:
     """[m, d] -> [m, d_u]: centered top principal components, unit RMS norm, zero-padded."""
     centered = x - x.mean(axis=0)
     basis = orthonormal_basis(centered, min(unified_dim, x.shape[1], x.shape[0] - 1))
-    z = pad_columns(centered @ basis, unified_dim) if basis.size else np.zeros((x.shape[0],
-                                                                                unified_dim))
+    z = (
+        pad_columns(centered @ basis, unified_dim)
+        if basis.size
+        else np.zeros((x.shape[0], unified_dim))
+    )
     return z / _rms(z)
 
 
@@ -304,9 +312,7 @@ def _ridge_toward(
     returns (W refitted on the fit rows, per-dimension scaling factors from validation)."""
     train, validation, fit = split.train, split.validation, split.fit
     alphas = [a * mean_eigenvalue(x[train]) for a in relative_alphas]
-    candidates = [
-        prior + d for d in ridge_path(x[train], y[train] - x[train] @ prior, alphas)
-    ]
+    candidates = [prior + d for d in ridge_path(x[train], y[train] - x[train] @ prior, alphas)]
     if method == "hybrid":
         alphas.append(math.inf)
         candidates.append(prior)

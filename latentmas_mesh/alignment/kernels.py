@@ -230,13 +230,21 @@ def _fused_kernel(  # noqa: PLR0917 - njit takes no keyword-only arguments
             for k in range(n_in):
                 src_layer, src_head = inputs[layer, head, k, 0], inputs[layer, head, k, 1]
                 start = k * source_dim
-                _load_row(src[src_layer, src_head, position], src_fmt,
-                          bits[row, start : start + source_dim], f16_table)
+                _load_row(
+                    src[src_layer, src_head, position],
+                    src_fmt,
+                    bits[row, start : start + source_dim],
+                    f16_table,
+                )
                 table = src_layer_table[src_layer]
                 if src_rotated[table] > 0:
-                    _rotate_row(x[row, start : start + source_dim], src_cos[table, position],
-                                src_negated_sin[table, position], src_rotated[table],
-                                src_convention)
+                    _rotate_row(
+                        x[row, start : start + source_dim],
+                        src_cos[table, position],
+                        src_negated_sin[table, position],
+                        src_rotated[table],
+                        src_convention,
+                    )
         y = np.dot(x, weight[layer, head])
         table = tgt_layer_table[layer]
         rotated = tgt_rotated[table]
@@ -247,8 +255,13 @@ def _fused_kernel(  # noqa: PLR0917 - njit takes no keyword-only arguments
             for j in range(y_row.shape[0]):
                 y_row[j] += bias[layer, head, j]
             if rotated > 0:
-                _rotate_row(y_row, tgt_cos[table, position], tgt_sin[table, position], rotated,
-                            tgt_convention)
+                _rotate_row(
+                    y_row,
+                    tgt_cos[table, position],
+                    tgt_sin[table, position],
+                    rotated,
+                    tgt_convention,
+                )
             _store_row(out[layer, head, position], out_fmt, y_row, shifted)
 
 
@@ -270,8 +283,9 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
-def _check_layout(src: npt.NDArray[Any], maps: HeadMaps, source: RotaryTables,
-                  target: RotaryTables) -> None:
+def _check_layout(
+    src: npt.NDArray[Any], maps: HeadMaps, source: RotaryTables, target: RotaryTables
+) -> None:
     layers, heads, positions, width = src.shape
     used = maps.inputs.reshape(-1, 2)
     problems = []

@@ -450,8 +450,8 @@ class KVAligner:
         """
         seq = self.source.check_cache(keys, values)
         source_positions = _positions(positions, seq)
-        target_at = source_positions if target_positions is None else _positions(
-            target_positions, seq
+        target_at = (
+            source_positions if target_positions is None else _positions(target_positions, seq)
         )
         if self.exact_identity_ and np.array_equal(source_positions, target_at):
             # R(p)·I·R(p)⁻¹ = I: an identity exchange is returned bit for bit, not re-rounded.

@@ -108,9 +108,7 @@ def measure_quality(
     )
 
 
-def check_quality(
-    quality: AlignmentQuality, thresholds: QualityThresholds, *, method: str
-) -> None:
+def check_quality(quality: AlignmentQuality, thresholds: QualityThresholds, *, method: str) -> None:
     """Raise QualityBelowThreshold, with the measured figures, if any metric misses its threshold.
 
     Appendix C.2's resolution for this code is "Try different method"; the details name the

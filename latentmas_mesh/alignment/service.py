@@ -302,9 +302,7 @@ class AlignmentService:
 
     # ------------------------------------------------------------------ latentmas.align
 
-    def handle_align(
-        self, message: WireModel, identity: str | None, request_id: str
-    ) -> WireModel:
+    def handle_align(self, message: WireModel, identity: str | None, request_id: str) -> WireModel:
         """Answer an align request; a priced one only once its reservation is posted.
 
         Spec 7.4 pay-then-deliver: the caller's reservation is checked before the work, posted
@@ -393,7 +391,7 @@ class AlignmentService:
 
     def align_vector(self, request: AlignVectorRequest, request_id: str) -> AlignVectorResponse:
         """v1 align_vector through the newest stored map of the pair; with none stored, C.2's
-    fallback: another method, then composition through the unified-space hub."""
+        fallback: another method, then composition through the unified-space hub."""
         source, target = self._model(request.source_model), self._model(request.target_model)
         single = request.vector is not None
         rows = request.vector[None, :] if request.vector is not None else request.vectors

@@ -33,7 +33,7 @@ FALLBACK_ORDER: Final[dict[Method, tuple[Method, ...]]] = {
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
-    """"1.2.3" -> (1, 2, 3); InvalidRequest for anything that is not three decimal numbers."""
+    """ "1.2.3" -> (1, 2, 3); InvalidRequest for anything that is not three decimal numbers."""
     match = _SEMVER.match(version)
     if match is None:
         raise InvalidRequest(

@@ -46,4 +46,3 @@ def pooling_weights(
     covered = totals > 0
     weights = np.where(covered[:, None], overlap / np.where(covered, totals, 1.0)[:, None], 0.0)
     return np.asarray(weights), covered
-

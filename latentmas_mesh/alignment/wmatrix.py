@@ -238,8 +238,10 @@ class WMatrix:
         if expected != actual:
             raise DimensionMismatch(
                 "W-matrix parts do not compose",
-                details={"expected": {k: list(v) for k, v in expected.items()},
-                         "actual": {k: list(v) for k, v in actual.items()}},
+                details={
+                    "expected": {k: list(v) for k, v in expected.items()},
+                    "actual": {k: list(v) for k, v in actual.items()},
+                },
             )
         self.source_mean_ = source_mean
         self.encoder_ = encoder
@@ -372,8 +374,10 @@ class WMatrix:
         return wmatrix
 
     def __repr__(self) -> str:
-        state = "unfitted" if not hasattr(self, "encoder_") else (
-            f"{self.n_features_in_}->{self.core_.shape[0]}->{self.n_features_out_}"
+        state = (
+            "unfitted"
+            if not hasattr(self, "encoder_")
+            else (f"{self.n_features_in_}->{self.core_.shape[0]}->{self.n_features_out_}")
         )
         return f"WMatrix(method={self.method!r}, {state})"
 
@@ -513,4 +517,3 @@ def _json_float(value: float | None) -> float | str | None:
     if value is None:
         return None
     return "inf" if math.isinf(value) else float(value)
-

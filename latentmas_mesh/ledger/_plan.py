@@ -157,7 +157,12 @@ class _Planner:
         except ProtocolError as error:  # rejected input: nothing recorded, nothing changed
             return error
         row = StoredEvent(
-            event.event_id, event.kind, digest, status, amount_units, self.now_ms,
+            event.event_id,
+            event.kind,
+            digest,
+            status,
+            amount_units,
+            self.now_ms,
             self._parties_of(event),
         )
         self._record(row, transfers)

@@ -242,8 +242,15 @@ class SqlLedgerStore(ABC):
                 " applied_at_ms, parties) VALUES (?, ?, ?, ?, ?, ?, ?)"
             ),
             [
-                (r.event_id, r.kind.value, r.content_sha256, int(r.status), r.amount_units,
-                 r.applied_at_ms, PARTY_SEPARATOR.join(r.parties))
+                (
+                    r.event_id,
+                    r.kind.value,
+                    r.content_sha256,
+                    int(r.status),
+                    r.amount_units,
+                    r.applied_at_ms,
+                    PARTY_SEPARATOR.join(r.parties),
+                )
                 for r in plan.event_rows
             ],
         )
@@ -254,8 +261,15 @@ class SqlLedgerStore(ABC):
                     " amount_units, status, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 ),
                 [
-                    (r.reservation_id, r.payer, r.creator, json.dumps(list(r.validators)),
-                     r.amount_units, int(r.status), r.expires_at_ms)
+                    (
+                        r.reservation_id,
+                        r.payer,
+                        r.creator,
+                        json.dumps(list(r.validators)),
+                        r.amount_units,
+                        int(r.status),
+                        r.expires_at_ms,
+                    )
                     for r in plan.reservations_new.values()
                 ],
             )
@@ -331,9 +345,7 @@ class SqlLedgerStore(ABC):
             ),
             (account_id, kind.value, now_ms),
         )
-        cursor.execute(
-            self._sql("SELECT kind FROM accounts WHERE account_id = ?"), (account_id,)
-        )
+        cursor.execute(self._sql("SELECT kind FROM accounts WHERE account_id = ?"), (account_id,))
         row = cursor.fetchone()
         if row is None or row[0] != kind.value:
             msg = f"account {account_id!r} exists with another kind"
@@ -398,8 +410,9 @@ class SqlLedgerStore(ABC):
         if row is None:
             return None
         parties = tuple(row[6].split(PARTY_SEPARATOR)) if row[6] else ()
-        return StoredEvent(row[0], EventKind(row[1]), row[2], EventStatus(row[3]), row[4], row[5],
-                           parties)
+        return StoredEvent(
+            row[0], EventKind(row[1]), row[2], EventStatus(row[3]), row[4], row[5], parties
+        )
 
     def reservation(self, reservation_id: str) -> Reservation | None:
         """A reservation and its current status, or None."""
@@ -425,8 +438,13 @@ class SqlLedgerStore(ABC):
 
 def _reservation(row: Sequence[Any]) -> Reservation:
     return Reservation(
-        row[0], row[1], row[2], tuple(json.loads(row[3])), int(row[4]),
-        ReservationStatus(row[5]), int(row[6]),
+        row[0],
+        row[1],
+        row[2],
+        tuple(json.loads(row[3])),
+        int(row[4]),
+        ReservationStatus(row[5]),
+        int(row[6]),
     )
 
 
@@ -441,9 +459,7 @@ def _audit(cursor: Cursor) -> AuditReport:
     total = _scalar(cursor, "SELECT SUM(balance_units) FROM accounts")
     if total != 0:
         problems.append(f"balances sum to {total}, not 0")
-    cursor.execute(
-        "SELECT account_id FROM accounts WHERE kind <> 'funding' AND balance_units < 0"
-    )
+    cursor.execute("SELECT account_id FROM accounts WHERE kind <> 'funding' AND balance_units < 0")
     problems.extend(f"{row[0]} is below zero" for row in cursor.fetchall())
     cursor.execute(
         "SELECT a.account_id, a.balance_units, COALESCE(j.total, 0) FROM accounts a LEFT JOIN"
@@ -453,9 +469,7 @@ def _audit(cursor: Cursor) -> AuditReport:
     problems.extend(
         f"{row[0]} balance {row[1]} differs from its journal {row[2]}" for row in cursor.fetchall()
     )
-    cursor.execute(
-        "SELECT event_id FROM journal GROUP BY event_id HAVING SUM(amount_units) <> 0"
-    )
+    cursor.execute("SELECT event_id FROM journal GROUP BY event_id HAVING SUM(amount_units) <> 0")
     problems.extend(f"event {row[0]} does not sum to zero" for row in cursor.fetchall())
     pending = _scalar(cursor, "SELECT SUM(amount_units) FROM reservations WHERE status = 0")
     escrow = _scalar(cursor, "SELECT balance_units FROM accounts WHERE account_id = 'escrow'")

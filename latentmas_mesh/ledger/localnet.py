@@ -55,9 +55,12 @@ class LedgerNet:
             **self.extra_env,
         }
         broker_args = (
-            "--curve-secret-key", str(keys / "broker" / "broker.key_secret"),
-            "--curve-client-keys", str(keys / "clients"),
-            "--curve-worker-keys", str(keys / "workers"),
+            "--curve-secret-key",
+            str(keys / "broker" / "broker.key_secret"),
+            "--curve-client-keys",
+            str(keys / "clients"),
+            "--curve-worker-keys",
+            str(keys / "workers"),
         )
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         self.mesh = LocalMesh(

@@ -71,9 +71,20 @@ class TemporaryPostgres:
         if self.prefix:
             shutil.chown(self.root, user=PG_USER)
         subprocess.run(
-            [*self.prefix, str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
-             "--auth=trust", "-E", "UTF8", "--no-sync"],
-            check=True, capture_output=True,
+            [
+                *self.prefix,
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
         )
         for _ in range(START_ATTEMPTS_MAX):
             port = _free_port()
@@ -82,9 +93,23 @@ class TemporaryPostgres:
                 " -c max_connections=40 -c dynamic_shared_memory_type=mmap"
             )
             started = subprocess.run(
-                [*self.prefix, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options,
-                 "-l", str(self.root / "server.log"), "-w", "-t", "60", "start"],
-                capture_output=True, text=True, check=False,
+                [
+                    *self.prefix,
+                    str(self.bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.root / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if started.returncode == 0:
                 self.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
@@ -97,9 +122,17 @@ class TemporaryPostgres:
     def stop(self) -> None:
         if self.data.exists():
             subprocess.run(
-                [*self.prefix, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m",
-                 "immediate", "stop"],
-                capture_output=True, check=False,
+                [
+                    *self.prefix,
+                    str(self.bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ],
+                capture_output=True,
+                check=False,
             )
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -155,9 +155,7 @@ class LedgerService:
         result = _result(stored.outcome(replayed=True)) if stored is not None and visible else None
         return SettlementStatusReply.model_validate({"event_id": event_id, "result": result})
 
-    def open_account(
-        self, request: OpenAccountRequest, identity: str, now_ms: int
-    ) -> BalanceReply:
+    def open_account(self, request: OpenAccountRequest, identity: str, now_ms: int) -> BalanceReply:
         """Operators only: open `validator:<owner>` or `agent:<owner>` at zero (idempotent)."""
         if identity not in self.policy.operators:
             raise Unauthorized("only an operator may open accounts")

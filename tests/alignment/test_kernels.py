@@ -23,9 +23,9 @@ def _random_maps(rng, source_shape, target_layers, target_heads, target_dim, n_i
         ],
         axis=-1,
     )
-    weight = rng.standard_normal(
-        (target_layers, target_heads, n_in * width, target_dim)
-    ) / np.sqrt(n_in * width)
+    weight = rng.standard_normal((target_layers, target_heads, n_in * width, target_dim)) / np.sqrt(
+        n_in * width
+    )
     bias = rng.standard_normal((target_layers, target_heads, target_dim))
     return HeadMaps(inputs.astype(np.int64), weight.astype(np.float32), bias.astype(np.float32))
 
@@ -63,8 +63,11 @@ def test_fused_kernel_matches_numpy_reference(case, src_dtype, out_dtype):
     target_rotary = rotary_tables(
         [RotarySpec(5e5, "interleaved")] * target_layers, target_dim, positions[::-1].copy()
     )
-    kwargs = {"source_rotary": source_rotary, "target_rotary": target_rotary,
-              "out_dtype": out_dtype}
+    kwargs = {
+        "source_rotary": source_rotary,
+        "target_rotary": target_rotary,
+        "out_dtype": out_dtype,
+    }
 
     fused = align_heads(src, maps, tile=64, **kwargs)
     reference = align_heads_reference(src, maps, **kwargs)
@@ -117,8 +120,24 @@ class TestCasts:
     def test_float32_to_16_bit_rounds_like_numpy(self, rng, target):
         """float32 -> float16 / bfloat16 matches numpy / ml_dtypes bit for bit, including ties,
         subnormals, underflow to zero and overflow to infinity."""
-        special = np.array([0.0, 65504.0, 65519.99, 65520.0, 1e6, -1e6, 3e38,
-                            5.96e-8, 2.98e-8, 2.99e-8, 6.1e-5, 1e-40, -1e-7], dtype=np.float32)
+        special = np.array(
+            [
+                0.0,
+                65504.0,
+                65519.99,
+                65520.0,
+                1e6,
+                -1e6,
+                3e38,
+                5.96e-8,
+                2.98e-8,
+                2.99e-8,
+                6.1e-5,
+                1e-40,
+                -1e-7,
+            ],
+            dtype=np.float32,
+        )
         random_bits = rng.integers(0, 1 << 32, 8192 - special.size, dtype=np.uint64)
         values = np.concatenate([special, random_bits.astype(np.uint32).view(np.float32)])
         values = np.where(np.isfinite(values), values, np.float32(1.5)).astype(np.float32)
@@ -169,7 +188,10 @@ def test_every_dtype_combination_shares_one_compiled_signature(rng):
     warm_up()
     for src_dtype in DTYPES:
         for out_dtype in DTYPES:
-            align_heads(rng.standard_normal((1, 1, 3, 4)).astype(src_dtype), _identity_maps(4),
-                        out_dtype=out_dtype)
+            align_heads(
+                rng.standard_normal((1, 1, 3, 4)).astype(src_dtype),
+                _identity_maps(4),
+                out_dtype=out_dtype,
+            )
 
     assert 1 == len(_fused_kernel.signatures)

@@ -30,8 +30,11 @@ TARGET = KVGeometry(
     layers=3,
     kv_heads=1,
     head_dim=8,
-    rotary=(RotarySpec(5e5, "interleaved"), RotarySpec(1e4, "interleaved"),
-            RotarySpec(5e5, "interleaved")),
+    rotary=(
+        RotarySpec(5e5, "interleaved"),
+        RotarySpec(1e4, "interleaved"),
+        RotarySpec(5e5, "interleaved"),
+    ),
     name="target",
 )
 LATENT = 6
@@ -64,8 +67,9 @@ class SyntheticModels:
         return self._cache(z, (self.source_keys, self.source_values), SOURCE, positions)
 
     def target(self, z, positions):
-        return self._cache(z, (self.target_keys, self.target_values), TARGET, positions,
-                           self.offset)
+        return self._cache(
+            z, (self.target_keys, self.target_values), TARGET, positions, self.offset
+        )
 
 
 @pytest.fixture
@@ -205,9 +209,14 @@ class TestRefusals:
         t_keys, t_values = models.target(rng.standard_normal((21, LATENT)), np.arange(21))
 
         with pytest.raises(DimensionMismatch):
-            KVAligner(SOURCE, TARGET).fit(s_keys, s_values, t_keys, t_values,
-                                          source_positions=np.arange(20),
-                                          target_positions=np.arange(21))
+            KVAligner(SOURCE, TARGET).fit(
+                s_keys,
+                s_values,
+                t_keys,
+                t_values,
+                source_positions=np.arange(20),
+                target_positions=np.arange(21),
+            )
 
 
 class TestPersistence:

@@ -47,8 +47,9 @@ class TestRotation:
         x = rng.standard_normal((3, 2048, 16)).astype(np.float32)
         cos, sin = cos_sin(spec, 16, np.arange(2048))
 
-        back = apply_rotary(apply_rotary(x, cos, sin, convention), cos, sin, convention,
-                            inverse=True)
+        back = apply_rotary(
+            apply_rotary(x, cos, sin, convention), cos, sin, convention, inverse=True
+        )
 
         np.testing.assert_allclose(back, x, atol=1e-5)
 

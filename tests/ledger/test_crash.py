@@ -159,9 +159,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_no_settlement_is_lost_or_doubled_when_ledger_and_emitters_are_killed(
-    tmp_path, ledger_url
-):
+def test_no_settlement_is_lost_or_doubled_when_ledger_and_emitters_are_killed(tmp_path, ledger_url):
     """10,240 settlements from 4 emitter processes through the broker; the ledger worker and the
     emitters are SIGKILLed at random moments and restarted; the emitters re-deliver from their
     spools; afterwards every balance equals the model's to the unit. Once per backend."""

@@ -65,7 +65,9 @@ class TestOutbox:
         outbox.drain(FlakyLedger(failures=0), deadline_s=5.0)
 
         assert (settle("e1"), settle("e1"), None) == (
-            before, outbox.spooled("e1"), outbox.spooled("e2")
+            before,
+            outbox.spooled("e1"),
+            outbox.spooled("e2"),
         )
 
     def test_same_event_twice_is_spooled_once(self, tmp_path):
@@ -93,8 +95,9 @@ class TestOutbox:
         def refuse(events):
             return [
                 EventResult(event_id="a", status=1),
-                EventResult(event_id="b", error={"code": "CONFLICT", "message": "m",
-                                                 "resolution": "r"}),
+                EventResult(
+                    event_id="b", error={"code": "CONFLICT", "message": "m", "resolution": "r"}
+                ),
             ]
 
         outbox.drain(refuse, sleep=lambda _: None)

@@ -23,9 +23,7 @@ def test_two_nodes_racing_on_one_payer_never_overspend(postgres_dsn):
 
         def pay(node: int) -> None:
             for index in range(0, 300, 10):
-                batch = [
-                    Settle(f"n{node}-{index + k}", "alice", "bob", (), 1) for k in range(10)
-                ]
+                batch = [Settle(f"n{node}-{index + k}", "alice", "bob", (), 1) for k in range(10)]
                 results = nodes[node].apply_batch(batch, now_ms=2)
                 outcomes[node].extend(r.status for r in results)  # type: ignore[union-attr]
 

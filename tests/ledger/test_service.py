@@ -88,8 +88,17 @@ class TestService:
         with pytest.raises(InvalidRequest):
             validate_message(
                 LedgerEventsRequest,
-                {"events": [{"type": "settle", "event_id": "s", "payer": "alice",
-                             "creator": "bob", "amount_units": 1}]},
+                {
+                    "events": [
+                        {
+                            "type": "settle",
+                            "event_id": "s",
+                            "payer": "alice",
+                            "creator": "bob",
+                            "amount_units": 1,
+                        }
+                    ]
+                },
             )
 
     def test_unauthenticated_requests_cannot_spend_or_read(self, mesh):
@@ -121,8 +130,11 @@ class TestService:
         with pytest.raises(InvalidRequest):
             validate_message(
                 LedgerEventsRequest,
-                {"events": [{"type": "settle", "event_id": "s", "creator": "b",
-                             "amount_units": 1.5}]},
+                {
+                    "events": [
+                        {"type": "settle", "event_id": "s", "creator": "b", "amount_units": 1.5}
+                    ]
+                },
             )
 
     def test_insufficient_funds_reaches_the_client_as_its_code(self, mesh):
@@ -165,15 +177,23 @@ class TestService:
             client("alice").apply(SettleEvent(event_id="s2", quote=quote))
         replay = client("alice").apply(SettleEvent(event_id="s1", quote=quote))
 
-        assert (quote.price_units, True) == (1_000 - client("alice").balance().balance_units,
-                                             replay.replayed)
+        assert (quote.price_units, True) == (
+            1_000 - client("alice").balance().balance_units,
+            replay.replayed,
+        )
 
     def test_altered_quote_is_refused(self, mesh):
         """Lowering a quote's price breaks its signature."""
         client, _ = mesh
         quote = client(None).quote(
-            QuoteRequest(asset_type=AssetType.REASONING, asset_id="a", creator="bob", tokens=1,
-                         source_model="llama-3-70b", quality=0.5)
+            QuoteRequest(
+                asset_type=AssetType.REASONING,
+                asset_id="a",
+                creator="bob",
+                tokens=1,
+                source_model="llama-3-70b",
+                quality=0.5,
+            )
         )
         cheap = quote.model_copy(update={"price_units": 1})
 
@@ -185,8 +205,14 @@ class TestService:
         client, _ = mesh
         with pytest.raises(ModelNotSupported):
             client(None).quote(
-                QuoteRequest(asset_type=AssetType.MEMORY, asset_id="a", creator="bob", tokens=1,
-                             source_model="no-such-model", quality=0.5)
+                QuoteRequest(
+                    asset_type=AssetType.MEMORY,
+                    asset_id="a",
+                    creator="bob",
+                    tokens=1,
+                    source_model="no-such-model",
+                    quality=0.5,
+                )
             )
 
     def test_settlement_status_and_replay_conflict(self, mesh):
@@ -311,8 +337,13 @@ class TestReservationLookup:
         """The payer and a platform service both see who pays, whom it credits, and its state."""
         client, _ = mesh
         client("alice").apply(
-            ReserveEvent(event_id="r1", creator="bob", validators=("v1",), amount_units=100,
-                         expires_at_ms=60_000)
+            ReserveEvent(
+                event_id="r1",
+                creator="bob",
+                validators=("v1",),
+                amount_units=100,
+                expires_at_ms=60_000,
+            )
         )
         expected = ("alice", "bob", ("v1",), 100, "pending", 60_000)
 

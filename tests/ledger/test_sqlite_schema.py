@@ -18,9 +18,7 @@ class TestStrictSchema:
         connection = connect(tmp_path / "l.db")
 
         with pytest.raises(sqlite3.IntegrityError):
-            connection.execute(
-                "INSERT INTO accounts VALUES ('agent:x', 'agent', ?, 0)", (bad,)
-            )
+            connection.execute("INSERT INTO accounts VALUES ('agent:x', 'agent', ?, 0)", (bad,))
 
     def test_non_funding_balance_below_zero_is_refused_by_the_schema(self, tmp_path):
         """The CHECK constraint is a second wall behind the code's own check."""

@@ -218,9 +218,13 @@ class LedgerMachine(RuleBasedStateMachine):
         assert ReservationStatus.PENDING not in statuses
         assert 0 == self.store.balance_units("escrow")
         events_recorded = self.store.audit().events
-        assert len(self.model.recorded) + sum(
-            1 for r in self.model.reservations.values() if r.status == ReservationStatus.EXPIRED
-        ) <= events_recorded
+        assert (
+            len(self.model.recorded)
+            + sum(
+                1 for r in self.model.reservations.values() if r.status == ReservationStatus.EXPIRED
+            )
+            <= events_recorded
+        )
         assert self.store.audit().ok, self.store.audit().problems
 
 

@@ -33,17 +33,20 @@ class TestLedgerWorker:
     def test_settlement_through_the_broker_charges_the_authenticated_key(self, net):
         """Alice's key pays; Bob's account receives 80%; statements are per owner."""
         alice, bob = net.identity("alice"), net.identity("bob")
-        with net.transport("operator") as t_op, net.transport("alice") as t_alice, \
-                net.transport("bob") as t_bob:
+        with (
+            net.transport("operator") as t_op,
+            net.transport("alice") as t_alice,
+            net.transport("bob") as t_bob,
+        ):
             operator = LedgerClient(t_op)
             operator.deposit(alice, 1_000)
             operator.deposit(bob, 1)
-            LedgerClient(t_alice).apply(
-                SettleEvent(event_id="w-s1", creator=bob, amount_units=100)
-            )
+            LedgerClient(t_alice).apply(SettleEvent(event_id="w-s1", creator=bob, amount_units=100))
 
-            balances = (LedgerClient(t_alice).balance().balance_units,
-                        LedgerClient(t_bob).balance().balance_units)
+            balances = (
+                LedgerClient(t_alice).balance().balance_units,
+                LedgerClient(t_bob).balance().balance_units,
+            )
             with pytest.raises(Unauthorized):
                 LedgerClient(t_bob).statement(f"agent:{alice}")
 
@@ -71,7 +74,6 @@ class TestLedgerWorker:
         assert f"agent:{bob}" in balance.output
         assert "more: --after" in statement.output
 
-
     def test_a_reservation_left_alone_is_released_by_the_worker(self, net):
         """After its deadline, with no request reaching the ledger, the worker's sweeper gives
         Alice's held units back (read from the ledger file, not asked of the worker)."""
@@ -81,8 +83,12 @@ class TestLedgerWorker:
             LedgerClient(t_op).deposit(bob, 1, event_id="sweep-fund-bob")
             before = LedgerClient(t_alice).balance().balance_units
             LedgerClient(t_alice).apply(
-                ReserveEvent(event_id="sweep-r1", creator=bob, amount_units=100,
-                             expires_at_ms=wall_clock_ms() + 300)
+                ReserveEvent(
+                    event_id="sweep-r1",
+                    creator=bob,
+                    amount_units=100,
+                    expires_at_ms=wall_clock_ms() + 300,
+                )
             )
             held = LedgerClient(t_alice).balance().balance_units
         store = SqliteLedgerStore(net.root / "ledger.db")
@@ -93,8 +99,10 @@ class TestLedgerWorker:
                 if reservation is not None and reservation.status != ReservationStatus.PENDING:
                     break
                 time.sleep(SWEEP_INTERVAL_MS / 1000)
-            after = (store.reservation("sweep-r1").status,
-                     store.balance_units(agent_account(alice)))
+            after = (
+                store.reservation("sweep-r1").status,
+                store.balance_units(agent_account(alice)),
+            )
         finally:
             store.close()
 

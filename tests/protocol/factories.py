@@ -127,9 +127,7 @@ datetimes = st.datetimes(
     min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)
 )
 versions = st.tuples(*[st.integers(0, 999)] * 3).map(lambda t: ".".join(map(str, t)))
-reservation_ids = st.one_of(
-    st.none(), st.from_regex(r"[A-Za-z0-9._-]{1,128}", fullmatch=True)
-)
+reservation_ids = st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9._-]{1,128}", fullmatch=True))
 
 
 def finite_arrays(shape: tuple[int, ...], dtype: str) -> st.SearchStrategy[np.ndarray[Any, Any]]:

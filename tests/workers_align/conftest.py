@@ -73,6 +73,7 @@ def fitted_smol_to_gemma(rng, rows: int = 160) -> KVAligner:
     """A KV aligner fitted on synthetic caches of smollm2's and gemma-3's registry shapes."""
     source, target = geometry_from_registry(SMOL), geometry_from_registry(GEMMA)
     z = rng.standard_normal((rows, 8))
+
     def cache(geometry):
         shape = (geometry.layers, geometry.kv_heads, 8, geometry.head_dim)
         keys = np.einsum("nz,lhzd->lhnd", z, rng.standard_normal(shape))

@@ -63,14 +63,16 @@ class TestThroughTheMesh:
                 kv_source=cache, source_model=SMOL, target_model=SMOL
             ), timeout_ms=TIMEOUT_MS).message  # fmt: skip
 
-        np.testing.assert_array_equal(cache.keys.view(np.uint16),
-                                      reply.kv_aligned.keys.view(np.uint16))
+        np.testing.assert_array_equal(
+            cache.keys.view(np.uint16), reply.kv_aligned.keys.view(np.uint16)
+        )
 
     def test_cross_model_exchange_uses_the_stored_kv_maps(self, mesh, rng):
         """With smollm2 -> gemma-3 maps in the store, EXCHANGE_MEMORY returns gemma's shape."""
         aligner = fitted_smol_to_gemma(rng)
-        KVMapStore(mesh.cache_dir / "kvmaps").put(aligner, source=SMOL, target=GEMMA,
-                                                  version="1.2.0")
+        KVMapStore(mesh.cache_dir / "kvmaps").put(
+            aligner, source=SMOL, target=GEMMA, version="1.2.0"
+        )
         with mesh.transport() as transport:
             reply = transport.call(ALIGN, ExchangeMemoryRequest(
                 kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=GEMMA,

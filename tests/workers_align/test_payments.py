@@ -295,7 +295,8 @@ class TestPaymentRefused:
             service.handle_align(exchange(rng, "res-1"), "thief", "req-1")
 
         assert (0, ReservationStatus.PENDING) == (
-            outbox.pending_count(), ledger.store.reservation("res-1").status
+            outbox.pending_count(),
+            ledger.store.reservation("res-1").status,
         )
 
     @pytest.mark.parametrize(

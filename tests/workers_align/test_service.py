@@ -27,10 +27,12 @@ from tests.workers_align.conftest import (
 
 def _register_pair(service, rng, anchor_set="corpus:v1"):
     x, y = paired_anchors(rng)
-    service.handle_wmatrix(RegisterAnchorsRequest(model=SMOL, anchor_set=anchor_set,
-                                                  activations=x), None)
-    service.handle_wmatrix(RegisterAnchorsRequest(model=GEMMA, anchor_set="corpus:v1",
-                                                  activations=y), None)
+    service.handle_wmatrix(
+        RegisterAnchorsRequest(model=SMOL, anchor_set=anchor_set, activations=x), None
+    )
+    service.handle_wmatrix(
+        RegisterAnchorsRequest(model=GEMMA, anchor_set="corpus:v1", activations=y), None
+    )
     return x, y
 
 
@@ -196,19 +198,22 @@ class TestAlignKV:
         cache = kv_cache(SMOL, rng)
 
         with pytest.raises(WMatrixNotFound):
-            service.handle_align(AlignKVCacheRequest(kv_cache=cache, target_model=GEMMA), None,
-                                 "r1")
+            service.handle_align(
+                AlignKVCacheRequest(kv_cache=cache, target_model=GEMMA), None, "r1"
+            )
         with pytest.raises(WMatrixNotFound):
-            service.handle_align(AlignKVCacheRequest(kv_cache=cache, target_model=SMOL,
-                                                     w_matrix_version="2.0.0"), None, "r2")
+            service.handle_align(
+                AlignKVCacheRequest(kv_cache=cache, target_model=SMOL, w_matrix_version="2.0.0"),
+                None,
+                "r2",
+            )
 
     def test_cache_of_the_wrong_shape_is_a_dimension_mismatch(self, service, rng):
         """A gemma-shaped cache declared as smollm2's is refused."""
         cache = kv_cache(GEMMA, rng).model_copy(update={"source_model": SMOL})
 
         with pytest.raises(DimensionMismatch):
-            service.handle_align(AlignKVCacheRequest(kv_cache=cache, target_model=SMOL), None,
-                                 "r1")
+            service.handle_align(AlignKVCacheRequest(kv_cache=cache, target_model=SMOL), None, "r1")
 
     def test_closed_target_model_is_not_supported(self, service, rng):
         """A closed model cannot receive a cache."""
