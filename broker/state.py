@@ -165,6 +165,7 @@ class BrokerState:
         self._workers: dict[bytes, WorkerRecord] = {}
         self._draining = False
         self._expiry_us = self.limits.heartbeat_us * self.limits.liveness
+        self._heartbeat_us = self.limits.heartbeat_us
         self._handlers: dict[type, Callable[..., list[Send]]] = {
             mdp.ClientRequest: self._on_request,
             mdp.WorkerReady: self._on_ready,
@@ -333,6 +334,8 @@ class BrokerState:
                     f"the queue of {event.service.decode()} is full",
                 )
             ]
+        if service.idle and not service.queue:  # the usual case: straight to a waiting worker
+            return [self._hand_over(service, pending, now_us)]
         service.queue.append(pending)
         return self._dispatch(service, now_us)
 
@@ -444,15 +447,18 @@ class BrokerState:
         """Hand queued requests to idle workers, least recently used first."""
         out: list[Send] = []
         while service.queue and service.idle:
-            _, worker = service.idle.popitem(last=False)
-            pending = service.queue.popleft()
-            pending.attempts += 1
-            worker.current = pending
-            worker.address = mdp.pack_client_address(pending.client, pending.identity)
-            worker.heartbeat_due_us = now_us + self.limits.heartbeat_us
-            frames = mdp.broker_request(worker.address, pending.body, delimited=worker.delimited)
-            out.append(Send(worker.peer, frames))
+            out.append(self._hand_over(service, service.queue.popleft(), now_us))
         return out
+
+    def _hand_over(self, service: Service, pending: Pending, now_us: int) -> Send:
+        """Give `pending` to the service's least recently used idle worker (there is one)."""
+        _, worker = service.idle.popitem(last=False)
+        pending.attempts += 1
+        worker.current = pending
+        worker.address = mdp.pack_client_address(pending.client, pending.identity)
+        worker.heartbeat_due_us = now_us + self._heartbeat_us
+        frames = mdp.broker_request(worker.address, pending.body, delimited=worker.delimited)
+        return Send(worker.peer, frames)
 
     def _remove_worker(self, worker: WorkerRecord, now_us: int) -> list[Send]:
         """Forget a worker; requeue its request at the front, or fail it when out of attempts."""
