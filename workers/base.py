@@ -87,6 +87,7 @@ class RawWorker:
         self._handler = handler
         self._context = context or zmq.Context.instance()
         self._delimited = self.settings.dialect == "majortomo"
+        self._handler_thread = self.settings.handler_thread
         self._log = get_logger("worker").bind(service=service)
         self._stop = threading.Event()
         self._socket: zmq.Socket[bytes] | None = None
@@ -95,6 +96,8 @@ class RawWorker:
         self._expires_s = 0.0
         self._heartbeat_due_s = 0.0
         self._reconnect_at_s = 0.0
+        self._heartbeat_s = self.settings.heartbeat_ms / 1000
+        self._liveness_s = self.settings.heartbeat_ms * self.settings.liveness / 1000
         self._backoff_min_s = self.settings.reconnect_ms_min / 1000
         self._backoff_s = self._backoff_min_s
         self.handled = 0
@@ -142,7 +145,7 @@ class RawWorker:
             connectable = self._socket is None and not self._busy and drain_deadline_s is None
             if connectable and now >= self._reconnect_at_s:
                 self._connect(now)
-            if self._socket is not None and not self.settings.handler_thread:
+            if self._socket is not None and not self._handler_thread:
                 self._receive_inline(self._socket, jobs)
             else:
                 sockets = [pipe] if self._socket is None else [pipe, self._socket]
@@ -185,7 +188,7 @@ class RawWorker:
         self._generation += 1
         self.connections += 1
         self._send(mdp.worker_ready(self._service_bytes, delimited=self._delimited), now)
-        self._expires_s = now + self._expiry_s()
+        self._expires_s = now + self._liveness_s
         self._log.info("worker_ready", connect=self.settings.connect, generation=self._generation)
         self.ready.set()
 
@@ -206,9 +209,6 @@ class RawWorker:
         self._backoff_s = min(self._backoff_s * 2, self.settings.reconnect_ms_max / 1000)
         self._log.info("worker_reconnecting", reason=why, delay_ms=round(delay * 1000))
 
-    def _expiry_s(self) -> float:
-        return self.settings.heartbeat_ms * self.settings.liveness / 1000
-
     def _send(self, frames: Sequence[Frame], now: float) -> None:
         if self._socket is None:
             return
@@ -216,7 +216,7 @@ class RawWorker:
             wire.send_frames(self._socket, frames, wire.NOBLOCK)
         except zmq.Again:
             self._log.warning("worker_send_dropped", reason="broker queue full")
-        self._heartbeat_due_s = now + self.settings.heartbeat_ms / 1000
+        self._heartbeat_due_s = now + self._heartbeat_s
 
     def _timers(self, now: float) -> None:
         if self._socket is None:
@@ -248,7 +248,7 @@ class RawWorker:
         except mdp.MalformedFrame as error:
             self._log.warning("worker_dropped_frame", reason=error.reason)
             return
-        self._expires_s = now + self._expiry_s()
+        self._expires_s = now + self._liveness_s
         self._backoff_s = self._backoff_min_s
         if isinstance(event, mdp.BrokerRequest):
             self._on_request(event, jobs, now)
@@ -268,12 +268,12 @@ class RawWorker:
             return
         address = mdp.unpack_client_address(event.client_address)
         context = RequestContext(None, self.service, address.identity, event.client_address)
-        job = _Job(self._generation, event.client_address, list(event.body), context)
-        if self.settings.handler_thread:
+        body = list(event.body)
+        if self._handler_thread:
             self._busy = True
-            jobs.put(job)
+            jobs.put(_Job(self._generation, event.client_address, body, context))
         else:
-            self._reply(job.client_address, self.call(job.body, job.context), now)
+            self._reply(event.client_address, self.call(body, context), now)
 
     def _handler_loop(self, jobs: queue.SimpleQueue[_Job | None], address: str) -> None:
         pipe = self._context.socket(zmq.PAIR)
@@ -290,7 +290,7 @@ class RawWorker:
         frames = pipe.recv_multipart(copy=False)
         self._busy = False
         now = time.monotonic()
-        self._expires_s = max(self._expires_s, now + self._expiry_s())
+        self._expires_s = max(self._expires_s, now + self._liveness_s)
         if int.from_bytes(frames[0].bytes, "little") != self._generation:
             self._log.info("worker_reply_abandoned", reason="connection replaced meanwhile")
             return
