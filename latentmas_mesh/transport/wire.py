@@ -5,15 +5,30 @@
 # work for a fraction of the CPU (about 1 us instead of 7 us for a 5-frame message on this
 # project's reference machine). The broker, the worker base and the transports use these; the
 # semantics are pyzmq's own: `copy=False` sends Frames and large buffers without copying.
+#
+# MDP puts 4-6 small envelope frames before every body, and even the backend methods cost about
+# 0.6 us of interpreter work per frame. Where the C module `_envelope` was built (a C compiler at
+# install time; it is optional), the leading small frames move in one C call per message against
+# the very libzmq pyzmq loaded, and the body frames still go through pyzmq, zero-copy. Both paths
+# give the same frames and the same exceptions (tests/broker/test_wire.py runs both);
+# `ENVELOPE_IN_C` says which one this process uses.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import zmq
 from zmq.backend import Socket as _BackendSocket
 from zmq.backend import zmq_poll
+
+_envelope: ModuleType | None
+try:
+    from latentmas_mesh.transport import _envelope
+except ImportError:  # installed without a C compiler: the pure-Python path serves
+    _envelope = None
 
 # pyzmq's stubs type these methods awkwardly; the calls below match the Cython signatures
 # send(data, flags, copy) and recv(flags, copy).
@@ -22,6 +37,12 @@ _recv: Callable[..., Any] = _BackendSocket.recv
 SNDMORE = int(zmq.SNDMORE)
 NOBLOCK = int(zmq.NOBLOCK)
 POLLIN = int(zmq.POLLIN)
+_send_envelope: Callable[[int, Sequence[object], int], int] = (
+    _envelope.send_envelope if _envelope is not None else lambda handle, frames, flags: 0
+)
+_recv_envelope: Callable[[int, int, int], tuple[list[Any], bool]] = (
+    _envelope.recv_envelope if _envelope is not None else lambda handle, count, flags: ([], False)
+)
 ROUTER_ENVELOPE_FRAMES = 4
 """At the broker, an MDP body starts at index 4 or later (routing id, header, command, service
 or client address): frames before it arrive as bytes, the body as zero-copy `zmq.Frame`s."""
@@ -31,22 +52,51 @@ WORKER_ENVELOPE_FRAMES = 4
 """At a worker, a body starts at index 4 or later (header, command, client address, delimiter)."""
 
 
+def _loaded_libzmq() -> str | None:
+    """The path of the libzmq that pyzmq loaded into this process (Linux), or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rstrip("\n").split(maxsplit=5)[-1]
+                if os.path.basename(path).startswith("libzmq"):
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+def _bind_envelope() -> bool:
+    """Whether the C envelope path is usable: built, and bound to pyzmq's own libzmq."""
+    if _envelope is None or os.environ.get("LATENTMAS_PURE_PYTHON_WIRE"):
+        return False
+    path = _loaded_libzmq()
+    if path is None:
+        return False
+    try:
+        _envelope.load(path, zmq.Again, zmq.ZMQError)
+    except OSError:
+        return False
+    return True
+
+
+ENVELOPE_IN_C = _bind_envelope()
+"""True when the leading small frames of each message move in one C call (see the top)."""
+
+
 def send_frames(socket: zmq.Socket[Any], frames: Sequence[object], flags: int = 0) -> None:
     """Send a multipart message: each frame zero-copy when it is a Frame or a large buffer."""
+    start = _send_envelope(socket.underlying, frames, flags) if ENVELOPE_IN_C else 0
     last = len(frames) - 1
     more = flags | SNDMORE
-    for index, frame in enumerate(frames):
-        _send(socket, frame, more if index < last else flags, False)
+    for index in range(start, last):
+        _send(socket, frames[index], more, False)
+    _send(socket, frames[last], flags, False)
 
 
 def send_routed(socket: zmq.Socket[Any], peer: bytes, frames: Sequence[object]) -> None:
     """Send `frames` to `peer` through a ROUTER socket, without blocking (zmq.Again if full)."""
-    more = NOBLOCK | SNDMORE
-    _send(socket, peer, more, False)
-    last = frames[-1]
-    for frame in frames[:-1]:
-        _send(socket, frame, more, False)
-    _send(socket, last, NOBLOCK, False)
+    _send(socket, peer, NOBLOCK | SNDMORE, False)
+    send_frames(socket, frames, NOBLOCK)
 
 
 def recv_frames(
@@ -60,6 +110,13 @@ def recv_frames(
 
     `first_as_frame` keeps frame 0 a zmq.Frame, whose metadata (ZAP User-Id) can be read.
     """
+    if ENVELOPE_IN_C and not first_as_frame:
+        envelope, more = _recv_envelope(socket.underlying, copied, flags)
+        while more:
+            body_frame = _recv(socket, 0, False)
+            envelope.append(body_frame)
+            more = body_frame.more
+        return envelope
     # Every part arrives as a Frame (its `more` flag avoids a getsockopt per part, which pyzmq
     # routes through an enum lookup); envelope parts are then turned into bytes, which is cheap.
     frame = _recv(socket, flags, False)
@@ -78,6 +135,7 @@ def readable(sockets: Sequence[zmq.Socket[Any]], timeout_ms: int) -> list[zmq.So
 
 __all__ = [
     "DEALER_ENVELOPE_FRAMES",
+    "ENVELOPE_IN_C",
     "NOBLOCK",
     "ROUTER_ENVELOPE_FRAMES",
     "WORKER_ENVELOPE_FRAMES",
