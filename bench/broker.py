@@ -376,6 +376,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per small-message run")
     parser.add_argument("--repeats", type=int, default=2, help="runs per stack; best is kept")
     args = parser.parse_args()
+    from latentmas_mesh.transport import wire
+
     context = mp.get_context("spawn")
     stacks = ("raw", "floor", "majortomo", "ours")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in stacks}
@@ -404,7 +406,8 @@ def main() -> None:
     ]
     print(
         f"\nbroker benchmark, {WORKERS} echo workers, best of {args.repeats} runs, "
-        f"{os.cpu_count()} CPUs, {time.monotonic() - started:.0f} s"
+        f"{os.cpu_count()} CPUs, {time.monotonic() - started:.0f} s; our envelope frames in "
+        f"{'C' if wire.ENVELOPE_IN_C else 'Python'}"
     )
     header = (
         f"{'figure':<36}{'raw proxy':>11}{'py floor':>10}{'majortomo':>11}{'ours':>10}"
@@ -435,6 +438,7 @@ def main() -> None:
             "cpu_per_req_vs_majortomo": "<= 0.6",
             "mbps_64mib_vs_raw": ">= 0.9",
         },
+        "ours_wire_envelope_in_c": wire.ENVELOPE_IN_C,
         "workers": WORKERS,
         "repeats": args.repeats,
         "cpus": os.cpu_count(),
