@@ -56,6 +56,13 @@ def exchange(rng, reservation_id: str | None) -> ExchangeMemoryRequest:
     )  # fmt: skip
 
 
+def fund(operator: LedgerClient, payer: str, creator: str, validator: str, units: int) -> None:
+    """The operator funds the payer and opens the creator's and the validator's accounts."""
+    operator.deposit(payer, units)
+    operator.open_account("agent", creator)
+    operator.open_account("validator", validator)
+
+
 @pytest.mark.slow
 class TestPaidExchangeThroughTheMesh:
     def test_reserve_exchange_retry_pays_once_80_15_5(self, net, rng):
@@ -66,9 +73,7 @@ class TestPaidExchangeThroughTheMesh:
         accounts = (f"agent:{alice}", f"agent:{creator}", "platform", f"validator:{validator}")
         with net.transport("operator") as t_operator, net.transport("alice") as t_alice:
             operator, payer = LedgerClient(t_operator), LedgerClient(t_alice)
-            operator.deposit(alice, 1_000)
-            operator.open_account("agent", creator)
-            operator.open_account("validator", validator)
+            fund(operator, alice, creator, validator, 1_000)
             with pytest.raises(InsufficientFunds):
                 t_alice.call(ALIGN, exchange(rng, None), timeout_ms=TIMEOUT_MS)
             payer.apply(ReserveEvent(
@@ -92,9 +97,7 @@ class TestPaidExchangeThroughTheMesh:
         alice, creator, validator = (net.identity(n) for n in ("alice", "creator", "validator"))
         with net.transport("operator") as t_operator, net.transport("alice") as t_alice:
             operator, payer = LedgerClient(t_operator), LedgerClient(t_alice)
-            operator.deposit(alice, PRICE)
-            operator.open_account("agent", creator)
-            operator.open_account("validator", validator)
+            fund(operator, alice, creator, validator, PRICE)
             before = payer.balance().balance_units
             payer.apply(ReserveEvent(
                 event_id="alice-res-void", creator=creator, validators=(validator,),
@@ -121,9 +124,7 @@ class TestPaidExchangeThroughTheMesh:
         alice, creator, validator = (net.identity(n) for n in ("alice", "creator", "validator"))
         with net.transport("operator") as t_operator, net.transport("alice") as t_alice:
             operator, payer = LedgerClient(t_operator), LedgerClient(t_alice)
-            operator.deposit(alice, PRICE)
-            operator.open_account("agent", creator)
-            operator.open_account("validator", validator)
+            fund(operator, alice, creator, validator, PRICE)
             with pytest.raises(ReservationNotFound) as missing:
                 t_alice.call(ALIGN, exchange(rng, "alice-never-made"), timeout_ms=TIMEOUT_MS)
             payer.apply(ReserveEvent(
