@@ -5,7 +5,8 @@
  * small leading frames between libzmq and Python bytes in one C call each; body frames stay with
  * pyzmq (zero-copy zmq.Frame objects). They call the libzmq that pyzmq already loaded (found by
  * wire.py, opened with RTLD_NOLOAD so a second copy can never be loaded), on the raw socket handle
- * pyzmq exposes as Socket.underlying. Errors become pyzmq's own exception types.
+ * pyzmq exposes as Socket.underlying. Errors become pyzmq's own exception types. Unlike pyzmq, this
+ * module does not check for a socket used across fork(): wire.py turns it off in forked children.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -103,6 +104,9 @@ static PyObject *recv_envelope(PyObject *self, PyObject *const *args, Py_ssize_t
     if (PyErr_Occurred()) {
         return NULL;
     }
+    if (count < 1) {
+        count = 1; /* the first frame is always taken here, with the caller's flags */
+    }
     PyObject *frames = PyList_New(0);
     if (frames == NULL) {
         return NULL;
@@ -176,9 +180,11 @@ static PyObject *send_envelope(PyObject *self, PyObject *const *args, Py_ssize_t
         int rc;
         if (flags & ZMQ_DONTWAIT) {
             rc = zmq_send_(socket, data, size, flags | ZMQ_SNDMORE);
-        } else { /* may wait at the high-water mark: without the GIL (the tuple keeps `data`) */
+        } else { /* may wait at the high-water mark: without the GIL, holding the frame */
+            Py_INCREF(frame);
             Py_BEGIN_ALLOW_THREADS rc = zmq_send_(socket, data, size, flags | ZMQ_SNDMORE);
             Py_END_ALLOW_THREADS
+            Py_DECREF(frame);
         }
         if (rc < 0) {
             Py_DECREF(sequence);

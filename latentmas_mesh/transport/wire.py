@@ -83,6 +83,15 @@ ENVELOPE_IN_C = _bind_envelope()
 """True when the leading small frames of each message move in one C call (see the top)."""
 
 
+def _pure_python_after_fork() -> None:
+    """A forked child must not touch its parent's sockets; pyzmq's path checks that, ours not."""
+    global ENVELOPE_IN_C  # noqa: PLW0603 -- the one switch every call reads, set once per process
+    ENVELOPE_IN_C = False
+
+
+os.register_at_fork(after_in_child=_pure_python_after_fork)
+
+
 def send_frames(socket: zmq.Socket[Any], frames: Sequence[object], flags: int = 0) -> None:
     """Send a multipart message: each frame zero-copy when it is a Frame or a large buffer."""
     start = _send_envelope(socket.underlying, frames, flags) if ENVELOPE_IN_C else 0

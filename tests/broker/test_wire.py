@@ -50,6 +50,23 @@ def test_c_envelope_is_built_where_a_compiler_exists():
     assert wire.ENVELOPE_IN_C
 
 
+def test_forked_child_uses_the_pure_python_path():
+    """After fork() the C path is off in the child (pyzmq's own fork check then applies)."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports its flag and leaves at once
+        os.write(write, b"1" if wire.ENVELOPE_IN_C else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_flag = os.read(read, 1)
+    os.close(read)
+    os.close(write)
+
+    assert b"0" == child_flag
+
+
 def test_received_envelope_is_bytes_and_body_is_zero_copy_frames(path, pair):
     """The first `copied` frames come back as bytes, the rest as zmq.Frames with the content."""
     router, dealer = pair
