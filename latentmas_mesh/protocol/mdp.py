@@ -287,7 +287,7 @@ def parse(frames: Sequence[F]) -> BrokerEvent[F]:
     # recognised first, with the same checks as the general path below but without its
     # dispatch; anything else, including any doubt, takes the general path.
     count = len(frames)
-    if 4 <= count <= _HOT_FRAMES_MAX:
+    if 4 <= count <= _HOT_FRAMES_MAX and type(frames[1]) is bytes:
         header, command = frames[0], frames[1]
         if command == _CLIENT_REQUEST and header == CLIENT_HEADER:
             return ClientRequest(_service(frames[2]), tuple(frames[3:]))
@@ -350,7 +350,8 @@ _CLIENT_FINAL = bytes([ClientCommand.FINAL])
 def parse_for_worker(frames: Sequence[F]) -> WorkerEvent[F]:
     """What the broker sent a worker (either framing), as one event. Raises MalformedFrame only."""
     # RFC 18 REQUEST first: checked as below, without the dispatch.
-    hot = 5 <= len(frames) <= _HOT_FRAMES_MAX and frames[1] == _WORKER_REQUEST
+    hot = 5 <= len(frames) <= _HOT_FRAMES_MAX and type(frames[1]) is bytes
+    hot = hot and frames[1] == _WORKER_REQUEST
     if hot and frames[0] == WORKER_HEADER:
         address, body = _addressed_body(frames[2:], "REQUEST")
         return BrokerRequest(address, body)
@@ -375,7 +376,8 @@ def _parse_for_worker_general(frames: Sequence[F]) -> WorkerEvent[F]:
 def parse_reply(frames: Sequence[F], dialect: Dialect = Dialect.RFC18) -> Reply[F]:
     """What the broker sent a client, in the client's dialect. Raises MalformedFrame only."""
     # RFC 18 FINAL first: checked as below, without the dispatch.
-    hot = 4 <= len(frames) <= _HOT_FRAMES_MAX and frames[1] == _CLIENT_FINAL
+    hot = 4 <= len(frames) <= _HOT_FRAMES_MAX and type(frames[1]) is bytes
+    hot = hot and frames[1] == _CLIENT_FINAL
     if hot and dialect is Dialect.RFC18 and frames[0] == CLIENT_HEADER:
         return Reply(True, tuple(frames[3:]), _service(frames[2]))
     return _parse_reply_general(frames, dialect)

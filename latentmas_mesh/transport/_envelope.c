@@ -3,10 +3,9 @@
  * MDP puts 4-6 small frames (routing id, header, command, service or address, delimiter) before a
  * body, and pyzmq costs about 0.6 us of interpreter work per frame. These two functions move the
  * small leading frames between libzmq and Python bytes in one C call each; body frames stay with
- * pyzmq (zero-copy zmq.Frame objects). They call the libzmq that pyzmq already loaded (found by
- * wire.py, opened with RTLD_NOLOAD so a second copy can never be loaded), on the raw socket handle
- * pyzmq exposes as Socket.underlying. Errors become pyzmq's own exception types. Unlike pyzmq, this
- * module does not check for a socket used across fork(): wire.py turns it off in forked children.
+ * pyzmq (zero-copy zmq.Frame objects). They call the libzmq that pyzmq already loaded, reached
+ * through pyzmq's own extension opened with RTLD_NOLOAD (a second copy can never be loaded), on the
+ * raw socket handle pyzmq exposes as Socket.underlying. Errors become pyzmq's own exception types.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -20,7 +19,7 @@ typedef struct {
 
 #define ZMQ_DONTWAIT 1
 #define ZMQ_SNDMORE 2
-#define SMALL_FRAME_BYTES_MAX 65536 /* larger frames go through pyzmq, which sends them zero-copy */
+#define SMALL_FRAME_BYTES_MAX 65536 /* frames this large or larger go through pyzmq, zero-copy */
 
 static int (*zmq_msg_init_)(zmq_msg_t *);
 static int (*zmq_msg_recv_)(zmq_msg_t *, void *, int);
@@ -30,20 +29,32 @@ static size_t (*zmq_msg_size_)(const zmq_msg_t *);
 static int (*zmq_msg_more_)(const zmq_msg_t *);
 static int (*zmq_send_)(void *, const void *, size_t, int);
 static int (*zmq_errno_)(void);
-static PyObject *again_type; /* zmq.Again */
-static PyObject *error_type; /* zmq.ZMQError */
+static PyObject *again_type;      /* zmq.Again */
+static PyObject *terminated_type; /* zmq.ContextTerminated */
+static PyObject *error_type;      /* zmq.ZMQError */
+static int eterm;                 /* libzmq's ETERM (errno values above ZMQ_HAUSNUMERO) */
 
+/* The exception pyzmq raises for `err`: Again, ContextTerminated, else ZMQError(err). */
 static PyObject *raise_zmq(int err) {
     if (err == EAGAIN) {
         PyErr_SetNone(again_type);
         return NULL;
     }
-    PyObject *error = PyObject_CallFunction(error_type, "i", err);
+    PyObject *type = err == eterm ? terminated_type : error_type;
+    PyObject *error = PyObject_CallFunction(type, "i", err);
     if (error != NULL) {
-        PyErr_SetObject(error_type, error);
+        PyErr_SetObject(type, error);
         Py_DECREF(error);
     }
     return NULL;
+}
+
+static int loaded(void) {
+    if (zmq_send_ == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "call load() first");
+        return 0;
+    }
+    return 1;
 }
 
 static void *socket_handle(PyObject *handle) {
@@ -61,16 +72,29 @@ static void *socket_handle(PyObject *handle) {
         return NULL;                                          \
     }
 
-/* load(path, Again, ZMQError): bind to the libzmq already loaded from `path`. */
+/* load(path, version, Again, ContextTerminated, ZMQError, ETERM): bind to the libzmq that the
+ * already-loaded shared object `path` (pyzmq's backend extension) links, found by dlsym through
+ * that object's handle, which searches its dependencies; refuse a libzmq of another version. */
 static PyObject *load(PyObject *self, PyObject *args) {
     const char *path;
-    PyObject *again, *error;
-    if (!PyArg_ParseTuple(args, "sOO", &path, &again, &error)) {
+    int major, minor, patch;
+    PyObject *again, *terminated, *error;
+    if (!PyArg_ParseTuple(args, "s(iii)OOOi", &path, &major, &minor, &patch, &again,
+                          &terminated, &error, &eterm)) {
         return NULL;
     }
     void *library = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
     if (library == NULL) {
-        PyErr_Format(PyExc_OSError, "libzmq is not loaded from %s", path);
+        PyErr_Format(PyExc_OSError, "%s is not loaded", path);
+        return NULL;
+    }
+    void (*zmq_version_)(int *, int *, int *);
+    SYMBOL(zmq_version_, "zmq_version")
+    int found[3];
+    zmq_version_(&found[0], &found[1], &found[2]);
+    if (found[0] != major || found[1] != minor || found[2] != patch) {
+        PyErr_Format(PyExc_OSError, "libzmq %d.%d.%d found, pyzmq uses %d.%d.%d", found[0],
+                     found[1], found[2], major, minor, patch);
         return NULL;
     }
     SYMBOL(zmq_msg_init_, "zmq_msg_init")
@@ -79,9 +103,10 @@ static PyObject *load(PyObject *self, PyObject *args) {
     SYMBOL(zmq_msg_data_, "zmq_msg_data")
     SYMBOL(zmq_msg_size_, "zmq_msg_size")
     SYMBOL(zmq_msg_more_, "zmq_msg_more")
-    SYMBOL(zmq_send_, "zmq_send")
     SYMBOL(zmq_errno_, "zmq_errno")
+    SYMBOL(zmq_send_, "zmq_send") /* last: `loaded()` tests it */
     Py_XSETREF(again_type, Py_NewRef(again));
+    Py_XSETREF(terminated_type, Py_NewRef(terminated));
     Py_XSETREF(error_type, Py_NewRef(error));
     Py_RETURN_NONE;
 }
@@ -93,6 +118,9 @@ static PyObject *load(PyObject *self, PyObject *args) {
 static PyObject *recv_envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "recv_envelope(handle, count, flags)");
+        return NULL;
+    }
+    if (!loaded()) {
         return NULL;
     }
     void *socket = socket_handle(args[0]);
@@ -155,6 +183,9 @@ static PyObject *send_envelope(PyObject *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "send_envelope(handle, frames, flags)");
         return NULL;
     }
+    if (!loaded()) {
+        return NULL;
+    }
     void *socket = socket_handle(args[0]);
     if (socket == NULL) {
         return NULL;
@@ -163,35 +194,41 @@ static PyObject *send_envelope(PyObject *self, PyObject *const *args, Py_ssize_t
     if (PyErr_Occurred()) {
         return NULL;
     }
-    PyObject *sequence = PySequence_Fast(args[1], "frames must be a sequence");
-    if (sequence == NULL) {
+    /* A tuple of the frames: nothing another thread does to the caller's list while a blocking
+     * send runs without the GIL can free what is being read. */
+    PyObject *frames = PySequence_Tuple(args[1]);
+    if (frames == NULL) {
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
-    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    Py_ssize_t count = PyTuple_GET_SIZE(frames);
     Py_ssize_t sent = 0;
     for (; sent < count - 1; sent++) {
-        PyObject *frame = items[sent];
-        if (!PyBytes_CheckExact(frame) || PyBytes_GET_SIZE(frame) > SMALL_FRAME_BYTES_MAX) {
+        PyObject *frame = PyTuple_GET_ITEM(frames, sent);
+        if (!PyBytes_CheckExact(frame) || PyBytes_GET_SIZE(frame) >= SMALL_FRAME_BYTES_MAX) {
             break;
         }
         const char *data = PyBytes_AS_STRING(frame);
         size_t size = (size_t)PyBytes_GET_SIZE(frame);
         int rc;
-        if (flags & ZMQ_DONTWAIT) {
-            rc = zmq_send_(socket, data, size, flags | ZMQ_SNDMORE);
-        } else { /* may wait at the high-water mark: without the GIL, holding the frame */
-            Py_INCREF(frame);
-            Py_BEGIN_ALLOW_THREADS rc = zmq_send_(socket, data, size, flags | ZMQ_SNDMORE);
-            Py_END_ALLOW_THREADS
-            Py_DECREF(frame);
-        }
-        if (rc < 0) {
-            Py_DECREF(sequence);
-            return raise_zmq(zmq_errno_());
+        for (;;) {
+            if (flags & ZMQ_DONTWAIT) {
+                rc = zmq_send_(socket, data, size, flags | ZMQ_SNDMORE);
+            } else { /* may wait at the high-water mark: without the GIL */
+                Py_BEGIN_ALLOW_THREADS rc = zmq_send_(socket, data, size, flags | ZMQ_SNDMORE);
+                Py_END_ALLOW_THREADS
+            }
+            if (rc >= 0) {
+                break;
+            }
+            int err = zmq_errno_();
+            if (err == EINTR && PyErr_CheckSignals() == 0) {
+                continue; /* as pyzmq does: the handlers ran, the frame was not taken: again */
+            }
+            Py_DECREF(frames);
+            return err == EINTR ? NULL : raise_zmq(err);
         }
     }
-    Py_DECREF(sequence);
+    Py_DECREF(frames);
     return PyLong_FromSsize_t(sent);
 }
 

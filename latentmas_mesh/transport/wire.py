@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -52,28 +53,22 @@ WORKER_ENVELOPE_FRAMES = 4
 """At a worker, a body starts at index 4 or later (header, command, client address, delimiter)."""
 
 
-def _loaded_libzmq() -> str | None:
-    """The path of the libzmq that pyzmq loaded into this process (Linux), or None."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rstrip("\n").split(maxsplit=5)[-1]
-                if os.path.basename(path).startswith("libzmq"):
-                    return path
-    except OSError:
-        return None
-    return None
-
-
 def _bind_envelope() -> bool:
-    """Whether the C envelope path is usable: built, and bound to pyzmq's own libzmq."""
+    """Whether the C envelope path is usable: built, and bound to pyzmq's own libzmq.
+
+    The C module reaches libzmq through pyzmq's backend extension (already loaded), so it uses the
+    very library pyzmq's sockets belong to, and it refuses one whose version differs.
+    """
     if _envelope is None or os.environ.get("LATENTMAS_PURE_PYTHON_WIRE"):
         return False
-    path = _loaded_libzmq()
+    backend = sys.modules.get("zmq.backend.cython._zmq")
+    path = getattr(backend, "__file__", None)
     if path is None:
         return False
     try:
-        _envelope.load(path, zmq.Again, zmq.ZMQError)
+        _envelope.load(
+            path, zmq.zmq_version_info(), zmq.Again, zmq.ContextTerminated, zmq.ZMQError, zmq.ETERM
+        )
     except OSError:
         return False
     return True
@@ -83,17 +78,9 @@ ENVELOPE_IN_C = _bind_envelope()
 """True when the leading small frames of each message move in one C call (see the top)."""
 
 
-def _pure_python_after_fork() -> None:
-    """A forked child must not touch its parent's sockets; pyzmq's path checks that, ours not."""
-    global ENVELOPE_IN_C  # noqa: PLW0603 -- the one switch every call reads, set once per process
-    ENVELOPE_IN_C = False
-
-
-os.register_at_fork(after_in_child=_pure_python_after_fork)
-
-
 def send_frames(socket: zmq.Socket[Any], frames: Sequence[object], flags: int = 0) -> None:
     """Send a multipart message: each frame zero-copy when it is a Frame or a large buffer."""
+    frames = tuple(frames)  # one snapshot: a blocking send runs without the GIL
     start = _send_envelope(socket.underlying, frames, flags) if ENVELOPE_IN_C else 0
     last = len(frames) - 1
     more = flags | SNDMORE

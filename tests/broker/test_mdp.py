@@ -236,6 +236,14 @@ class TestFuzz:
         for hot, general in pairs:
             assert general == hot
 
+    def test_command_frame_that_only_compares_equal_takes_the_general_path(self):
+        """A non-byte memoryview equal to b'\x01' is no REQUEST: hot and general paths agree."""
+        from array import array
+
+        frames = [b"MDPC02", memoryview(array("H", [1])), b"svc", b"body"]
+
+        assert _outcome(mdp._parse_general, frames) == _outcome(mdp.parse, frames)
+
     @settings(max_examples=300, deadline=None)
     @given(st.binary(max_size=600))
     def test_unpack_client_address_never_raises(self, frame):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import shutil
 import signal
+import socket
 import threading
 import time
 
@@ -48,23 +49,6 @@ def test_c_envelope_is_built_where_a_compiler_exists():
         pytest.skip("no C compiler here: the pure-Python path is the one in use")
 
     assert wire.ENVELOPE_IN_C
-
-
-def test_forked_child_uses_the_pure_python_path():
-    """After fork() the C path is off in the child (pyzmq's own fork check then applies)."""
-    import os
-
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child reports its flag and leaves at once
-        os.write(write, b"1" if wire.ENVELOPE_IN_C else b"0")
-        os._exit(0)
-    os.waitpid(pid, 0)
-    child_flag = os.read(read, 1)
-    os.close(read)
-    os.close(write)
-
-    assert b"0" == child_flag
 
 
 def test_received_envelope_is_bytes_and_body_is_zero_copy_frames(path, pair):
@@ -195,3 +179,85 @@ def test_quiet_signal_handler_lets_the_receive_go_on(path, pair):
 
     assert [signal.SIGALRM] == seen
     assert [b"D", b"late"] == frames
+
+
+def test_signal_during_a_blocked_send_is_retried_like_pyzmq(path):
+    """A quiet signal handler during a send blocked at the high-water mark does not fail it."""
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IMMEDIATE, 1)  # no peer yet: a send waits
+    dealer.setsockopt(zmq.SNDTIMEO, 400)
+    dealer.connect("tcp://127.0.0.1:1")  # nothing listens there
+    seen = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: seen.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+    started = time.monotonic()
+    try:
+        with pytest.raises(zmq.Again):  # the send timeout, not the signal, ends it
+            wire.send_frames(dealer, [b"MDPC02", b"\x01", b"svc", b"body"])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        context.destroy(linger=0)
+
+    assert [signal.SIGALRM] == seen
+    assert time.monotonic() - started >= 0.35
+
+
+def test_terminated_context_raises_context_terminated(path):
+    """A receive blocked when its context is terminated raises zmq.ContextTerminated."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind("inproc://terminated")
+    caught: list[BaseException] = []
+
+    def receive():
+        try:
+            wire.recv_frames(router)
+        except zmq.ZMQError as error:
+            caught.append(error)
+        router.close(linger=0)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    time.sleep(0.05)
+    context.term()
+    thread.join(5)
+
+    assert [zmq.ContextTerminated] == [type(error) for error in caught]
+
+
+def test_frames_list_emptied_during_a_blocked_send_is_not_read_again():
+    """The C path sends the frames it was given even if the caller's list changes meanwhile."""
+    if not wire.ENVELOPE_IN_C:
+        pytest.skip("the C envelope module is not built in this environment")
+    with socket.socket() as probe:  # a loopback port nothing listens on yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IMMEDIATE, 1)  # no peer yet: the first frame waits, without the GIL
+    dealer.setsockopt(zmq.SNDTIMEO, 5_000)
+    dealer.setsockopt(zmq.IDENTITY, b"D")
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    frames = [b"A" * 600, b"B" * 600, b"C" * 600, b"last"]
+    routers = []
+
+    def meddle():
+        time.sleep(0.2)
+        frames.clear()
+        router = context.socket(zmq.ROUTER)
+        router.bind(f"tcp://127.0.0.1:{port}")
+        routers.append(router)
+
+    thread = threading.Thread(target=meddle)
+    thread.start()
+    try:
+        wire.send_frames(dealer, frames)
+        thread.join(5)
+        routers[0].setsockopt(zmq.RCVTIMEO, 5_000)
+        received = routers[0].recv_multipart()
+    finally:
+        context.destroy(linger=0)
+
+    assert [b"D", b"A" * 600, b"B" * 600, b"C" * 600, b"last"] == received
