@@ -111,13 +111,10 @@ static PyObject *load(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* recv_envelope(handle, count, flags) -> (frames, more): up to `count` leading frames as bytes.
- * Only the first receive may wait (the rest of a multipart message has arrived with it); it waits
- * without the GIL. Interrupted by a signal, it runs the Python handlers and waits again, as pyzmq
- * does. */
-static PyObject *recv_envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* The socket and flags of a call (handle, x, flags), after checking its arguments; NULL on error. */
+static void *call_socket(const char *usage, PyObject *const *args, Py_ssize_t nargs, int *flags) {
     if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "recv_envelope(handle, count, flags)");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
     if (!loaded()) {
@@ -127,9 +124,22 @@ static PyObject *recv_envelope(PyObject *self, PyObject *const *args, Py_ssize_t
     if (socket == NULL) {
         return NULL;
     }
+    *flags = (int)PyLong_AsLong(args[2]);
+    return PyErr_Occurred() ? NULL : socket;
+}
+
+/* recv_envelope(handle, count, flags) -> (frames, more): up to `count` leading frames as bytes.
+ * Only the first receive may wait (the rest of a multipart message has arrived with it); it waits
+ * without the GIL. Interrupted by a signal, it runs the Python handlers and waits again, as pyzmq
+ * does. */
+static PyObject *recv_envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int flags;
+    void *socket = call_socket("recv_envelope(handle, count, flags)", args, nargs, &flags);
+    if (socket == NULL) {
+        return NULL;
+    }
     Py_ssize_t count = PyLong_AsSsize_t(args[1]);
-    int flags = (int)PyLong_AsLong(args[2]);
-    if (PyErr_Occurred()) {
+    if (count == -1 && PyErr_Occurred()) {
         return NULL;
     }
     if (count < 1) {
@@ -179,19 +189,9 @@ static PyObject *recv_envelope(PyObject *self, PyObject *const *args, Py_ssize_t
 /* send_envelope(handle, frames, flags) -> sent: the leading small `bytes` frames, each with
  * SNDMORE, never the last frame; returns how many were sent (the caller sends the rest). */
 static PyObject *send_envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "send_envelope(handle, frames, flags)");
-        return NULL;
-    }
-    if (!loaded()) {
-        return NULL;
-    }
-    void *socket = socket_handle(args[0]);
+    int flags;
+    void *socket = call_socket("send_envelope(handle, frames, flags)", args, nargs, &flags);
     if (socket == NULL) {
-        return NULL;
-    }
-    int flags = (int)PyLong_AsLong(args[2]);
-    if (PyErr_Occurred()) {
         return NULL;
     }
     /* A tuple of the frames: nothing another thread does to the caller's list while a blocking

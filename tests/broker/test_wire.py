@@ -261,3 +261,26 @@ def test_frames_list_emptied_during_a_blocked_send_is_not_read_again():
         context.destroy(linger=0)
 
     assert [b"D", b"A" * 600, b"B" * 600, b"C" * 600, b"last"] == received
+
+
+def test_c_functions_refuse_bad_arguments_with_exceptions():
+    """Wrong argument counts, a NULL handle and non-integer flags raise; nothing crashes."""
+    if not wire.ENVELOPE_IN_C:
+        pytest.skip("the C envelope module is not built in this environment")
+    envelope = wire._envelope
+
+    with pytest.raises(TypeError):
+        envelope.recv_envelope(1, 2)
+    with pytest.raises(zmq.ZMQError) as null_handle:
+        envelope.send_envelope(0, [b"a", b"b"], 0)
+    context = zmq.Context()
+    try:
+        handle = context.socket(zmq.DEALER).underlying
+        with pytest.raises(TypeError):
+            envelope.recv_envelope(handle, "four", 0)
+        with pytest.raises(TypeError):
+            envelope.send_envelope(handle, [b"a", b"b"], "none")
+    finally:
+        context.destroy(linger=0)
+
+    assert errno.ENOTSOCK == null_handle.value.errno
