@@ -117,7 +117,7 @@ class RawWorker:
         address = f"inproc://latentmas-worker-{id(self)}-{next(_instance_ids)}"
         pipe.bind(address)
         thread = None
-        if self.settings.handler_thread:
+        if self._handler_thread:
             thread = threading.Thread(
                 target=self._handler_loop, args=(jobs, address), name="handler", daemon=True
             )
