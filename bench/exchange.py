@@ -41,7 +41,6 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry, warm_up
-from latentmas_mesh.alignment.service import KVMapStore
 from latentmas_mesh.anchors import (
     AnchorPassage,
     anchor_corpus_sha256,
@@ -49,7 +48,6 @@ from latentmas_mesh.anchors import (
     load_anchor_passages,
     split_anchor_passages,
 )
-from latentmas_mesh.harness import LocalMesh
 from latentmas_mesh.integrations.hf import (
     FIT_TOKENS_DEFAULT,
     ContextTokens,
@@ -67,7 +65,9 @@ from latentmas_mesh.integrations.hf import (
 )
 from latentmas_mesh.integrations.kvmaps import PairFitReport, align_kv_cache, fit_kv_aligner
 from latentmas_mesh.protocol import ExchangeMemoryRequest
+from latentmas_mesh.services.alignment import KVMapStore
 from latentmas_mesh.settings import MeshSettings
+from latentmas_mesh.testing.mesh import LocalMesh
 
 MODEL_A = "smollm2-135m-instruct"
 MODEL_B = "gemma-3-270m"

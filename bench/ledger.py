@@ -16,14 +16,14 @@ from pathlib import Path
 import psycopg
 
 from latentmas_mesh.ledger import PLATFORM_ACCOUNT, agent_account, validator_account
-from latentmas_mesh.ledger.client import LedgerClient
-from latentmas_mesh.ledger.localnet import LedgerNet
-from latentmas_mesh.ledger.outbox import DELIVERY_BATCH_MAX
-from latentmas_mesh.ledger.pgcluster import TemporaryPostgres
 from latentmas_mesh.ledger.postgres import PostgresLedgerStore
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore, connect
 from latentmas_mesh.market import split_revenue
 from latentmas_mesh.protocol.ledger import SettleEvent
+from latentmas_mesh.settlement.ledger_client import LedgerClient
+from latentmas_mesh.settlement.outbox import DELIVERY_BATCH_MAX
+from latentmas_mesh.testing.ledger_mesh import LedgerNet
+from latentmas_mesh.testing.postgres import TemporaryPostgres
 
 CREATORS = ("creator-0", "creator-1", "creator-2")
 VALIDATORS = ("validator-0", "validator-1")

@@ -19,9 +19,9 @@ from broker import replies, security
 from broker.metrics import BrokerMetrics
 from broker.settings import BrokerSettings
 from broker.state import BrokerState, ErrorReply, Send
+from latentmas_mesh import mdp
 from latentmas_mesh.log import get_logger
-from latentmas_mesh.protocol import mdp
-from latentmas_mesh.transport.wire import recv_frames, send_routed
+from latentmas_mesh.wire import recv_frames, send_routed
 
 POLL_MS_MAX = 100
 """A receive waits at most this long, so timers and a stop request are seen promptly."""

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from latentmas_mesh import mdp
 from latentmas_mesh.errors import ErrorCode
-from latentmas_mesh.protocol import mdp
 
 # Theory of operation
 # -------------------

@@ -9,22 +9,22 @@ import time
 from pydantic import BaseModel
 
 from latentmas_mesh.alignment.kernels import warm_up
-from latentmas_mesh.alignment.payments import Payments
 from latentmas_mesh.alignment.quality import QualityThresholds
-from latentmas_mesh.alignment.service import (
+from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
+from latentmas_mesh.codec import Decoded
+from latentmas_mesh.log import get_logger
+from latentmas_mesh.registry import load_registry
+from latentmas_mesh.services.alignment import (
     ALIGN_SERVICE,
     AlignmentService,
     AnchorStore,
     KVMapStore,
     ServicePolicy,
 )
-from latentmas_mesh.alignment.settings import AlignmentSettings
-from latentmas_mesh.alignment.store import WMatrixStore
-from latentmas_mesh.codec import Decoded
-from latentmas_mesh.ledger.client import LedgerClient
-from latentmas_mesh.ledger.outbox import Outbox
-from latentmas_mesh.log import get_logger
-from latentmas_mesh.registry import load_registry
+from latentmas_mesh.services.alignment_settings import AlignmentSettings
+from latentmas_mesh.settlement.ledger_client import LedgerClient
+from latentmas_mesh.settlement.outbox import Outbox
+from latentmas_mesh.settlement.payments import Payments
 from latentmas_mesh.transport import Transport, TransportSettings
 from workers.base import RawWorker, RequestContext, Worker
 from workers.settings import WorkerSettings

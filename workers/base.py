@@ -16,11 +16,10 @@ from typing import Any, TypeAlias
 import zmq
 from pydantic import BaseModel
 
-from latentmas_mesh import codec
+from latentmas_mesh import codec, mdp, wire
 from latentmas_mesh.errors import InternalError, ProtocolError
 from latentmas_mesh.log import get_logger
-from latentmas_mesh.protocol import ErrorBody, mdp
-from latentmas_mesh.transport import wire
+from latentmas_mesh.protocol import ErrorBody
 from latentmas_mesh.transport._curve import use_curve
 from workers.settings import WorkerSettings
 

@@ -9,11 +9,11 @@ from pydantic import BaseModel
 
 from latentmas_mesh.codec import Decoded
 from latentmas_mesh.ledger import open_store
-from latentmas_mesh.ledger.service import LedgerPolicy, LedgerService
-from latentmas_mesh.ledger.settings import LedgerSettings
 from latentmas_mesh.ledger.sweeper import ReservationSweeper
 from latentmas_mesh.market import PriceSchedule
 from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
+from latentmas_mesh.services.ledger import LedgerPolicy, LedgerService
+from latentmas_mesh.services.ledger_settings import LedgerSettings
 from workers.base import RawWorker, RequestContext, Worker
 from workers.settings import WorkerSettings
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from latentmas_mesh.alignment.service import WMATRIX_SERVICE
 from latentmas_mesh.codec import Decoded
 from latentmas_mesh.protocol.base import WireModel
+from latentmas_mesh.services.alignment import WMATRIX_SERVICE
 from workers.align import build_service
 from workers.base import RawWorker, RequestContext, Worker
 from workers.settings import WorkerSettings

@@ -29,9 +29,9 @@ from latentmas_mesh.alignment.quality import (
     measure_quality,
 )
 from latentmas_mesh.alignment.rope import RotarySpec, RotaryTables, apply_rotary, rotary_tables
-from latentmas_mesh.alignment.store import Resolved, WMatrixRecord, WMatrixStore
 from latentmas_mesh.alignment.tokens import overlap_matrix, pooling_weights
 from latentmas_mesh.alignment.wmatrix import NotFittedError, WMatrix, fit_w_matrix
+from latentmas_mesh.artifacts.wmatrix_store import Resolved, WMatrixRecord, WMatrixStore
 
 __all__ = [
     "METHODS",

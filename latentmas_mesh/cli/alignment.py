@@ -24,8 +24,8 @@ def wmatrices(
     target: Annotated[str, typer.Argument(help="Target model (registry name).")],
 ) -> None:
     """List the stored W-matrix versions of a model pair as JSON lines."""
-    from latentmas_mesh.alignment.settings import AlignmentSettings
-    from latentmas_mesh.alignment.store import WMatrixStore
+    from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
+    from latentmas_mesh.services.alignment_settings import AlignmentSettings
 
     settings = AlignmentSettings()
     store = WMatrixStore(settings.path(settings.alignment_wmatrix_dir))

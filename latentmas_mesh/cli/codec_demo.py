@@ -14,7 +14,8 @@ import zmq
 
 from latentmas_mesh import codec
 from latentmas_mesh.cli.app import app
-from latentmas_mesh.protocol import KVCache, KVCacheMetadata, finite
+from latentmas_mesh.codec import finite
+from latentmas_mesh.protocol import KVCache, KVCacheMetadata
 
 # llama-3-8b: 32 layers, 8 KV heads (grouped-query attention), head_dim 128.
 LAYERS, KV_HEADS, HEAD_DIM = 32, 8, 128

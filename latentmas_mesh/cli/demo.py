@@ -10,7 +10,7 @@ import typer
 from latentmas_mesh.cli.app import app
 
 if TYPE_CHECKING:
-    from latentmas_mesh.integrations.demo import DemoResult
+    from latentmas_mesh.cli.exchange_demo import DemoResult
 
 
 @app.command()
@@ -33,7 +33,7 @@ def demo(
     back aligned; B continues from it. Prints B's continuations, quality figures and timings."""
     from rich.console import Console
 
-    from latentmas_mesh.integrations.demo import run_demo
+    from latentmas_mesh.cli.exchange_demo import run_demo
     from latentmas_mesh.log import configure_logging
 
     configure_logging("console", "warning")

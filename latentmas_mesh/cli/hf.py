@@ -88,9 +88,9 @@ def fit_pair(
     """
     import json
 
-    from latentmas_mesh.alignment.service import KVMapStore
-    from latentmas_mesh.alignment.settings import AlignmentSettings
     from latentmas_mesh.integrations.hf import fit_pair_from_anchors, load_model
+    from latentmas_mesh.services.alignment import KVMapStore
+    from latentmas_mesh.services.alignment_settings import AlignmentSettings
 
     sender, receiver = load_model(source), load_model(target)
     aligner, report = fit_pair_from_anchors(

@@ -10,7 +10,7 @@ from latentmas_mesh.cli.app import app
 
 if TYPE_CHECKING:
     from latentmas_mesh.errors import ProtocolError
-    from latentmas_mesh.ledger.client import LedgerClient
+    from latentmas_mesh.settlement.ledger_client import LedgerClient
 
 ledger_app = typer.Typer(
     help="Balances, statements and funding on the latentmas.ledger service.",
@@ -29,7 +29,7 @@ AccountOption = Annotated[
 
 def _client(broker_url: str | None) -> LedgerClient:
     """A client whose identity is this host's CURVE key (LATENTMAS_CURVE_*_FILE settings)."""
-    from latentmas_mesh.ledger.client import LedgerClient
+    from latentmas_mesh.settlement.ledger_client import LedgerClient
     from latentmas_mesh.transport import Transport, TransportSettings
 
     overrides = {"broker_url": broker_url} if broker_url else {}
@@ -88,7 +88,7 @@ def deposit(
 ) -> None:
     """Fund an agent's account from outside (operators only)."""
     from latentmas_mesh.errors import ProtocolError
-    from latentmas_mesh.ledger.client import new_event_id
+    from latentmas_mesh.settlement.ledger_client import new_event_id
 
     chosen = event_id or new_event_id()
     try:

@@ -16,8 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from latentmas_mesh.cli.app import app
-from latentmas_mesh.harness import LocalMesh
 from latentmas_mesh.log import configure_logging
+from latentmas_mesh.testing.mesh import LocalMesh
 
 
 def _on_stop_signals(stop: Callable[[], object]) -> None:

@@ -19,8 +19,8 @@ from latentmas_mesh.alignment import (
     measure_quality,
 )
 from latentmas_mesh.alignment.pairing import PairingMode, pair_tokens
+from latentmas_mesh.artifacts.activations import PassageActivations
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
-from latentmas_mesh.integrations.activations import PassageActivations
 from latentmas_mesh.protocol import KVCache
 
 Kind = Literal["keys", "values"]

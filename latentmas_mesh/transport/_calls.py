@@ -9,9 +9,9 @@ from typing import TypeAlias
 import zmq
 from pydantic import BaseModel
 
-from latentmas_mesh import codec
+from latentmas_mesh import codec, mdp
 from latentmas_mesh.errors import Timeout
-from latentmas_mesh.protocol import ErrorBody, mdp
+from latentmas_mesh.protocol import ErrorBody
 from latentmas_mesh.transport._settings import TransportSettings
 
 Frame: TypeAlias = bytes | memoryview | zmq.Frame

@@ -10,9 +10,8 @@ from types import TracebackType
 import zmq
 from pydantic import BaseModel
 
-from latentmas_mesh import codec
-from latentmas_mesh.protocol import mdp
-from latentmas_mesh.transport import _calls, wire
+from latentmas_mesh import codec, mdp, wire
+from latentmas_mesh.transport import _calls
 from latentmas_mesh.transport._curve import use_curve
 from latentmas_mesh.transport._settings import TransportSettings
 

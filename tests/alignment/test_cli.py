@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import latentmas_mesh.cli.alignment  # noqa: F401 - registers the commands on `app`
 from latentmas_mesh.alignment import fit_w_matrix
-from latentmas_mesh.alignment.store import WMatrixStore
+from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
 from latentmas_mesh.cli.app import app
 
 

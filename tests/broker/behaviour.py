@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zmq
 
-from latentmas_mesh import codec
+from latentmas_mesh import codec, mdp
 from latentmas_mesh.errors import (
     InsufficientFunds,
     InternalError,
@@ -17,7 +17,6 @@ from latentmas_mesh.errors import (
     ServiceUnavailable,
     Timeout,
 )
-from latentmas_mesh.protocol import mdp
 from tests.broker.messages import Note
 from workers.echo import SERVICE as ECHO
 

@@ -135,6 +135,6 @@ def mesh(request):
     built.close()
 
 
-from latentmas_mesh.testing import local_mesh, local_mesh_factory, pytest_configure  # noqa: E402
+from latentmas_mesh.testing.fixtures import local_mesh, local_mesh_factory, pytest_configure  # noqa: E402
 
 __all__ = ["local_mesh", "local_mesh_factory", "pytest_configure"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latentmas_mesh.protocol import mdp
+from latentmas_mesh import mdp
 from tests.broker.behaviour import BrokerBehaviour, ClientBehaviour, raw_peer
 from tests.broker.conftest import InProcessMesh
 from workers.echo import SERVICE as ECHO

@@ -12,7 +12,7 @@ import pytest
 
 from latentmas_mesh import codec
 from latentmas_mesh.errors import ProtocolError
-from latentmas_mesh.harness import LocalMesh
+from latentmas_mesh.testing.mesh import LocalMesh
 
 from .kinds import SLOW_SERVICE
 from .test_processes import ENV

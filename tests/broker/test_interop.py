@@ -12,7 +12,7 @@ import pytest
 import zmq
 from majortomo.broker import Broker as MajortomoBroker
 
-from latentmas_mesh.protocol import mdp
+from latentmas_mesh import mdp
 from latentmas_mesh.transport import Transport, TransportSettings
 from workers.base import RawWorker
 from workers.echo import SERVICE as ECHO

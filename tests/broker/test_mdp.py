@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from latentmas_mesh import mdp
 from latentmas_mesh.errors import ErrorCode
-from latentmas_mesh.protocol import mdp
 
 
 class TestClientRequests:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentmas_mesh.cli import _register_subcommands, app
-from latentmas_mesh.harness import CLI, LocalMesh
+from latentmas_mesh.testing.mesh import CLI, LocalMesh
 from latentmas_mesh.transport import public_key_of
 from workers.echo import SERVICE as ECHO
 

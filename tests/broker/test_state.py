@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from broker.state import BrokerState, Limits, Send
-from latentmas_mesh.protocol import mdp
+from latentmas_mesh import mdp
 
 HB = 1_000  # heartbeat interval in the tests' microseconds
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zmq
 
-from latentmas_mesh.transport import wire
+from latentmas_mesh import wire
 
 BIG = 200_000  # above the C path's small-frame bound: such frames always go through pyzmq
 

@@ -14,9 +14,9 @@ from pydantic_settings import BaseSettings
 
 from broker.metrics import BrokerMetrics
 from broker.settings import BrokerSettings
-from latentmas_mesh.alignment.settings import AlignmentSettings
 from latentmas_mesh.cli import _register_subcommands, app
-from latentmas_mesh.ledger.settings import LedgerSettings
+from latentmas_mesh.services.alignment_settings import AlignmentSettings
+from latentmas_mesh.services.ledger_settings import LedgerSettings
 from latentmas_mesh.transport import TransportSettings
 from workers import WORKER_KINDS
 from workers.settings import WorkerSettings

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry, proportional_layer_map
+from latentmas_mesh.artifacts.activations import PassageActivations
 from latentmas_mesh.errors import DimensionMismatch, ModelNotSupported
-from latentmas_mesh.integrations.activations import PassageActivations
 from latentmas_mesh.integrations.kvmaps import align_kv_cache, fit_kv_aligner, paired_rows
 from latentmas_mesh.protocol import KVCache, KVCacheMetadata
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from latentmas_mesh.ledger import LedgerStore
-from latentmas_mesh.ledger.pgcluster import PostgresUnavailable, TemporaryPostgres
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
+from latentmas_mesh.testing.postgres import PostgresUnavailable, TemporaryPostgres
 
 _schemas = itertools.count()
 

@@ -17,9 +17,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentmas_mesh.ledger.client import LedgerClient
-from latentmas_mesh.ledger.outbox import Outbox
 from latentmas_mesh.protocol.ledger import EventResult, LedgerWireEvent, SettleEvent
+from latentmas_mesh.settlement.ledger_client import LedgerClient
+from latentmas_mesh.settlement.outbox import Outbox
 from latentmas_mesh.transport import Transport, TransportSettings
 
 EVENTS_PER_EMITTER = 2_560

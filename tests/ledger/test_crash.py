@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from latentmas_mesh.ledger import EventStatus, agent_account, open_store, validator_account
-from latentmas_mesh.ledger.client import LedgerClient
-from latentmas_mesh.ledger.localnet import LedgerNet
-from latentmas_mesh.ledger.outbox import Outbox
 from latentmas_mesh.market import split_revenue
 from latentmas_mesh.protocol.ledger import LEDGER_SERVICE, SettleEvent
+from latentmas_mesh.settlement.ledger_client import LedgerClient
+from latentmas_mesh.settlement.outbox import Outbox
+from latentmas_mesh.testing.ledger_mesh import LedgerNet
 from tests.ledger.emitter_process import CRASH_AFTER_SENDS, CREATORS, VALIDATORS, make_events
 
 EMITTERS = 4

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from latentmas_mesh.errors import Conflict, Timeout
-from latentmas_mesh.ledger.outbox import Outbox
 from latentmas_mesh.protocol.ledger import EventResult, SettleEvent
+from latentmas_mesh.settlement.outbox import Outbox
 
 
 def settle(event_id: str, amount: int = 5) -> SettleEvent:

@@ -16,8 +16,6 @@ from latentmas_mesh.errors import (
     Unauthorized,
 )
 from latentmas_mesh.ledger import AccountKind, EventStatus, validator_account
-from latentmas_mesh.ledger.client import LedgerClient, new_event_id
-from latentmas_mesh.ledger.service import LedgerPolicy, LedgerService
 from latentmas_mesh.market import AssetType
 from latentmas_mesh.protocol.base import validate_message
 from latentmas_mesh.protocol.ledger import (
@@ -28,6 +26,8 @@ from latentmas_mesh.protocol.ledger import (
     SettleEvent,
     VoidEvent,
 )
+from latentmas_mesh.services.ledger import LedgerPolicy, LedgerService
+from latentmas_mesh.settlement.ledger_client import LedgerClient, new_event_id
 
 KEY = b"q" * 32
 

@@ -8,10 +8,10 @@ import pytest
 
 from latentmas_mesh.errors import Unauthorized
 from latentmas_mesh.ledger import ReservationStatus, agent_account
-from latentmas_mesh.ledger.client import LedgerClient
-from latentmas_mesh.ledger.localnet import LedgerNet
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
 from latentmas_mesh.protocol.ledger import ReserveEvent, SettleEvent
+from latentmas_mesh.settlement.ledger_client import LedgerClient
+from latentmas_mesh.testing.ledger_mesh import LedgerNet
 from workers.ledger import wall_clock_ms
 
 SWEEP_INTERVAL_MS = 50

@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from latentmas_mesh.protocol import finite
+from latentmas_mesh.codec import finite
 
 FLOATS = {
     "float16": np.float16,

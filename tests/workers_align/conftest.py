@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry
-from latentmas_mesh.alignment.payments import Payments
-from latentmas_mesh.alignment.service import (
+from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
+from latentmas_mesh.protocol.kv import KVCache, KVCacheMetadata
+from latentmas_mesh.registry import default_registry
+from latentmas_mesh.services.alignment import (
     AlignmentService,
     AnchorStore,
     KVMapStore,
     ServicePolicy,
 )
-from latentmas_mesh.alignment.store import WMatrixStore
-from latentmas_mesh.protocol.kv import KVCache, KVCacheMetadata
-from latentmas_mesh.registry import default_registry
+from latentmas_mesh.settlement.payments import Payments
 
 NOW = dt.datetime(2026, 1, 25, 12, 0, tzinfo=dt.UTC)
 SMOL = "smollm2-135m-instruct"

@@ -7,17 +7,17 @@ import time
 
 import pytest
 
-from latentmas_mesh.alignment.payments import settlement_event_ids
 from latentmas_mesh.errors import (
     InsufficientFunds,
     InvalidRequest,
     ReservationClosed,
     ReservationNotFound,
 )
-from latentmas_mesh.ledger.client import LedgerClient
-from latentmas_mesh.ledger.localnet import LedgerNet
 from latentmas_mesh.protocol.align import ExchangeMemoryRequest
 from latentmas_mesh.protocol.ledger import ReserveEvent
+from latentmas_mesh.settlement.ledger_client import LedgerClient
+from latentmas_mesh.settlement.payments import settlement_event_ids
+from latentmas_mesh.testing.ledger_mesh import LedgerNet
 from latentmas_mesh.transport import public_key_of
 from tests.workers_align.conftest import SMOL, kv_cache
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from latentmas_mesh.alignment.payments import Payments, settlement_event_ids
 from latentmas_mesh.errors import (
     Conflict,
     InsufficientFunds,
@@ -16,8 +15,6 @@ from latentmas_mesh.errors import (
     Unauthorized,
 )
 from latentmas_mesh.ledger import ReservationStatus
-from latentmas_mesh.ledger.outbox import Outbox
-from latentmas_mesh.ledger.service import LedgerPolicy, LedgerService
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
 from latentmas_mesh.protocol.align import ExchangeMemoryRequest
 from latentmas_mesh.protocol.ledger import (
@@ -32,6 +29,9 @@ from latentmas_mesh.protocol.ledger import (
     ReserveEvent,
     VoidEvent,
 )
+from latentmas_mesh.services.ledger import LedgerPolicy, LedgerService
+from latentmas_mesh.settlement.outbox import Outbox
+from latentmas_mesh.settlement.payments import Payments, settlement_event_ids
 from tests.workers_align.conftest import GEMMA, SMOL, kv_cache, make_service
 
 NOW_MS = 1_000_000

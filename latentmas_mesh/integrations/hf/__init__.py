@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latentmas_mesh.integrations.activations import PassageActivations, read_anchor_activations
+from latentmas_mesh.artifacts.activations import PassageActivations, read_anchor_activations
 from latentmas_mesh.integrations.hf._activations import (
     export_anchor_activations,
     passage_activations,

@@ -16,12 +16,12 @@ from safetensors.numpy import save_file
 from transformers import DynamicCache
 
 from latentmas_mesh.anchors import AnchorPassage, anchor_corpus_sha256, load_anchor_passages
-from latentmas_mesh.errors import InvalidRequest, ModelNotSupported
-from latentmas_mesh.integrations.activations import (
+from latentmas_mesh.artifacts.activations import (
     EXPORT_FORMAT,
     MANIFEST,
     PassageActivations,
 )
+from latentmas_mesh.errors import InvalidRequest, ModelNotSupported
 from latentmas_mesh.integrations.hf._kv import (
     CONTEXT_TOKENS_MAX,
     ContextTokens,

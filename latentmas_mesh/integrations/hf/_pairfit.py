@@ -15,13 +15,13 @@ from latentmas_mesh.anchors import (
     load_anchor_passages,
     split_anchor_passages,
 )
-from latentmas_mesh.errors import InvalidRequest
-from latentmas_mesh.integrations.activations import (
+from latentmas_mesh.artifacts.activations import (
     MANIFEST,
     PassageActivations,
     read_anchor_activations,
     read_manifest,
 )
+from latentmas_mesh.errors import InvalidRequest
 from latentmas_mesh.integrations.hf._activations import export_anchor_activations
 from latentmas_mesh.integrations.hf._load import LoadedModel
 from latentmas_mesh.integrations.kvmaps import (

@@ -14,11 +14,11 @@ import pydantic_core
 import zmq
 from pydantic import BaseModel
 
+from latentmas_mesh.codec.finite import all_finite
 from latentmas_mesh.errors import InternalError, InvalidRequest, PayloadTooLarge, ProtocolError
 from latentmas_mesh.protocol import MESSAGE_TYPES, WireModel, type_name_of, validate_message
 from latentmas_mesh.protocol.base import TYPE_NAME_CHARS_MAX
 from latentmas_mesh.protocol.dtypes import DTYPES, dtype_name
-from latentmas_mesh.protocol.finite import all_finite
 from latentmas_mesh.settings import MeshSettings
 
 # Header layout, version 1 (frame 0, a msgpack map):

@@ -19,15 +19,14 @@ import numpy.typing as npt
 from latentmas_mesh.alignment.geometry import geometry_from_registry
 from latentmas_mesh.alignment.hub import UnifiedSpace
 from latentmas_mesh.alignment.kv import KVAligner
-from latentmas_mesh.alignment.payments import Payments, Terms
 from latentmas_mesh.alignment.quality import (
     AlignmentQuality,
     QualityThresholds,
     check_quality,
     cycle_consistency,
 )
-from latentmas_mesh.alignment.store import WMatrixStore, parse_version
 from latentmas_mesh.alignment.wmatrix import WMatrix, fit_w_matrix
+from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore, parse_version
 from latentmas_mesh.errors import (
     DimensionMismatch,
     InternalError,
@@ -51,6 +50,7 @@ from latentmas_mesh.protocol.quality import WMatrixQualityMetrics
 from latentmas_mesh.protocol.v1 import AlignVectorRequest, AlignVectorResponse
 from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest, GenerateWMatrixResponse
 from latentmas_mesh.registry import Registry
+from latentmas_mesh.settlement.payments import Payments, Terms
 
 WMATRIX_SERVICE: Final = "latentmas.wmatrix"
 ALIGN_SERVICE: Final = "latentmas.align"

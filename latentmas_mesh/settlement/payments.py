@@ -18,8 +18,6 @@ from latentmas_mesh.errors import (
     Unauthorized,
 )
 from latentmas_mesh.ledger import EventStatus
-from latentmas_mesh.ledger.client import raise_for_result
-from latentmas_mesh.ledger.outbox import Outbox, is_retryable
 from latentmas_mesh.protocol.ledger import (
     LEDGER_SERVICE,
     EventResult,
@@ -28,10 +26,12 @@ from latentmas_mesh.protocol.ledger import (
     ReservationReply,
     VoidEvent,
 )
+from latentmas_mesh.settlement.ledger_client import raise_for_result
+from latentmas_mesh.settlement.outbox import Outbox, is_retryable
 
 
 class Ledger(Protocol):
-    """What payments need of the ledger (`latentmas_mesh.ledger.client.LedgerClient` has it)."""
+    """What payments need of the ledger (`settlement.ledger_client.LedgerClient` has it)."""
 
     def reservation(self, reservation_id: str) -> ReservationReply: ...
 

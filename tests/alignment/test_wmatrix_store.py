@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latentmas_mesh.alignment import WMatrix, fit_w_matrix
-from latentmas_mesh.alignment.store import WMatrixStore
+from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
 from latentmas_mesh.errors import InvalidRequest, WMatrixNotFound
 from tests.alignment.conftest import Paired
 

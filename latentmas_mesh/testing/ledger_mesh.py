@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from latentmas_mesh.harness import LocalMesh
+from latentmas_mesh.testing.mesh import LocalMesh
 from latentmas_mesh.transport import Transport, TransportSettings, create_key_pair, public_key_of
 
 

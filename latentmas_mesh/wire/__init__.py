@@ -27,7 +27,7 @@ from zmq.backend import zmq_poll
 
 _envelope: ModuleType | None
 try:
-    from latentmas_mesh.transport import _envelope
+    from latentmas_mesh.wire import _envelope
 except ImportError:  # installed without a C compiler: the pure-Python path serves
     _envelope = None
 

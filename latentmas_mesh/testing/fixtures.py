@@ -1,6 +1,6 @@
 """Pytest fixtures for users' integration tests against a real local mesh on loopback."""
 
-# Enable them with `pytest_plugins = ["latentmas_mesh.testing"]` in a conftest.py, then:
+# Enable them with `pytest_plugins = ["latentmas_mesh.testing.fixtures"]` in a conftest.py, then:
 #
 # @pytest.mark.mesh(workers={"echo": 2})
 # def test_echo(local_mesh):
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from latentmas_mesh.harness import LocalMesh
+from latentmas_mesh.testing.mesh import LocalMesh
 
 DEFAULT_WORKERS = {"echo": 1}
 

@@ -7,11 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from latentmas_mesh.alignment.service import ALIGN_SERVICE, KVMapStore
-from latentmas_mesh.alignment.settings import AlignmentSettings
 from latentmas_mesh.anchors import AnchorPassage, load_anchor_passages, split_anchor_passages
 from latentmas_mesh.errors import InvalidRequest, WMatrixNotFound
-from latentmas_mesh.harness import LocalMesh
 from latentmas_mesh.integrations.hf import (
     LoadedModel,
     continuation_nll,
@@ -26,6 +23,9 @@ from latentmas_mesh.integrations.hf import (
     without_start_entry,
 )
 from latentmas_mesh.protocol import AlignmentQuality, ExchangeMemoryRequest, ExchangeMemoryResponse
+from latentmas_mesh.services.alignment import ALIGN_SERVICE, KVMapStore
+from latentmas_mesh.services.alignment_settings import AlignmentSettings
+from latentmas_mesh.testing.mesh import LocalMesh
 
 SENDER_DEFAULT = "smollm2-135m-instruct"
 RECEIVER_DEFAULT = "gemma-3-270m"
