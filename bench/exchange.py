@@ -48,6 +48,8 @@ from latentmas_mesh.anchors import (
     load_anchor_passages,
     split_anchor_passages,
 )
+from latentmas_mesh.artifacts.kv_map_store import KVMapStore
+from latentmas_mesh.artifacts.maps import load_kv_aligner, save_kv_aligner
 from latentmas_mesh.integrations.hf import (
     FIT_TOKENS_DEFAULT,
     ContextTokens,
@@ -65,7 +67,6 @@ from latentmas_mesh.integrations.hf import (
 )
 from latentmas_mesh.integrations.kvmaps import PairFitReport, align_kv_cache, fit_kv_aligner
 from latentmas_mesh.protocol import ExchangeMemoryRequest
-from latentmas_mesh.services.alignment import KVMapStore
 from latentmas_mesh.settings import MeshSettings
 from latentmas_mesh.testing.mesh import LocalMesh
 
@@ -143,7 +144,7 @@ def fitted_aligner(
     report_path = path.with_suffix(".json")
     if path.is_file() and report_path.is_file():
         report = PairFitReport(**json.loads(report_path.read_text(encoding="utf-8")))
-        return KVAligner.load(path), report
+        return load_kv_aligner(path), report
     started = time.perf_counter()
     aligner, report = fit_kv_aligner(
         acts[sender.name],
@@ -153,7 +154,7 @@ def fitted_aligner(
         neighbour_layers=METHODS[method],
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    aligner.save(path)
+    save_kv_aligner(path, aligner)
     report_path.write_text(json.dumps(report.to_dict()), encoding="utf-8")
     print(f"  fitted {method} {sender.name} -> {receiver.name} on {report.rows} rows "
           f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip

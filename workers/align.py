@@ -10,17 +10,14 @@ from pydantic import BaseModel
 
 from latentmas_mesh.alignment.kernels import warm_up
 from latentmas_mesh.alignment.quality import QualityThresholds
+from latentmas_mesh.artifacts.anchor_store import AnchorStore
+from latentmas_mesh.artifacts.hub_file import HubFile
+from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
 from latentmas_mesh.codec import Decoded
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.registry import load_registry
-from latentmas_mesh.services.alignment import (
-    ALIGN_SERVICE,
-    AlignmentService,
-    AnchorStore,
-    KVMapStore,
-    ServicePolicy,
-)
+from latentmas_mesh.services.alignment import ALIGN_SERVICE, AlignmentService, ServicePolicy
 from latentmas_mesh.services.alignment_settings import AlignmentSettings
 from latentmas_mesh.settlement.ledger_client import LedgerClient
 from latentmas_mesh.settlement.outbox import Outbox
@@ -56,7 +53,7 @@ def build_service(
             validators=options.alignment_validators,
             thresholds=QualityThresholds() if options.alignment_enforce_quality else None,
         ),
-        hub_path=options.path(options.alignment_hub_file),
+        hub=HubFile(options.path(options.alignment_hub_file)),
         payments=payments,
     )
 

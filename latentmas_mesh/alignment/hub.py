@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Self
 
 import numpy as np
@@ -173,12 +171,10 @@ class UnifiedSpace:
         )
         return wmatrix
 
-    # ---------------------------------------------------------------- persistence
+    # ------------------------------------------------------- serialised form (no I/O)
 
-    def save(self, path: str | Path) -> None:
-        """One safetensors file: reference, split and every chart; JSON settings in its header."""
-        from safetensors.numpy import save_file
-
+    def to_tensors(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+        """Reference, split and every chart as arrays, with the JSON settings beside them."""
         tensors: dict[str, npt.NDArray[Any]] = {
             "reference": self.reference_,
             "split/train": self.split_.train,
@@ -186,7 +182,7 @@ class UnifiedSpace:
             "split/holdout": self.split_.holdout,
         }
         for name, chart in self.charts_.items():
-            for part in ("mean", "encoder", "scaling", "decoder", "holdout"):
+            for part in _CHART_PARTS:
                 tensors[f"chart/{name}/{part}"] = getattr(chart, part)
         meta = {
             "format": FORMAT,
@@ -196,19 +192,15 @@ class UnifiedSpace:
             "random_state": self.random_state,
             "anchor_set": self.anchor_set,
         }
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        save_file(tensors, str(tmp), metadata={"latentmas": json.dumps(meta)})
-        tmp.replace(target)
+        return tensors, meta
 
     @classmethod
-    def load(cls, path: str | Path) -> UnifiedSpace:
-        """Read a file written by save()."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as handle:
-            meta = json.loads((handle.metadata() or {})["latentmas"])
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    def from_tensors(
+        cls, tensors: Mapping[str, npt.NDArray[Any]], meta: Mapping[str, Any], *, origin: str
+    ) -> UnifiedSpace:
+        """Rebuild a space from `to_tensors` output; `origin` names where it came from."""
+        if meta.get("format", FORMAT) != FORMAT:
+            raise InvalidRequest(f"{origin} is not a latentmas unified space", details={})
         space = cls(
             meta["unified_dim"],
             method=meta["method"],
@@ -220,11 +212,13 @@ class UnifiedSpace:
             tensors["split/train"], tensors["split/validation"], tensors["split/holdout"]
         )
         space.charts_ = {
-            name: ModelChart(*(tensors[f"chart/{name}/{part}"]
-                               for part in ("mean", "encoder", "scaling", "decoder", "holdout")))
+            name: ModelChart(*(tensors[f"chart/{name}/{part}"] for part in _CHART_PARTS))
             for name in meta["models"]
-        }  # fmt: skip
+        }
         return space
+
+
+_CHART_PARTS: Final = ("mean", "encoder", "scaling", "decoder", "holdout")
 
 
 def _rows(value: npt.ArrayLike, name: str) -> F64:

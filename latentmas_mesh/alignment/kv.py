@@ -6,7 +6,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Final, Literal, Self
 
 import numpy as np
@@ -359,12 +358,9 @@ class KVAligner:
         aligner.exact_identity_ = True
         return aligner
 
-    def save(self, path: str | Path) -> str:
-        """Write the head maps (safetensors) with geometries, quality and content hash (JSON in
-        its header); returns the content hash. Written to a temporary name, then renamed."""
-        from safetensors.numpy import save_file
-
-        arrays = self._arrays()
+    def to_tensors(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+        """The head-map arrays and the JSON description (geometries, quality, content hash)
+        that `from_tensors` rebuilds this aligner from."""
         meta = {
             "format": KV_FORMAT,
             "source": self.source.to_json(),
@@ -375,36 +371,28 @@ class KVAligner:
             "values_quality": _quality_json(self.values_.quality),
             "content_hash": self.content_hash,
         }
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        save_file(arrays, str(tmp), metadata={"latentmas": json.dumps(meta, sort_keys=True)})
-        tmp.replace(target)
-        return self.content_hash
+        return self._arrays(), meta
 
     @classmethod
-    def load(cls, path: str | Path) -> KVAligner:
-        """Read a file written by save() (hash checked)."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as handle:
-            meta = json.loads((handle.metadata() or {})["latentmas"])
-            arrays = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    def from_tensors(
+        cls, tensors: dict[str, npt.NDArray[Any]], meta: dict[str, Any], *, origin: str
+    ) -> KVAligner:
+        """Rebuild an aligner from `to_tensors` output (hash checked); `origin` names where
+        they came from, for the error."""
         if meta.get("format") != KV_FORMAT:
-            raise InvalidRequest(f"{path} is not a KV aligner file", details={})
+            raise InvalidRequest(f"{origin} is not a KV aligner", details={})
         aligner = cls.from_head_maps(
             KVGeometry.from_json(meta["source"]),
             KVGeometry.from_json(meta["target"]),
-            HeadMaps(arrays["keys/inputs"], arrays["keys/weight"], arrays["keys/bias"]),
-            HeadMaps(arrays["values/inputs"], arrays["values/weight"], arrays["values/bias"]),
+            HeadMaps(tensors["keys/inputs"], tensors["keys/weight"], tensors["keys/bias"]),
+            HeadMaps(tensors["values/inputs"], tensors["values/weight"], tensors["values/bias"]),
             granularity=meta["granularity"],
         )
         aligner.exact_identity_ = bool(meta["exact_identity"])
         aligner.keys_.quality = _quality_from_json(meta["keys_quality"])
         aligner.values_.quality = _quality_from_json(meta["values_quality"])
         if aligner.content_hash != meta["content_hash"]:
-            raise InvalidRequest(
-                f"KV aligner file {path} does not match its content hash", details={}
-            )
+            raise InvalidRequest(f"KV aligner {origin} does not match its content hash", details={})
         return aligner
 
     def _arrays(self) -> dict[str, npt.NDArray[Any]]:

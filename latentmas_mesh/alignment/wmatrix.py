@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Self
 
 import numpy as np
@@ -28,7 +26,6 @@ from latentmas_mesh.alignment.quality import BOOTSTRAP_RESAMPLES, AlignmentQuali
 from latentmas_mesh.errors import DimensionMismatch, InternalError, InvalidRequest
 
 FORMAT: Final = "latentmas-wmatrix/1"
-_META_KEY: Final = "latentmas"
 # Arrays that define what a W-matrix computes, in the order the content hash reads them.
 ARRAY_NAMES: Final = ("source_mean", "encoder", "core", "scaling", "decoder", "target_mean")
 
@@ -294,7 +291,7 @@ class WMatrix:
         return int(self.n_features_in_ * d_u + d_u * self.n_features_out_)
 
     def arrays(self) -> dict[str, F64]:
-        """The defining arrays by name (what save() writes and the content hash reads)."""
+        """The defining arrays by name (what `to_tensors` gives and the content hash reads)."""
         self._check_fitted()
         return {name: getattr(self, f"{name}_") for name in ARRAY_NAMES}
 
@@ -311,26 +308,7 @@ class WMatrix:
             rules["orthogonal_matrix"] = self.core_.tolist()
         return rules
 
-    # ---------------------------------------------------------------- persistence
-
-    def save(self, path: str | Path) -> str:
-        """Write a safetensors file whose header metadata holds the JSON description.
-
-        Returns the content hash. The write goes to a temporary name first, then is renamed, so a
-        crash never leaves a half-written map under `path`.
-        """
-        from safetensors.numpy import save_file
-
-        target = Path(path)
-        meta = self.metadata()
-        tmp = target.with_name(f".{target.name}.tmp")
-        save_file(
-            {name: np.ascontiguousarray(a) for name, a in self.arrays().items()},
-            str(tmp),
-            metadata={_META_KEY: json.dumps(meta, sort_keys=True)},
-        )
-        tmp.replace(target)
-        return str(meta["content_hash"])
+    # ------------------------------------------------------- serialised form (no I/O)
 
     def metadata(self) -> dict[str, Any]:
         """JSON-safe description: format, method, dimensions, α, quality, content hash."""
@@ -347,28 +325,32 @@ class WMatrix:
             "content_hash": self.content_hash,
         }
 
-    @classmethod
-    def load(cls, path: str | Path) -> WMatrix:
-        """Read a file written by save(); the content hash is checked against the arrays."""
-        from safetensors import safe_open
+    def to_tensors(self) -> tuple[dict[str, F64], dict[str, Any]]:
+        """The arrays and the JSON description that `from_tensors` rebuilds this map from."""
+        return (
+            {name: np.ascontiguousarray(a) for name, a in self.arrays().items()},
+            self.metadata(),
+        )
 
-        with safe_open(str(path), framework="numpy") as handle:
-            raw = (handle.metadata() or {}).get(_META_KEY)
-            arrays = {name: handle.get_tensor(name) for name in ARRAY_NAMES}
-        if raw is None:
-            raise InvalidRequest(f"{path} is not a latentmas W-matrix file", details={})
-        meta = json.loads(raw)
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, npt.NDArray[Any]], meta: dict[str, Any], *, origin: str
+    ) -> WMatrix:
+        """Rebuild a map from `to_tensors` output; the content hash is checked against the
+        arrays. `origin` names where they came from, for the error."""
+        if meta.get("format") != FORMAT or any(name not in tensors for name in ARRAY_NAMES):
+            raise InvalidRequest(f"{origin} is not a latentmas W-matrix", details={})
         quality = None if meta["quality"] is None else AlignmentQuality(**meta["quality"])
         alpha = meta["alpha"]
         wmatrix = cls.from_parts(
             method=meta["method"],
             quality=quality,
             alpha=math.inf if alpha == "inf" else alpha,
-            **arrays,
+            **{name: tensors[name] for name in ARRAY_NAMES},
         )
         if wmatrix.content_hash != meta["content_hash"]:
             raise InternalError(
-                f"W-matrix file {path} is corrupt: its arrays do not match its content hash",
+                f"W-matrix {origin} is corrupt: its arrays do not match its content hash",
                 details={"stored": meta["content_hash"], "computed": wmatrix.content_hash},
             )
         return wmatrix

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote
 
 from latentmas_mesh.alignment._types import METHODS, Method
 from latentmas_mesh.alignment.quality import AlignmentQuality
 from latentmas_mesh.alignment.wmatrix import WMatrix
+from latentmas_mesh.artifacts.files import write_json
+from latentmas_mesh.artifacts.listing import MISS_REFRESH_S, ListingCache
+from latentmas_mesh.artifacts.maps import load_wmatrix, save_wmatrix
+from latentmas_mesh.artifacts.naming import is_version, pair_directory_name, parse_version
 from latentmas_mesh.errors import InternalError, InvalidRequest, WMatrixNotFound
 
 if TYPE_CHECKING:
     from latentmas_mesh.protocol.wmatrix import WMatrixStandard
 
-_SEMVER = re.compile(r"^([0-9]{1,6})\.([0-9]{1,6})\.([0-9]{1,6})$")
 CACHE_ENTRIES_MAX: Final = 64
 # Appendix C.2 "Use fallback method": with no method named, hybrid is tried first (4.3.2
 # recommends it for production); a named method that is missing falls back in this order.
@@ -30,17 +30,6 @@ FALLBACK_ORDER: Final[dict[Method, tuple[Method, ...]]] = {
     "orthogonal": ("hybrid", "learned"),
     "learned": ("hybrid", "orthogonal"),
 }
-
-
-def parse_version(version: str) -> tuple[int, int, int]:
-    """ "1.2.3" -> (1, 2, 3); InvalidRequest for anything that is not three decimal numbers."""
-    match = _SEMVER.match(version)
-    if match is None:
-        raise InvalidRequest(
-            f"W-matrix version {version!r} is not MAJOR.MINOR.PATCH", details={"version": version}
-        )
-    major, minor, patch = (int(part) for part in match.groups())
-    return major, minor, patch
 
 
 @dataclass(frozen=True)
@@ -122,9 +111,10 @@ class WMatrixStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._cache: OrderedDict[str, WMatrix] = OrderedDict()
+        self._listing: ListingCache[tuple[WMatrixRecord, ...]] = ListingCache(_scan_records)
 
     def _pair_dir(self, source_model: str, target_model: str) -> Path:
-        return self.root / f"{quote(source_model, safe='')}__{quote(target_model, safe='')}"
+        return self.root / pair_directory_name(source_model, target_model)
 
     def put(
         self,
@@ -163,21 +153,15 @@ class WMatrixStore:
             quality=wmatrix.quality_,
         )
         directory = self._pair_dir(source_model, target_model)
-        directory.mkdir(parents=True, exist_ok=True)
-        wmatrix.save(directory / f"{chosen}.safetensors")
-        _write_json_atomically(directory / f"{chosen}.json", record.to_json())
+        # The tensors are durable before the record that names them is written.
+        save_wmatrix(directory / f"{chosen}.safetensors", wmatrix)
+        write_json(directory / f"{chosen}.json", record.to_json())
+        self._listing.invalidate(directory)
         return record
 
     def records(self, source_model: str, target_model: str) -> list[WMatrixRecord]:
-        """Every stored record of the pair, oldest version first."""
-        directory = self._pair_dir(source_model, target_model)
-        if not directory.is_dir():
-            return []
-        found = []
-        for path in directory.glob("*.json"):
-            if _SEMVER.match(path.stem) and (directory / f"{path.stem}.safetensors").exists():
-                found.append(WMatrixRecord.from_json(json.loads(path.read_text())))
-        return sorted(found, key=lambda record: parse_version(record.version))
+        """Every stored record of the pair, oldest version first (from memory while fresh)."""
+        return list(self._listing.get(self._pair_dir(source_model, target_model)))
 
     def get(
         self,
@@ -195,12 +179,11 @@ class WMatrixStore:
             parse_version(version)
         if method is not None and method not in METHODS:
             raise InvalidRequest(f"unknown method {method!r}", details={"method": method})
-        candidates = [
-            record
-            for record in self.records(source_model, target_model)
-            if (method is None or record.method == method)
-            and (version is None or record.version == version)
-        ]
+        directory = self._pair_dir(source_model, target_model)
+        candidates = _matching(self._listing.get(directory), method, version)
+        if not candidates:  # a miss looks again (the map may just have been stored elsewhere)
+            listing = self._listing.get(directory, max_age_s=MISS_REFRESH_S)
+            candidates = _matching(listing, method, version)
         if not candidates:
             raise self._not_found(source_model, target_model, method, version)
         record = candidates[-1]
@@ -264,7 +247,7 @@ class WMatrixStore:
             self._cache.move_to_end(record.content_hash)
             return cached
         path = self._pair_dir(record.source_model, record.target_model)
-        wmatrix = WMatrix.load(path / f"{record.version}.safetensors")
+        wmatrix = load_wmatrix(path / f"{record.version}.safetensors")
         if wmatrix.content_hash != record.content_hash:
             raise InternalError(
                 f"stored W-matrix {record.version} does not match its record's content hash",
@@ -285,10 +268,23 @@ def _next_version(existing: list[WMatrixRecord], unified_dimension: int) -> str:
     return f"{major}.{minor + 1}.0"
 
 
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, sort_keys=True, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+def _scan_records(directory: Path) -> tuple[WMatrixRecord, ...]:
+    """The pair's records that have their tensor file, oldest version first."""
+    if not directory.is_dir():
+        return ()
+    found = []
+    for path in directory.glob("*.json"):
+        if is_version(path.stem) and (directory / f"{path.stem}.safetensors").exists():
+            found.append(WMatrixRecord.from_json(json.loads(path.read_text())))
+    return tuple(sorted(found, key=lambda record: parse_version(record.version)))
+
+
+def _matching(
+    records: tuple[WMatrixRecord, ...], method: str | None, version: str | None
+) -> list[WMatrixRecord]:
+    return [
+        record
+        for record in records
+        if (method is None or record.method == method)
+        and (version is None or record.version == version)
+    ]

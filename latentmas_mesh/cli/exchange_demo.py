@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from latentmas_mesh.anchors import AnchorPassage, load_anchor_passages, split_anchor_passages
+from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.errors import InvalidRequest, WMatrixNotFound
 from latentmas_mesh.integrations.hf import (
     LoadedModel,
@@ -23,7 +24,7 @@ from latentmas_mesh.integrations.hf import (
     without_start_entry,
 )
 from latentmas_mesh.protocol import AlignmentQuality, ExchangeMemoryRequest, ExchangeMemoryResponse
-from latentmas_mesh.services.alignment import ALIGN_SERVICE, KVMapStore
+from latentmas_mesh.services.alignment import ALIGN_SERVICE
 from latentmas_mesh.services.alignment_settings import AlignmentSettings
 from latentmas_mesh.testing.mesh import LocalMesh
 

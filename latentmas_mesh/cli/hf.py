@@ -88,8 +88,8 @@ def fit_pair(
     """
     import json
 
+    from latentmas_mesh.artifacts.kv_map_store import KVMapStore
     from latentmas_mesh.integrations.hf import fit_pair_from_anchors, load_model
-    from latentmas_mesh.services.alignment import KVMapStore
     from latentmas_mesh.services.alignment_settings import AlignmentSettings
 
     sender, receiver = load_model(source), load_model(target)

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import hashlib
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote
 
 import numpy as np
 import numpy.typing as npt
@@ -26,12 +20,14 @@ from latentmas_mesh.alignment.quality import (
     cycle_consistency,
 )
 from latentmas_mesh.alignment.wmatrix import WMatrix, fit_w_matrix
-from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore, parse_version
+from latentmas_mesh.artifacts.anchor_store import AnchorStore
+from latentmas_mesh.artifacts.hub_file import HubFile
+from latentmas_mesh.artifacts.kv_map_store import KVMapStore
+from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
 from latentmas_mesh.errors import (
     DimensionMismatch,
     InternalError,
     InvalidRequest,
-    ModelNotSupported,
     PayloadTooLarge,
     WMatrixNotFound,
 )
@@ -54,7 +50,6 @@ from latentmas_mesh.settlement.payments import Payments, Terms
 
 WMATRIX_SERVICE: Final = "latentmas.wmatrix"
 ALIGN_SERVICE: Final = "latentmas.align"
-KV_CACHE_ENTRIES_MAX: Final = 16
 ANCHOR_ROWS_MAX: Final = 1_000_000
 PAID_REQUESTS: Final = (AlignKVCacheRequest, ExchangeMemoryRequest, AlignVectorRequest)
 
@@ -79,90 +74,6 @@ class ServicePolicy:
     @property
     def terms(self) -> Terms:
         return Terms(self.price_units, self.creator, self.validators)
-
-
-def _pair_name(source: str, target: str) -> str:
-    return f"{quote(source, safe='')}__{quote(target, safe='')}"
-
-
-class AnchorStore:
-    """Registered anchor activations: <root>/<model>.safetensors, one anchor set per model."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    def put(self, model: str, anchor_set: str, activations: npt.ArrayLike) -> tuple[int, int, str]:
-        """Store [n, d] activations; returns (rows, dim, content hash)."""
-        from safetensors.numpy import save_file
-
-        array = np.ascontiguousarray(activations, dtype=np.float32)
-        digest = f"sha256:{hashlib.sha256(array.tobytes()).hexdigest()}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / f"{quote(model, safe='')}.safetensors"
-        tmp = target.with_name(f".{target.name}.tmp")
-        meta = {"anchor_set": anchor_set, "content_hash": digest}
-        save_file({"activations": array}, str(tmp), metadata=meta)
-        tmp.replace(target)
-        return int(array.shape[0]), int(array.shape[1]), digest
-
-    def get(self, model: str) -> tuple[str, npt.NDArray[np.float32]]:
-        """(anchor set, activations); ModelNotSupported when the model registered none."""
-        from safetensors import safe_open
-
-        path = self.root / f"{quote(model, safe='')}.safetensors"
-        if not path.exists():
-            raise ModelNotSupported(
-                f"{model} has no registered anchor activations; register them first",
-                details={"model": model},
-            )
-        with safe_open(str(path), framework="numpy") as handle:
-            anchor_set = (handle.metadata() or {})["anchor_set"]
-            return anchor_set, handle.get_tensor("activations")
-
-
-class KVMapStore:
-    """Fitted KV aligners: <root>/<source>__<target>/<version>.safetensors, newest by semver.
-
-    Fitted offline (the Hugging Face integration's CLI) and put here; loaded aligners are
-    cached in memory by content hash.
-    """
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self._cache: OrderedDict[tuple[str, float], KVAligner] = OrderedDict()
-
-    def put(self, aligner: KVAligner, *, source: str, target: str, version: str) -> Path:
-        """Store an aligner under `version` (it must carry a measured quality)."""
-        parse_version(version)
-        if aligner.quality is None:
-            raise InvalidRequest("a stored KV aligner must carry held-out quality", details={})
-        directory = self.root / _pair_name(source, target)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{version}.safetensors"
-        aligner.save(path)
-        return path
-
-    def get(self, source: str, target: str, version: str | None) -> tuple[KVAligner, str]:
-        """(aligner, version); WMatrixNotFound listing the stored versions when absent."""
-        directory = self.root / _pair_name(source, target)
-        versions = sorted(
-            (p.stem for p in directory.glob("*.safetensors") if not p.name.startswith(".")),
-            key=parse_version,
-        ) if directory.is_dir() else []  # fmt: skip
-        chosen = versions[-1] if version is None and versions else version
-        if chosen is None or chosen not in versions:
-            raise WMatrixNotFound(
-                f"no KV maps for {source} -> {target}" + (f" version {version}" if version else ""),
-                details={"source_model": source, "target_model": target, "version": version,
-                         "available": versions},
-            )  # fmt: skip
-        path = directory / f"{chosen}.safetensors"
-        key = (str(path), path.stat().st_mtime)
-        if key not in self._cache:
-            self._cache[key] = KVAligner.load(path)
-            while len(self._cache) > KV_CACHE_ENTRIES_MAX:
-                self._cache.popitem(last=False)
-        return self._cache[key], chosen
 
 
 def wire_quality(quality: AlignmentQuality) -> WireQuality:
@@ -195,7 +106,7 @@ class AlignmentService:
         kv_maps: KVMapStore,
         clock: Callable[[], dt.datetime],
         policy: ServicePolicy | None = None,
-        hub_path: Path | None = None,
+        hub: HubFile | None = None,
         payments: Payments | None = None,
     ) -> None:
         self.registry = registry
@@ -205,7 +116,7 @@ class AlignmentService:
         self.clock = clock
         self.policy = policy or ServicePolicy()
         self.payments = payments
-        self.hub_path = hub_path
+        self.hub = hub
         self._log = get_logger("alignment")
 
     def _model(self, name: str) -> str:
@@ -237,18 +148,6 @@ class AlignmentService:
             model=model, anchor_set=request.anchor_set, rows=rows, dim=dim, content_hash=digest
         )
 
-    @contextlib.contextmanager
-    def _hub_locked(self) -> Iterator[Path]:
-        """The hub file, held under an exclusive lock (several wmatrix workers may register)."""
-        assert self.hub_path is not None  # callers check
-        self.hub_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{self.hub_path}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield self.hub_path
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def _chart_in_hub(self, model: str, anchor_set: str, activations: npt.ArrayLike) -> None:
         """Give the model its chart in the unified space (section 4.3.1's hub and spokes).
 
@@ -256,27 +155,28 @@ class AlignmentService:
         against it. A model on another anchor set founds a new space (the old one's rows would
         not pair with it).
         """
-        if self.hub_path is None:
+        if self.hub is None:
             return
-        with self._hub_locked() as path:
-            hub = UnifiedSpace.load(path) if path.exists() else None
+        unified_dim = self.policy.unified_dim
+
+        def chart(hub: UnifiedSpace | None) -> UnifiedSpace:
             if hub is None or hub.anchor_set != anchor_set:
-                hub = UnifiedSpace(
-                    self.policy.unified_dim, method="hybrid", anchor_set=anchor_set
-                ).fit({model: activations})
-            else:
-                hub.register(model, activations)
-            hub.save(path)
+                return UnifiedSpace(unified_dim, method="hybrid", anchor_set=anchor_set).fit(
+                    {model: activations}
+                )
+            hub.register(model, activations)
+            return hub
+
+        self.hub.update(chart)
 
     def compose(self, source: str, target: str) -> WMatrix:
         """W(source -> target) through the hub; WMatrixNotFound when either has no chart."""
-        if self.hub_path is None or not self.hub_path.exists():
+        hub = None if self.hub is None else self.hub.read()
+        if hub is None:
             raise WMatrixNotFound(
                 f"no W-matrix for {source} -> {target} and no unified space to compose through",
                 details={"source_model": source, "target_model": target},
             )
-        with self._hub_locked() as path:
-            hub = UnifiedSpace.load(path)
         return hub.w_matrix(source, target)
 
     def generate(self, request: GenerateWMatrixRequest) -> GenerateWMatrixResponse:
@@ -423,8 +323,6 @@ __all__ = [
     "ANCHOR_ROWS_MAX",
     "WMATRIX_SERVICE",
     "AlignmentService",
-    "AnchorStore",
-    "KVMapStore",
     "ServicePolicy",
     "wire_quality",
 ]

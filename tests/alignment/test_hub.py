@@ -7,6 +7,7 @@ import pytest
 
 from latentmas_mesh.alignment import fit_w_matrix
 from latentmas_mesh.alignment.hub import UnifiedSpace
+from latentmas_mesh.artifacts.maps import load_space, save_space
 from latentmas_mesh.errors import DimensionMismatch, WMatrixNotFound
 
 LATENT = 12
@@ -102,8 +103,8 @@ class TestHub:
     def test_save_and_load_keeps_every_chart(self, anchors, tmp_path):
         """A reloaded space composes the same maps."""
         space = UnifiedSpace(16, method="hybrid").fit(anchors)
-        space.save(tmp_path / "hub.safetensors")
+        save_space(tmp_path / "hub.safetensors", space)
 
-        loaded = UnifiedSpace.load(tmp_path / "hub.safetensors")
+        loaded = load_space(tmp_path / "hub.safetensors")
 
         assert space.w_matrix("c", "a").content_hash == loaded.w_matrix("c", "a").content_hash

@@ -13,6 +13,7 @@ from latentmas_mesh.alignment import (
     fit_w_matrix,
 )
 from latentmas_mesh.alignment._linalg import RELATIVE_ALPHAS
+from latentmas_mesh.artifacts.maps import load_wmatrix, save_wmatrix
 from latentmas_mesh.errors import (
     DimensionMismatch,
     InternalError,
@@ -208,8 +209,8 @@ class TestPersistence:
         wmatrix = fit_w_matrix(linear.x, linear.y, method="hybrid", unified_dim=24)
         path = tmp_path / "w.safetensors"
 
-        digest = wmatrix.save(path)
-        loaded = WMatrix.load(path)
+        digest = save_wmatrix(path, wmatrix)
+        loaded = load_wmatrix(path)
 
         assert digest == loaded.content_hash == wmatrix.content_hash
         assert wmatrix.quality == loaded.quality
@@ -221,7 +222,7 @@ class TestPersistence:
         from safetensors.numpy import load_file, save_file
 
         path = tmp_path / "w.safetensors"
-        fit_w_matrix(linear.x, linear.y, unified_dim=8).save(path)
+        save_wmatrix(path, fit_w_matrix(linear.x, linear.y, unified_dim=8))
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata()
         arrays = load_file(str(path))
@@ -229,7 +230,7 @@ class TestPersistence:
         save_file(arrays, str(path), metadata=metadata)
 
         with pytest.raises(InternalError):
-            WMatrix.load(path)
+            load_wmatrix(path)
 
 
 class TestCycleConsistency:

@@ -9,13 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 import latentmas_mesh.cli.hf  # noqa: F401  # registers the `hf` commands on the app
+from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.cli.app import app
 from latentmas_mesh.integrations.hf import (
     cached_anchor_activations,
     fit_pair_from_anchors,
     fit_passages,
 )
-from latentmas_mesh.services.alignment import KVMapStore
 
 pytestmark = pytest.mark.realmodel
 

@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry
+from latentmas_mesh.artifacts.anchor_store import AnchorStore
+from latentmas_mesh.artifacts.hub_file import HubFile
+from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
 from latentmas_mesh.protocol.kv import KVCache, KVCacheMetadata
 from latentmas_mesh.registry import default_registry
-from latentmas_mesh.services.alignment import (
-    AlignmentService,
-    AnchorStore,
-    KVMapStore,
-    ServicePolicy,
-)
+from latentmas_mesh.services.alignment import AlignmentService, ServicePolicy
 from latentmas_mesh.settlement.payments import Payments
 
 NOW = dt.datetime(2026, 1, 25, 12, 0, tzinfo=dt.UTC)
@@ -36,7 +34,7 @@ def make_service(
         policy=ServicePolicy(
             unified_dim=16, price_units=price_units, creator="maps-owner", validators=validators
         ),
-        hub_path=root / "hub.safetensors",
+        hub=HubFile(root / "hub.safetensors"),
         payments=payments,
     )
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.errors import DimensionMismatch, ModelNotSupported, WMatrixNotFound
 from latentmas_mesh.protocol.align import ExchangeMemoryRequest
 from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest
 from latentmas_mesh.protocol.v1 import AlignVectorRequest
 from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest
-from latentmas_mesh.services.alignment import KVMapStore
 from latentmas_mesh.testing.mesh import LocalMesh
 from tests.workers_align.conftest import GEMMA, SMOL, fitted_smol_to_gemma, kv_cache, paired_anchors
 
