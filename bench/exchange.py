@@ -41,6 +41,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry, warm_up
+from latentmas_mesh.alignment.kv_fit import PairFitReport, fit_kv_aligner
 from latentmas_mesh.anchors import (
     AnchorPassage,
     anchor_corpus_sha256,
@@ -65,7 +66,7 @@ from latentmas_mesh.integrations.hf import (
     tokenize_context,
     without_start_entry,
 )
-from latentmas_mesh.integrations.kvmaps import PairFitReport, align_kv_cache, fit_kv_aligner
+from latentmas_mesh.integrations.hf._exchange import align_kv_cache
 from latentmas_mesh.protocol import ExchangeMemoryRequest
 from latentmas_mesh.settings import MeshSettings
 from latentmas_mesh.testing.mesh import LocalMesh
@@ -359,11 +360,11 @@ def report(args, fit, scores: dict[str, Scores], same: Scores, *, fitted, mesh) 
           f"prefill); max |mesh - local| = {mesh['mesh_max_abs_diff']:.2e}")  # fmt: skip
     for direction, methods in fitted.items():
         for method, (_, fit_report) in methods.items():
-            worst = int(np.argmin(fit_report.key_heldout_r2))
+            worst = int(np.argmin(fit_report.key_test_r2))
             print(f"fit {direction} {method}: {fit_report.rows} rows, key R2 "
-                  f"{np.mean(fit_report.key_heldout_r2):.3f} (worst layer {worst}: "
-                  f"{fit_report.key_heldout_r2[worst]:.3f}), value R2 "
-                  f"{np.mean(fit_report.value_heldout_r2):.3f}")  # fmt: skip
+                  f"{np.mean(fit_report.key_test_r2):.3f} (worst layer {worst}: "
+                  f"{fit_report.key_test_r2[worst]:.3f}), value R2 "
+                  f"{np.mean(fit_report.value_test_r2):.3f}")  # fmt: skip
     method_text = (
         "closed-form affine ridge per target layer reading the proportional source layer and "
         "its two neighbours (ridge-w3), keys de-rotated/re-rotated, separate key/value maps, "

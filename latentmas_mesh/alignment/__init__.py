@@ -31,7 +31,6 @@ from latentmas_mesh.alignment.quality import (
 from latentmas_mesh.alignment.rope import RotarySpec, RotaryTables, apply_rotary, rotary_tables
 from latentmas_mesh.alignment.tokens import overlap_matrix, pooling_weights
 from latentmas_mesh.alignment.wmatrix import NotFittedError, WMatrix, fit_w_matrix
-from latentmas_mesh.artifacts.wmatrix_store import Resolved, WMatrixRecord, WMatrixStore
 
 __all__ = [
     "METHODS",
@@ -46,14 +45,11 @@ __all__ = [
     "NotFittedError",
     "PairingMode",
     "QualityThresholds",
-    "Resolved",
     "RotarySpec",
     "RotaryTables",
     "TokenPairs",
     "UnifiedSpace",
     "WMatrix",
-    "WMatrixRecord",
-    "WMatrixStore",
     "align_heads",
     "align_heads_reference",
     "apply_rotary",

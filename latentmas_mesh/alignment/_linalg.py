@@ -1,15 +1,11 @@
-"""Closed-form solvers behind the W-matrix estimators: bases, Procrustes, ridge, scaling."""
+"""Closed-form pieces of the W-matrix estimators: bases, Procrustes, scaling (ridge: ridge.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
 from latentmas_mesh.alignment._types import F64
 
-# Ridge penalties are tried relative to the mean eigenvalue of XᵀX, so one grid fits any scale.
-RELATIVE_ALPHAS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 # A per-dimension scaling factor outside [0, SCALING_MAX] means that dimension is noise.
 SCALING_MAX = 2.0
 
@@ -46,22 +42,6 @@ def procrustes(source: F64, target: F64) -> F64:
     return np.asarray(u @ vt, dtype=np.float64)
 
 
-def ridge_path(x: F64, y: F64, alphas: Sequence[float]) -> list[F64]:
-    """Ridge solutions W(α) = (XᵀX + αI)⁻¹ Xᵀ Y for every α, from one SVD.
-
-    x: [n, d], y: [n, k]. With X = U S Vᵀ: W(α) = V diag(s / (s² + α)) Uᵀ Y, each [d, k].
-    """
-    u, s, vt = np.linalg.svd(x, full_matrices=False)
-    uty = u.T @ y
-    return [np.asarray(vt.T @ ((s / (s * s + alpha))[:, None] * uty)) for alpha in alphas]
-
-
-def mean_eigenvalue(x: F64) -> float:
-    """trace(XᵀX) / d: the scale that relative ridge penalties multiply (1.0 if X is zero)."""
-    value = float(np.sum(x * x)) / max(x.shape[1], 1)
-    return value if value > 0.0 else 1.0
-
-
 def scaling_factors(predicted: F64, target: F64) -> F64:
     """Per-dimension least-squares scale s_j = ⟨ŷ_j, y_j⟩ / ⟨ŷ_j, ŷ_j⟩, clipped to [0, 2].
 
@@ -74,3 +54,24 @@ def scaling_factors(predicted: F64, target: F64) -> F64:
     tiny = energy <= 1e-12 * max(float(energy.max(initial=0.0)), 1e-300)
     scale = np.where(tiny, 1.0, overlap / np.where(tiny, 1.0, energy))
     return np.asarray(np.clip(scale, 0.0, SCALING_MAX), dtype=np.float64)
+
+
+def validated_scaling(predicted: F64, target: F64) -> F64:
+    """`scaling_factors` of the validation rows, kept only where they earn their place.
+
+    Factors fitted on few validation rows are noisy and can undo more than shrinkage: they are
+    cross-fitted in two halves (fitted on one, scored on the other) and used only when that
+    lowers the squared error against leaving every dimension unscaled.
+    """
+    rows = predicted.shape[0]
+    if rows < 4:
+        return np.ones(predicted.shape[1])
+    halves = (slice(0, rows // 2), slice(rows // 2, rows))
+    scaled = unscaled = 0.0
+    for fit, score in (halves, halves[::-1]):
+        factors = scaling_factors(predicted[fit], target[fit])
+        scaled += float(np.sum((predicted[score] * factors - target[score]) ** 2))
+        unscaled += float(np.sum((predicted[score] - target[score]) ** 2))
+    if scaled < unscaled:
+        return scaling_factors(predicted, target)
+    return np.ones(predicted.shape[1])

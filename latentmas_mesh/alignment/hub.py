@@ -11,17 +11,15 @@ import numpy as np
 import numpy.typing as npt
 
 from latentmas_mesh.alignment._linalg import (
-    RELATIVE_ALPHAS,
-    mean_eigenvalue,
     orthonormal_basis,
     pad_columns,
     procrustes,
-    ridge_path,
-    scaling_factors,
+    validated_scaling,
 )
 from latentmas_mesh.alignment._split import RowSplit, split_rows
 from latentmas_mesh.alignment._types import F64, METHODS, Method
 from latentmas_mesh.alignment.quality import measure_quality
+from latentmas_mesh.alignment.ridge import RELATIVE_ALPHAS, choose_ridge, fit_ridge
 from latentmas_mesh.alignment.wmatrix import WMatrix
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest, WMatrixNotFound
 
@@ -305,15 +303,12 @@ def _ridge_toward(
     """argmin ||X W − Y||² + α||W − prior||², α chosen on validation (∞ = prior, for hybrid);
     returns (W refitted on the fit rows, per-dimension scaling factors from validation)."""
     train, validation, fit = split.train, split.validation, split.fit
-    alphas = [a * mean_eigenvalue(x[train]) for a in relative_alphas]
-    candidates = [prior + d for d in ridge_path(x[train], y[train] - x[train] @ prior, alphas)]
-    if method == "hybrid":
-        alphas.append(math.inf)
-        candidates.append(prior)
-    errors = [float(np.mean((x[validation] @ w - y[validation]) ** 2)) for w in candidates]
-    best = int(np.argmin(errors))
-    scaling = scaling_factors(x[validation] @ candidates[best], y[validation])
-    if math.isinf(alphas[best]):
-        return prior, scaling
-    (delta,) = ridge_path(x[fit], y[fit] - x[fit] @ prior, [alphas[best]])
-    return prior + delta, scaling
+    choice = choose_ridge(
+        (x[train], y[train]),
+        (x[validation], y[validation]),
+        prior=prior,
+        relative_alphas=relative_alphas,
+        allow_prior=method == "hybrid",
+    )
+    scaling = validated_scaling(x[validation] @ choice.weight, y[validation])
+    return fit_ridge(x[fit], y[fit], choice.relative_alpha, prior=prior), scaling

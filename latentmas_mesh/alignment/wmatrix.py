@@ -12,17 +12,15 @@ import numpy as np
 import numpy.typing as npt
 
 from latentmas_mesh.alignment._linalg import (
-    RELATIVE_ALPHAS,
-    mean_eigenvalue,
     orthonormal_basis,
     pad_columns,
     procrustes,
-    ridge_path,
-    scaling_factors,
+    validated_scaling,
 )
 from latentmas_mesh.alignment._split import RowSplit, split_rows
 from latentmas_mesh.alignment._types import F64, METHODS, Method
 from latentmas_mesh.alignment.quality import BOOTSTRAP_RESAMPLES, AlignmentQuality, measure_quality
+from latentmas_mesh.alignment.ridge import RELATIVE_ALPHAS, choose_ridge, fit_ridge
 from latentmas_mesh.errors import DimensionMismatch, InternalError, InvalidRequest
 
 FORMAT: Final = "latentmas-wmatrix/1"
@@ -70,9 +68,12 @@ class WMatrix:
       Δ = argmin ||X(E₀R + Δ) − U_t||² + α||Δ||², so α → ∞ gives back the orthogonal map
       (∞ is one of the candidates); stored as E = E₀ + ΔRᵀ, C = R, then scaling factors.
 
-    α is chosen from ``relative_alphas`` × trace(XᵀX)/d_s by mean squared error on validation
-    rows, then the map is refitted on train + validation rows. ``quality_`` is measured on the
-    held-out rows only (``split_.holdout``), which no fitted parameter depends on.
+    α (``alpha_``, relative to trace(XᵀX)/d_s) is chosen from ``relative_alphas`` by mean
+    squared error on validation rows, with the scaling factors; the map fitted on train +
+    validation rows is measured on the held-out rows (``split_.holdout``), which neither the
+    fit nor α saw: that is ``quality_``. The shipped map is then the same recipe (α and scaling
+    fixed) refitted on every row, so ``quality_`` is a slightly pessimistic estimate of it, and
+    ``learned`` at full rank is plain ridge on all rows.
 
     Parameters: method; unified_dim d_u; holdout_fraction (of rows, or of groups) kept for
     quality; validation_fraction (of the rest) for choosing α and the scaling factors;
@@ -118,30 +119,52 @@ class WMatrix:
             random_state=self.random_state,
             groups=groups,
         )
-        charts = _fit_charts(x[split.fit], y[split.fit], self.unified_dim)
-        if self.method == "orthogonal":
-            encoder, core, scaling, alpha = _fit_orthogonal(x, y, split, charts)
-        else:
-            encoder, core, scaling, alpha = _fit_ridge(
-                x, y, split, charts, method=self.method, relative_alphas=self.relative_alphas
-            )
-        self._set_parts(
-            source_mean=charts.source_mean,
-            encoder=encoder,
-            core=core,
-            scaling=scaling,
-            decoder=charts.target_decoder,
-            target_mean=charts.target_mean,
-        )
-        self.alpha_: float | None = alpha
-        self.split_: RowSplit | None = split
-        self.quality_: AlignmentQuality | None = measure_quality(
+        # 1. Choose α and the scaling on train / validation, fit on both, measure on holdout.
+        parts, chosen = self._fit_parts(x, y, split, split.fit, None)
+        self._set_parts(**parts)
+        quality = measure_quality(
             self.transform(x[split.holdout]),
             y[split.holdout],
             resamples=self.resamples,
             random_state=self.random_state,
         )
+        # 2. Ship the same recipe (α and scaling fixed) refitted on every row: the measured
+        # quality is then a slightly pessimistic estimate of the shipped map's.
+        everything = np.arange(x.shape[0], dtype=np.int64)
+        parts, _ = self._fit_parts(x, y, split, everything, chosen)
+        self._set_parts(**parts)
+        self.alpha_: float | None = chosen[0]
+        self.split_: RowSplit | None = split
+        self.quality_: AlignmentQuality | None = quality
         return self
+
+    def _fit_parts(
+        self,
+        x: F64,
+        y: F64,
+        split: RowSplit,
+        fit_rows: npt.NDArray[np.int64],
+        chosen: tuple[float | None, F64] | None,
+    ) -> tuple[dict[str, F64], tuple[float | None, F64]]:
+        """The map's arrays fitted on `fit_rows`, with (relative α, scaling) chosen on the
+        split's train / validation rows, or `chosen` when given (the refit)."""
+        charts = _fit_charts(x[fit_rows], y[fit_rows], self.unified_dim)
+        if self.method == "orthogonal":
+            encoder, core, scaling, alpha = _fit_orthogonal(x, y, fit_rows, charts)
+        else:
+            encoder, core, scaling, alpha = _fit_ridge(
+                x, y, split, fit_rows, charts, method=self.method,
+                relative_alphas=self.relative_alphas, chosen=chosen,
+            )  # fmt: skip
+        parts = {
+            "source_mean": charts.source_mean,
+            "encoder": encoder,
+            "core": core,
+            "scaling": scaling,
+            "decoder": charts.target_decoder,
+            "target_mean": charts.target_mean,
+        }
+        return parts, (alpha, scaling)
 
     def _check_hyperparameters(self) -> None:
         if self.method not in METHODS:
@@ -426,12 +449,11 @@ def _rms_norm(rows: F64) -> float:
 
 
 def _fit_orthogonal(
-    x: F64, y: F64, split: RowSplit, charts: _Charts
+    x: F64, y: F64, fit_rows: npt.NDArray[np.int64], charts: _Charts
 ) -> tuple[F64, F64, F64, float | None]:
     """E = source chart, C = Procrustes rotation between the two charts on the fit rows."""
-    fit = split.fit
-    u_source = (x[fit] - charts.source_mean) @ charts.source_encoder
-    u_target = (y[fit] - charts.target_mean) @ charts.target_encoder
+    u_source = (x[fit_rows] - charts.source_mean) @ charts.source_encoder
+    u_target = (y[fit_rows] - charts.target_mean) @ charts.target_encoder
     rotation = procrustes(u_source, u_target)
     return charts.source_encoder, rotation, np.ones(rotation.shape[0]), None
 
@@ -440,41 +462,34 @@ def _fit_ridge(
     x: F64,
     y: F64,
     split: RowSplit,
+    fit_rows: npt.NDArray[np.int64],
     charts: _Charts,
     *,
     method: Method,
     relative_alphas: Sequence[float],
+    chosen: tuple[float | None, F64] | None,
 ) -> tuple[F64, F64, F64, float]:
-    """Learned or hybrid: choose α on validation, scaling on validation, refit on fit rows."""
+    """Learned or hybrid: α and scaling chosen on validation (or `chosen`), fit on fit_rows."""
     xc = x - charts.source_mean
     uc = (y - charts.target_mean) @ charts.target_encoder
-    scale = mean_eigenvalue(xc[split.train])
-    alphas = [a * scale for a in relative_alphas]
-    train, validation = split.train, split.validation
-
-    base_train = _base_encoder(xc[train], uc[train], charts, method)
-    candidates = [
-        base_train + delta
-        for delta in ridge_path(xc[train], uc[train] - xc[train] @ base_train, alphas)
-    ]
-    if method == "hybrid":
-        alphas.append(math.inf)
-        candidates.append(base_train)
-    errors = [float(np.mean((xc[validation] @ e - uc[validation]) ** 2)) for e in candidates]
-    best = int(np.argmin(errors))
-    alpha = alphas[best]
-    scaling = scaling_factors(xc[validation] @ candidates[best], uc[validation])
-
-    fit = split.fit
-    base = _base_encoder(xc[fit], uc[fit], charts, method)
-    if math.isinf(alpha):
-        encoder = base
+    if chosen is None or chosen[0] is None:
+        train, validation = split.train, split.validation
+        choice = choose_ridge(
+            (xc[train], uc[train]),
+            (xc[validation], uc[validation]),
+            prior=_base_encoder(xc[train], uc[train], charts, method),
+            relative_alphas=relative_alphas,
+            allow_prior=method == "hybrid",
+        )
+        alpha = choice.relative_alpha
+        scaling = validated_scaling(xc[validation] @ choice.weight, uc[validation])
     else:
-        (delta,) = ridge_path(xc[fit], uc[fit] - xc[fit] @ base, [alpha])
-        encoder = base + delta
+        alpha, scaling = chosen[0], chosen[1]
+    base = _base_encoder(xc[fit_rows], uc[fit_rows], charts, method)
+    encoder = fit_ridge(xc[fit_rows], uc[fit_rows], alpha, prior=base)
     if method == "learned":
         return encoder, np.eye(encoder.shape[1]), scaling, alpha
-    rotation = procrustes(xc[fit] @ charts.source_encoder, uc[fit])
+    rotation = procrustes(xc[fit_rows] @ charts.source_encoder, uc[fit_rows])
     return encoder @ rotation.T, rotation, scaling, alpha
 
 

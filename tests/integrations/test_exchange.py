@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry
+from latentmas_mesh.alignment.kv_fit import fit_kv_aligner
 from latentmas_mesh.anchors import load_anchor_passages, split_anchor_passages
 from latentmas_mesh.errors import DimensionMismatch
 from latentmas_mesh.integrations.hf import (
@@ -18,7 +19,6 @@ from latentmas_mesh.integrations.hf import (
     passage_activations,
     tokenize_context,
 )
-from latentmas_mesh.integrations.kvmaps import fit_kv_aligner
 
 pytestmark = pytest.mark.realmodel
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry, proportional_layer_map
+from latentmas_mesh.alignment.kv_fit import fit_kv_aligner, paired_rows
 from latentmas_mesh.artifacts.activations import PassageActivations
 from latentmas_mesh.errors import DimensionMismatch, ModelNotSupported
-from latentmas_mesh.integrations.kvmaps import align_kv_cache, fit_kv_aligner, paired_rows
+from latentmas_mesh.integrations.hf._exchange import align_kv_cache
 from latentmas_mesh.protocol import KVCache, KVCacheMetadata
 
 MODEL_A = "smollm2-135m-instruct"  # 30 layers, 3 kv heads, head_dim 64
@@ -81,8 +82,8 @@ class TestFit:
             source, target, source_model=MODEL_A, target_model=MODEL_B, neighbour_layers=1
         )
 
-        assert 18 == len(report.key_heldout_r2)
-        assert min(report.key_heldout_r2 + report.value_heldout_r2) > 0.999
+        assert 18 == len(report.key_test_r2)
+        assert min(report.key_test_r2 + report.value_test_r2) > 0.999
 
     def test_fitted_aligner_turns_a_cache_of_a_into_a_cache_of_b(self, rng):
         """Values of a fresh A cache come out as the known affine function, in B's geometry."""
@@ -109,6 +110,41 @@ class TestFit:
 
         assert (30, 3, 20, 64) == rows.source["keys"].shape
         assert [0] * 10 + [1] * 10 == rows.groups.tolist()
+
+
+class TestHonestFigures:
+    def test_test_passages_influence_neither_fit_nor_alpha(self, rng):
+        """Noise planted in the test passages' targets collapses the measured figures and
+        changes no choice; planted in a validation passage instead, it changes the choices."""
+        pair = SyntheticPair(rng)
+        source, target = pair.passages(rng, 10, tokens=80)
+        _, clean = fit_kv_aligner(
+            source, target, source_model=MODEL_A, target_model=MODEL_B, neighbour_layers=0
+        )
+
+        def planted(passage_ids):
+            noisy = []
+            for acts in target:
+                if acts.passage_id not in passage_ids:
+                    noisy.append(acts)
+                    continue
+                keys, values = (rng.normal(size=acts.values.shape) * 100 for _ in range(2))
+                noisy.append(PassageActivations(
+                    acts.passage_id, acts.token_ids, acts.offsets, keys, keys, values, None
+                ))  # fmt: skip
+            return fit_kv_aligner(
+                source, noisy, source_model=MODEL_A, target_model=MODEL_B, neighbour_layers=0
+            )[1]
+
+        leak_free = planted(set(clean.test_passages))
+        assert set(clean.test_passages).isdisjoint(clean.fit_passages + clean.validation_passages)
+        assert min(clean.key_test_r2 + clean.value_test_r2) > 0.99
+        assert max(leak_free.key_test_r2 + leak_free.value_test_r2) < 0.1
+        assert clean.key_alphas == leak_free.key_alphas
+        assert clean.value_alphas == leak_free.value_alphas
+
+        into_validation = planted(set(clean.validation_passages))
+        assert into_validation.key_alphas != clean.key_alphas
 
 
 class TestErrors:

@@ -52,7 +52,7 @@ class TestFitPair:
         store.put(aligner, source=model_a.name, target=model_b.name, version="0.1.0")
         loaded, version = store.get(model_a.name, model_b.name, None)
 
-        assert 18 == len(report.key_heldout_r2)
+        assert 18 == len(report.key_test_r2)
         assert aligner.quality is not None
         assert "0.1.0" == version
         assert aligner.content_hash == loaded.content_hash

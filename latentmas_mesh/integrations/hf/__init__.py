@@ -7,7 +7,7 @@ from latentmas_mesh.integrations.hf._activations import (
     export_anchor_activations,
     passage_activations,
 )
-from latentmas_mesh.integrations.hf._exchange import Exchanged, exchange_context
+from latentmas_mesh.integrations.hf._exchange import Exchanged, align_kv_cache, exchange_context
 from latentmas_mesh.integrations.hf._kv import (
     CONTEXT_TOKENS_MAX,
     NEW_TOKENS_MAX,
@@ -53,6 +53,7 @@ __all__ = [
     "GgufSource",
     "LoadedModel",
     "PassageActivations",
+    "align_kv_cache",
     "cached_anchor_activations",
     "continuation_logits",
     "continuation_nll",

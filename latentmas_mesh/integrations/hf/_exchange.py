@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from transformers import DynamicCache
 
 from latentmas_mesh.alignment import KVAligner
@@ -15,7 +16,6 @@ from latentmas_mesh.integrations.hf._kv import (
     without_start_entry,
 )
 from latentmas_mesh.integrations.hf._load import LoadedModel
-from latentmas_mesh.integrations.kvmaps import align_kv_cache
 from latentmas_mesh.protocol import KVCache
 
 
@@ -55,3 +55,23 @@ def exchange_context(
     sent = without_start_entry(extract_kv_cache(sender, context))
     aligned = align_kv_cache(sent, aligner)
     return Exchanged(sent=sent, aligned=aligned, cache=inject_kv_cache(receiver, aligned))
+
+
+def align_kv_cache(kv: KVCache, aligner: KVAligner) -> KVCache:
+    """The KVCache message `kv` of the aligner's source model, aligned to its target model.
+
+    Keys are de-rotated at the cache's positions (position_encodings, default 0..n−1), mapped
+    and re-rotated at the same positions: each source entry becomes a latent memory slot of the
+    target at its own position (3.5.3 step 2). Raises DimensionMismatch when `kv` does not come
+    from the aligner's source model or does not fit its geometry.
+    """
+    if kv.source_model != aligner.source.name:
+        raise DimensionMismatch(
+            f"cache of {kv.source_model!r} given to an aligner from {aligner.source.name!r}",
+            details={"source_model": kv.source_model, "aligner_source": aligner.source.name},
+        )
+    positions = None if kv.position_encodings is None else kv.position_encodings.astype(np.int64)
+    keys, values = aligner.align(kv.keys, kv.values, positions=positions)
+    return kv.model_copy(
+        update={"source_model": aligner.target.name, "keys": keys, "values": values}
+    )

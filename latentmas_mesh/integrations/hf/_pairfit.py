@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Final
 
 from latentmas_mesh.alignment import KVAligner
+from latentmas_mesh.alignment.kv_fit import (
+    NEIGHBOUR_LAYERS_DEFAULT,
+    PairFitReport,
+    fit_kv_aligner,
+)
 from latentmas_mesh.anchors import (
     AnchorPassage,
     anchor_corpus_sha256,
@@ -24,11 +29,6 @@ from latentmas_mesh.artifacts.activations import (
 from latentmas_mesh.errors import InvalidRequest
 from latentmas_mesh.integrations.hf._activations import export_anchor_activations
 from latentmas_mesh.integrations.hf._load import LoadedModel
-from latentmas_mesh.integrations.kvmaps import (
-    NEIGHBOUR_LAYERS_DEFAULT,
-    PairFitReport,
-    fit_kv_aligner,
-)
 from latentmas_mesh.settings import MeshSettings
 
 FIT_PASSAGES_DEFAULT: Final = 150
