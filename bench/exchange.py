@@ -42,6 +42,7 @@ from threadpoolctl import threadpool_limits
 
 from latentmas_mesh.alignment import KVAligner, geometry_from_registry, warm_up
 from latentmas_mesh.alignment.kv_fit import PairFitReport, fit_kv_aligner
+from latentmas_mesh.alignment.quality import retention_interval, retention_ratio
 from latentmas_mesh.anchors import (
     AnchorPassage,
     anchor_corpus_sha256,
@@ -53,43 +54,34 @@ from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.artifacts.maps import load_kv_aligner, save_kv_aligner
 from latentmas_mesh.integrations.hf import (
     FIT_TOKENS_DEFAULT,
-    ContextTokens,
+    Case,
     LoadedModel,
     cached_anchor_activations,
+    case_for,
     continuation_nll,
     extract_kv_cache,
     fit_passages,
     inject_kv_cache,
     load_model,
+    measure_exchange,
     prefill_cache,
+    sender_context,
     start_entry_cache,
-    tokenize_context,
     without_start_entry,
 )
 from latentmas_mesh.integrations.hf._exchange import align_kv_cache
+from latentmas_mesh.integrations.hf._retention import CONTEXT_TOKENS, CONTINUATION_TOKENS
 from latentmas_mesh.protocol import ExchangeMemoryRequest
 from latentmas_mesh.settings import MeshSettings
 from latentmas_mesh.testing.mesh import LocalMesh
 
 MODEL_A = "smollm2-135m-instruct"
 MODEL_B = "gemma-3-270m"
-CONTEXT_TOKENS = 128  # in B's tokens
-CONTINUATION_TOKENS = 32
 METHODS = {"ridge-w1": 0, "ridge-w3": 1, "ridge-w5": 2}  # name -> neighbour layers each side
 BEST_METHOD = "ridge-w3"  # declared before measuring: the controls and speed figures use it
 SEED_CLAIM = 0.95
 MESH_TIMEOUT_MS = 60_000
-MAPS_CACHE_FORMAT = "v2"  # bump when PairFitReport or the fit changes
-
-
-@dataclass
-class Case:
-    """One passage as one receiver sees it: its cache text, bridge token and continuation."""
-
-    own: ContextTokens  # receiver's start token + r_1..r_{k-1}
-    fed: np.ndarray  # r_k .. r_{k+31}
-    scored: np.ndarray  # r_{k+1} .. r_{k+32}
-    cut: int  # characters of text the caches may cover (end of r_{k-1})
+MAPS_CACHE_FORMAT = "v3"  # bump when PairFitReport or the fit changes
 
 
 @dataclass
@@ -102,32 +94,6 @@ class Scores:
 
     def add(self, condition: str, value: float) -> None:
         self.nll.setdefault(condition, []).append(value)
-
-
-def case_for(receiver: LoadedModel, b_model: LoadedModel, text: str) -> Case | None:
-    """The protocol's context/continuation split of `text` for `receiver` (None: too short)."""
-    b = tokenize_context(b_model, text)
-    if len(b) <= CONTEXT_TOKENS:
-        return None
-    context_end = int(b.offsets[CONTEXT_TOKENS, 1])
-    tokens = tokenize_context(receiver, text)
-    k = int(np.searchsorted(tokens.offsets[:, 1], context_end, side="right")) - 1
-    if k < 2 or k + CONTINUATION_TOKENS >= len(tokens):
-        return None
-    own = ContextTokens(text, tokens.ids[:k], tokens.offsets[:k])
-    return Case(
-        own=own,
-        fed=tokens.ids[k : k + CONTINUATION_TOKENS],
-        scored=tokens.ids[k + 1 : k + CONTINUATION_TOKENS + 1],
-        cut=int(tokens.offsets[k - 1, 1]),
-    )
-
-
-def sender_context(sender: LoadedModel, text: str, cut: int) -> ContextTokens:
-    """The sender's tokens of text[:cut]: its start token and every token ending by `cut`."""
-    tokens = tokenize_context(sender, text)
-    keep = np.r_[True, tokens.offsets[1:, 1] <= cut]
-    return ContextTokens(text, tokens.ids[keep], tokens.offsets[keep])
 
 
 def fitted_aligner(
@@ -239,6 +205,11 @@ def mesh_timing(
     to the worker and back aligned. Returns the median round trip and the largest difference
     from aligning in process (the mesh must return the same cache).
     """
+    if aligner.quality is None:  # the store takes maps with their measured exchange quality
+        measured = [(p.id, p.text) for p in passages]
+        aligner.exchange_quality_, _ = measure_exchange(
+            sender, receiver, aligner, measured, reference=b_model
+        )
     with tempfile.TemporaryDirectory(prefix="latentmas-bench-") as cache:
         KVMapStore(Path(cache) / "kvmaps").put(
             aligner, source=sender.name, target=receiver.name, version="1.0.0"
@@ -266,20 +237,10 @@ def mesh_timing(
 
 
 def retention(scores: Scores, condition: str, resamples: int, seed: int):
-    """Ratio-of-means retention and its 95% bootstrap interval over passages."""
-    none = np.asarray(scores.nll["none"])
-    own = np.asarray(scores.nll["own"])
-    cond = np.asarray(scores.nll[condition])
-
-    def ratio(index: np.ndarray) -> float:
-        gain = none[index].mean() - own[index].mean()
-        return float((none[index].mean() - cond[index].mean()) / gain)
-
-    everything = np.arange(none.shape[0])
-    rng = np.random.default_rng(seed)
-    draws = [ratio(rng.integers(0, none.shape[0], none.shape[0])) for _ in range(resamples)]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return ratio(everything), [round(float(low), 4), round(float(high), 4)]
+    """Ratio-of-means retention and its 95% bootstrap interval over passages (the library's)."""
+    none, own, cond = (np.asarray(scores.nll[c]) for c in ("none", "own", condition))
+    low, high = retention_interval(none, own, cond, resamples=resamples, random_state=seed)
+    return retention_ratio(none, own, cond), [round(low, 4), round(high, 4)]
 
 
 def main() -> None:

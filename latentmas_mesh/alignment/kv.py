@@ -5,17 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Literal, Self
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from latentmas_mesh.alignment._types import F32, F64, IntArray, Method
+from latentmas_mesh.alignment._types import F32, F64, IntArray
 from latentmas_mesh.alignment.kernels import HeadMaps, align_heads, align_heads_reference
 from latentmas_mesh.alignment.quality import AlignmentQuality
 from latentmas_mesh.alignment.rope import RotarySpec, RotaryTables, apply_rotary, rotary_tables
-from latentmas_mesh.alignment.wmatrix import WMatrix
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
 
 Granularity = Literal["head", "layer"]
@@ -207,12 +206,10 @@ def mean_quality(qualities: Sequence[AlignmentQuality]) -> AlignmentQuality:
 
 @dataclass
 class _Fitted:
-    """One tensor kind's fitted state (keys or values)."""
+    """One tensor kind's maps (keys or values) and their regression diagnostics."""
 
-    maps: list[WMatrix]
     heads: HeadMaps
     quality: AlignmentQuality | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class KVAligner:
@@ -225,98 +222,18 @@ class KVAligner:
     [layers, kv_heads, n, dim] each, with each side's token positions [n].
     """
 
+    mapping_: KVMapping
+    keys_: _Fitted
+    values_: _Fitted
+    exact_identity_: bool
+
     def __init__(
-        self,
-        source: KVGeometry,
-        target: KVGeometry,
-        *,
-        method: Method = "hybrid",
-        unified_dim: int = 128,
-        granularity: Granularity = "head",
-        layer_map: Sequence[int] | None = None,
-        head_map: Sequence[int] | None = None,
-        neighbour_layers: int = 0,
-        holdout_fraction: float = 0.2,
-        validation_fraction: float = 0.2,
-        random_state: int = 0,
+        self, source: KVGeometry, target: KVGeometry, *, granularity: Granularity = "head"
     ) -> None:
         self.source = source
         self.target = target
-        self.method = method
-        self.unified_dim = unified_dim
         self.granularity = granularity
-        self.layer_map = layer_map
-        self.head_map = head_map
-        self.neighbour_layers = neighbour_layers
-        self.holdout_fraction = holdout_fraction
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-
-    def fit(
-        self,
-        source_keys: npt.ArrayLike,
-        source_values: npt.ArrayLike,
-        target_keys: npt.ArrayLike,
-        target_values: npt.ArrayLike,
-        *,
-        source_positions: npt.ArrayLike,
-        target_positions: npt.ArrayLike,
-        groups: npt.ArrayLike | None = None,
-    ) -> Self:
-        """Fit key and value maps on row-paired anchors; returns self (see the class doc)."""
-        s_keys, s_values = (np.asarray(a, dtype=np.float32) for a in (source_keys, source_values))
-        t_keys, t_values = (np.asarray(a, dtype=np.float32) for a in (target_keys, target_values))
-        rows = self.source.check_cache(s_keys, s_values)
-        if self.target.check_cache(t_keys, t_values) != rows:
-            raise DimensionMismatch(
-                f"source has {rows} anchor tokens, target {t_keys.shape[2]}: rows must pair",
-                details={"source_rows": rows, "target_rows": int(t_keys.shape[2])},
-            )
-        s_pos, t_pos = _positions(source_positions, rows), _positions(target_positions, rows)
-        self.mapping_ = KVMapping.build(
-            self.source,
-            self.target,
-            granularity=self.granularity,
-            layer_map=self.layer_map,
-            head_map=self.head_map,
-            neighbour_layers=self.neighbour_layers,
-        )
-        s_keys = _derotate(s_keys, self.source.tables(s_pos))
-        t_keys = _derotate(t_keys, self.target.tables(t_pos))
-        self.keys_ = self._fit_kind(s_keys, t_keys, groups)
-        self.values_ = self._fit_kind(s_values, t_values, groups)
-        self.exact_identity_ = False
-        return self
-
-    def _fit_kind(self, source: F32, target: F32, groups: npt.ArrayLike | None) -> _Fitted:
-        """One WMatrix per target head (or layer), then folded into kernel HeadMaps."""
-        inputs = self.mapping_.inputs
-        layers, heads, n_in, _ = inputs.shape
-        width_in, width_out = source.shape[3], target.shape[3]
-        weight = np.zeros((layers, heads, n_in * width_in, width_out), dtype=np.float32)
-        bias = np.zeros((layers, heads, width_out), dtype=np.float32)
-        maps = []
-        for layer in range(layers):
-            per_head = self.granularity == "head"
-            units = [[h] for h in range(heads)] if per_head else [list(range(heads))]
-            for unit in units:
-                features = _features(source, inputs[layer, unit[0]])
-                wanted = np.concatenate([target[layer, h] for h in unit], axis=1)
-                wmatrix = WMatrix(
-                    self.method,
-                    self.unified_dim,
-                    holdout_fraction=self.holdout_fraction,
-                    validation_fraction=self.validation_fraction,
-                    random_state=self.random_state,
-                ).fit(features, wanted, groups=groups)
-                matrix, offset = wmatrix.affine()
-                for slot, h in enumerate(unit):
-                    columns = slice(slot * width_out, (slot + 1) * width_out)
-                    weight[layer, h] = matrix[:, columns]
-                    bias[layer, h] = offset[columns]
-                maps.append(wmatrix)
-        heads_maps = HeadMaps(inputs.copy(), weight, bias)
-        return _Fitted(maps, heads_maps, mean_quality([m.quality for m in maps]))
+        self.exchange_quality_: AlignmentQuality | None = None
 
     @classmethod
     def from_head_maps(
@@ -334,8 +251,8 @@ class KVAligner:
         files). Pass the held-out quality measured where they were fitted, if any."""
         aligner = cls(source, target, granularity=granularity)
         aligner.mapping_ = KVMapping(granularity, keys.inputs)
-        aligner.keys_ = _Fitted([], keys, keys_quality)
-        aligner.values_ = _Fitted([], values, values_quality)
+        aligner.keys_ = _Fitted(keys, keys_quality)
+        aligner.values_ = _Fitted(values, values_quality)
         aligner.exact_identity_ = False
         return aligner
 
@@ -369,6 +286,7 @@ class KVAligner:
             "exact_identity": self.exact_identity_,
             "keys_quality": _quality_json(self.keys_.quality),
             "values_quality": _quality_json(self.values_.quality),
+            "exchange_quality": _quality_json(self.exchange_quality_),
             "content_hash": self.content_hash,
         }
         return self._arrays(), meta
@@ -391,6 +309,7 @@ class KVAligner:
         aligner.exact_identity_ = bool(meta["exact_identity"])
         aligner.keys_.quality = _quality_from_json(meta["keys_quality"])
         aligner.values_.quality = _quality_from_json(meta["values_quality"])
+        aligner.exchange_quality_ = _quality_from_json(meta.get("exchange_quality"))
         if aligner.content_hash != meta["content_hash"]:
             raise InvalidRequest(f"KV aligner {origin} does not match its content hash", details={})
         return aligner
@@ -415,7 +334,15 @@ class KVAligner:
 
     @property
     def quality(self) -> AlignmentQuality | None:
-        """Held-out quality averaged over every key and value map (None for given maps)."""
+        """The published quality: what exchanges through these maps retain, measured on the
+        receiver on passages the maps never saw (`exchange_quality_`; None until measured)."""
+        return self.exchange_quality_
+
+    @property
+    def regression_quality(self) -> AlignmentQuality | None:
+        """Diagnostic: the key and value maps' held-out fit, averaged. Its
+        `information_retention` field is the R² of predicted pre-RoPE keys and values, *not*
+        what an exchange retains."""
         qualities = [q for q in (self.keys_.quality, self.values_.quality) if q is not None]
         return mean_quality(qualities) if qualities else None
 
@@ -515,6 +442,11 @@ def _positions(positions: npt.ArrayLike | None, seq: int) -> IntArray:
             details={"positions": list(array.shape), "seq": seq},
         )
     return array
+
+
+def derotate_keys(keys: F32, geometry: KVGeometry, positions: npt.ArrayLike) -> F32:
+    """Cached (rotated) keys [L, H, S, D] of `geometry` back to pre-RoPE keys."""
+    return _derotate(keys, geometry.tables(_positions(positions, keys.shape[2])))
 
 
 def _derotate(keys: F32, tables: RotaryTables) -> F32:

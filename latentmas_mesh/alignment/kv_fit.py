@@ -11,24 +11,36 @@ what an exchange retains is measured on the receiver (integrations.hf.measure_ex
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from numpy.typing import NDArray
 
 from latentmas_mesh.alignment._split import RowSplit, split_rows
+from latentmas_mesh.alignment._types import Method
 from latentmas_mesh.alignment.geometry import geometry_from_registry
 from latentmas_mesh.alignment.kernels import HeadMaps
-from latentmas_mesh.alignment.kv import KVAligner, KVGeometry, KVMapping, mean_quality
+from latentmas_mesh.alignment.kv import (
+    Granularity,
+    KVAligner,
+    KVGeometry,
+    KVMapping,
+    derotate_keys,
+    mean_quality,
+)
 from latentmas_mesh.alignment.pairing import PairingMode, pair_tokens
 from latentmas_mesh.alignment.quality import AlignmentQuality, measure_quality
 from latentmas_mesh.alignment.ridge import RELATIVE_ALPHAS, choose_ridge, fit_ridge
+from latentmas_mesh.alignment.wmatrix import WMatrix
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
 
 Kind = Literal["keys", "values"]
 KINDS: Final[tuple[Kind, ...]] = ("keys", "values")
+Estimator = Literal["ridge", "orthogonal", "learned", "hybrid"]
 NEIGHBOUR_LAYERS_DEFAULT: Final = 1
 TEST_FRACTION_DEFAULT: Final = 0.2
 VALIDATION_FRACTION_DEFAULT: Final = 0.2
@@ -146,58 +158,29 @@ def fit_kv_maps(
     rows_max: int = ROWS_MAX_DEFAULT,
     random_state: int = 0,
 ) -> tuple[KVAligner, PairFitReport]:
-    """A layer-granularity KVAligner from source to target geometry, and its fit report.
-
-    Target layer l reads every head of the source layers around its proportional layer
-    (KVMapping, granularity "layer", `neighbour_layers` on each side); one affine map per target
-    layer and kind (keys before RoPE, values) is fitted by ridge (`alignment.ridge`, moments
-    solver: d x d whatever the row count), X the concatenated source heads, Y the target layer's
-    heads side by side. The passage split is the module docstring's.
-    """
+    """A pair's layer maps (ridge, moments solver) from two models' activations on the same
+    passages, with the fit report; see `fit_kv_arrays` and the module docstring."""
     rows = paired_rows(source, target, rows_max=rows_max)
-    source_geometry.check_cache(rows.source["keys"], rows.source["values"])
-    target_geometry.check_cache(rows.target["keys"], rows.target["values"])
-    mapping = KVMapping.build(
-        source_geometry, target_geometry, granularity="layer", neighbour_layers=neighbour_layers
-    )
-    split = split_rows(
-        int(rows.groups.shape[0]),
-        holdout_fraction=test_fraction,
+    fitted = fit_kv_arrays(
+        rows.source,
+        rows.target,
+        source_geometry=source_geometry,
+        target_geometry=target_geometry,
+        groups=rows.groups,
+        estimator="ridge",
+        granularity="layer",
+        neighbour_layers=neighbour_layers,
+        relative_alphas=relative_alphas,
+        test_fraction=test_fraction,
         validation_fraction=validation_fraction,
         random_state=random_state,
-        groups=rows.groups,
     )
-    maps: dict[Kind, HeadMaps] = {}
-    alphas: dict[Kind, list[float]] = {}
-    qualities: dict[Kind, list[AlignmentQuality]] = {}
-    heads = range(target_geometry.kv_heads)
-    for kind in KINDS:
-        fitted = [
-            _fit_layer(
-                _features(rows.source[kind], mapping.inputs[layer, 0]),
-                _features(rows.target[kind], [(layer, head) for head in heads]),
-                split,
-                relative_alphas,
-            )
-            for layer in range(target_geometry.layers)
-        ]
-        maps[kind] = _head_maps(mapping, [(w, b) for w, b, _, _ in fitted])
-        alphas[kind] = [a for _, _, a, _ in fitted]
-        qualities[kind] = [q for _, _, _, q in fitted]
-    aligner = KVAligner.from_head_maps(
-        source_geometry,
-        target_geometry,
-        maps["keys"],
-        maps["values"],
-        granularity="layer",
-        keys_quality=mean_quality(qualities["keys"]),
-        values_quality=mean_quality(qualities["values"]),
-    )
-    passages = [s.passage_id for s in source][: int(rows.groups.max()) + 1]
+    passages = [s.passage_id for s in source]
 
     def named(part: NDArray[np.int64]) -> tuple[str, ...]:
         return tuple(passages[g] for g in np.unique(rows.groups[part]))
 
+    split = fitted.split
     report = PairFitReport(
         source_model=source_geometry.name,
         target_model=target_geometry.name,
@@ -206,14 +189,117 @@ def fit_kv_maps(
         fit_passages=named(split.train),
         validation_passages=named(split.validation),
         test_passages=named(split.holdout),
-        key_alphas=tuple(alphas["keys"]),
-        value_alphas=tuple(alphas["values"]),
-        key_test_r2=tuple(q.information_retention for q in qualities["keys"]),
-        value_test_r2=tuple(q.information_retention for q in qualities["values"]),
-        key_test_cosine=tuple(q.cosine_similarity for q in qualities["keys"]),
-        value_test_cosine=tuple(q.cosine_similarity for q in qualities["values"]),
+        key_alphas=fitted.alphas["keys"],
+        value_alphas=fitted.alphas["values"],
+        key_test_r2=tuple(q.information_retention for q in fitted.qualities["keys"]),
+        value_test_r2=tuple(q.information_retention for q in fitted.qualities["values"]),
+        key_test_cosine=tuple(q.cosine_similarity for q in fitted.qualities["keys"]),
+        value_test_cosine=tuple(q.cosine_similarity for q in fitted.qualities["values"]),
     )
-    return aligner, report
+    return fitted.aligner, report
+
+
+@dataclass(frozen=True)
+class KVFit:
+    """`fit_kv_arrays`' result: the aligner, and per map (layer, or layer x head) the chosen
+    relative α (nan: none, orthogonal) and the test-row diagnostics."""
+
+    aligner: KVAligner
+    split: RowSplit
+    alphas: dict[Kind, tuple[float, ...]]
+    qualities: dict[Kind, tuple[AlignmentQuality, ...]]
+
+
+def fit_kv_arrays(
+    source: dict[Kind, NDArray[Any]],
+    target: dict[Kind, NDArray[Any]],
+    *,
+    source_geometry: KVGeometry,
+    target_geometry: KVGeometry,
+    groups: npt.ArrayLike | None = None,
+    positions: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    estimator: Estimator = "ridge",
+    unified_dim: int = 128,
+    granularity: Granularity = "layer",
+    layer_map: Sequence[int] | None = None,
+    head_map: Sequence[int] | None = None,
+    neighbour_layers: int = 0,
+    relative_alphas: Sequence[float] = RELATIVE_ALPHAS,
+    test_fraction: float = TEST_FRACTION_DEFAULT,
+    validation_fraction: float = VALIDATION_FRACTION_DEFAULT,
+    random_state: int = 0,
+) -> KVFit:
+    """The one KV estimator: key and value maps from row-paired caches of two geometries.
+
+    source / target: {"keys": [L, H, n, D], "values": [L, H, n, Dv]}, rows paired by token; keys
+    pre-RoPE, or rotated at `positions` = (source positions [n], target positions [n]), in which
+    case they are de-rotated first. groups [n] (passage ids) keeps a passage's rows in one part
+    of the split. Each map (per target layer, or per target head with granularity "head") reads
+    the source heads KVMapping assigns; `estimator` fits it: "ridge" — affine ridge in closed
+    form on d x d moments; "orthogonal" / "learned" / "hybrid" — a WMatrix through R^unified_dim
+    (section 4.3.2). α is chosen on validation rows, diagnostics measured on test rows, and the
+    shipped map refitted on every row (the module docstring).
+    """
+    s = {kind: np.asarray(source[kind], dtype=np.float32) for kind in KINDS}
+    t = {kind: np.asarray(target[kind], dtype=np.float32) for kind in KINDS}
+    rows = source_geometry.check_cache(s["keys"], s["values"])
+    if target_geometry.check_cache(t["keys"], t["values"]) != rows:
+        raise DimensionMismatch(
+            f"source has {rows} anchor tokens, target {t['keys'].shape[2]}: rows must pair",
+            details={"source_rows": rows, "target_rows": int(t["keys"].shape[2])},
+        )
+    if positions is not None:
+        s["keys"] = derotate_keys(s["keys"], source_geometry, positions[0])
+        t["keys"] = derotate_keys(t["keys"], target_geometry, positions[1])
+    mapping = KVMapping.build(
+        source_geometry, target_geometry, granularity=granularity, layer_map=layer_map,
+        head_map=head_map, neighbour_layers=neighbour_layers,
+    )  # fmt: skip
+    split = split_rows(
+        rows, holdout_fraction=test_fraction, validation_fraction=validation_fraction,
+        random_state=random_state, groups=groups,
+    )  # fmt: skip
+    inputs = mapping.inputs
+    layers, heads = int(inputs.shape[0]), int(inputs.shape[1])
+    units = [[h] for h in range(heads)] if granularity == "head" else [list(range(heads))]
+    maps: dict[Kind, HeadMaps] = {}
+    alphas: dict[Kind, tuple[float, ...]] = {}
+    qualities: dict[Kind, tuple[AlignmentQuality, ...]] = {}
+    for kind in KINDS:
+        width_in, width_out = s[kind].shape[3], t[kind].shape[3]
+        weight = np.zeros((layers, heads, inputs.shape[2] * width_in, width_out), np.float32)
+        bias = np.zeros((layers, heads, width_out), np.float32)
+        kind_alphas, kind_qualities = [], []
+        for layer in range(layers):
+            for unit in units:
+                x = _features(s[kind], inputs[layer, unit[0]])
+                y = _features(t[kind], [(layer, h) for h in unit])
+                if estimator == "ridge":
+                    w, b, alpha, quality = _fit_ridge_unit(x, y, split, relative_alphas)
+                else:
+                    w, b, alpha, quality = _fit_wmatrix_unit(
+                        x, y, method=estimator, unified_dim=unified_dim, groups=groups,
+                        test_fraction=test_fraction, validation_fraction=validation_fraction,
+                        random_state=random_state,
+                    )  # fmt: skip
+                for slot, h in enumerate(unit):
+                    columns = slice(slot * width_out, (slot + 1) * width_out)
+                    weight[layer, h] = w[:, columns]
+                    bias[layer, h] = b[columns]
+                kind_alphas.append(alpha)
+                kind_qualities.append(quality)
+        maps[kind] = HeadMaps(inputs.copy(), weight, bias)
+        alphas[kind], qualities[kind] = tuple(kind_alphas), tuple(kind_qualities)
+    aligner = KVAligner.from_head_maps(
+        source_geometry,
+        target_geometry,
+        maps["keys"],
+        maps["values"],
+        granularity=granularity,
+        keys_quality=mean_quality(qualities["keys"]),
+        values_quality=mean_quality(qualities["values"]),
+    )
+    return KVFit(aligner, split, alphas, qualities)
 
 
 def fit_kv_aligner(
@@ -243,21 +329,6 @@ def _features(
     return np.concatenate([array[int(layer), int(head)] for layer, head in heads], axis=1)
 
 
-def _head_maps(
-    mapping: KVMapping, fitted: list[tuple[NDArray[np.float64], NDArray[np.float64]]]
-) -> HeadMaps:
-    """Per-layer maps W [n_in·D_s, H_t·D_t], b [H_t·D_t] split by target head into HeadMaps."""
-    heads = int(mapping.inputs.shape[1])
-    width = fitted[0][0].shape[1] // heads
-    weight = np.stack([w.reshape(w.shape[0], heads, width).transpose(1, 0, 2) for w, _ in fitted])
-    bias = np.stack([b.reshape(heads, width) for _, b in fitted])
-    return HeadMaps(
-        mapping.inputs.copy(),
-        np.ascontiguousarray(weight, dtype=np.float32),
-        np.ascontiguousarray(bias, dtype=np.float32),
-    )
-
-
 def _affine(
     x: NDArray[np.float64], y: NDArray[np.float64], relative_alpha: float
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -267,14 +338,13 @@ def _affine(
     return weight, y_mean - x_mean @ weight
 
 
-def _fit_layer(
+def _fit_ridge_unit(
     x32: NDArray[np.float32],
     y32: NDArray[np.float32],
     split: RowSplit,
     relative_alphas: Sequence[float],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], float, AlignmentQuality]:
-    """(W [d_s, d_t], b [d_t] fitted on every row, chosen relative α, test-passage diagnostics)
-    for one layer and kind."""
+    """(W [d_s, d_t], b [d_t] fitted on every row, chosen relative α, test-row diagnostics)."""
     x, y = x32.astype(np.float64), y32.astype(np.float64)
     train, validation, test = split.train, split.validation, split.holdout
     x_mean, y_mean = x[train].mean(axis=0), y[train].mean(axis=0)
@@ -289,3 +359,25 @@ def _fit_layer(
     quality = measure_quality(x[test] @ weight + bias, y[test])
     weight, bias = _affine(x, y, alpha)
     return weight, bias, alpha, quality
+
+
+def _fit_wmatrix_unit(
+    x: NDArray[np.float32],
+    y: NDArray[np.float32],
+    *,
+    method: Method,
+    unified_dim: int,
+    groups: npt.ArrayLike | None,
+    test_fraction: float,
+    validation_fraction: float,
+    random_state: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], float, AlignmentQuality]:
+    """The same for a WMatrix of `method`: its split is the same passages (same rows, groups,
+    fractions and seed), it measures on the test rows and ships its refit on every row."""
+    wmatrix = WMatrix(
+        method, unified_dim, holdout_fraction=test_fraction,
+        validation_fraction=validation_fraction, random_state=random_state,
+    ).fit(x, y, groups=groups)  # fmt: skip
+    weight, bias = wmatrix.affine()
+    alpha = math.nan if wmatrix.alpha_ is None else float(wmatrix.alpha_)
+    return weight, bias, alpha, wmatrix.quality

@@ -27,7 +27,7 @@ class Clock:
 
 def _identity(model: str = "smollm2-135m-instruct") -> KVAligner:
     aligner = KVAligner.identity(geometry_from_registry(model))
-    aligner.keys_.quality = aligner.values_.quality = QUALITY
+    aligner.exchange_quality_ = QUALITY
     return aligner
 
 

@@ -45,15 +45,20 @@ class TestFitPair:
     ):
         """Maps fit on 4 passages carry held-out quality: the align workers' store takes them."""
         aligner, report = fit_pair_from_anchors(
-            model_a, model_b, passages=4, tokens_max=48, neighbour_layers=0, cache_dir=tmp_path
-        )
+            model_a, model_b, passages=6, tokens_max=48, neighbour_layers=0,
+            measured_passages=3, cache_dir=tmp_path,
+        )  # fmt: skip
         store = KVMapStore(tmp_path / "kvmaps")
 
         store.put(aligner, source=model_a.name, target=model_b.name, version="0.1.0")
         loaded, version = store.get(model_a.name, model_b.name, None)
 
         assert 18 == len(report.key_test_r2)
-        assert aligner.quality is not None
+        quality = aligner.quality
+        assert quality is not None and 3 == quality.heldout_rows  # measured on the receiver
+        assert -1.0 <= quality.cosine_similarity <= 1.0 and quality.euclidean_distance > 0.0
+        assert quality.confidence <= quality.information_retention
+        assert quality != aligner.regression_quality
         assert "0.1.0" == version
         assert aligner.content_hash == loaded.content_hash
 

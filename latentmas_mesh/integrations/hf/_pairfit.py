@@ -29,16 +29,29 @@ from latentmas_mesh.artifacts.activations import (
 from latentmas_mesh.errors import InvalidRequest
 from latentmas_mesh.integrations.hf._activations import export_anchor_activations
 from latentmas_mesh.integrations.hf._load import LoadedModel
+from latentmas_mesh.integrations.hf._retention import measure_exchange
 from latentmas_mesh.settings import MeshSettings
 
 FIT_PASSAGES_DEFAULT: Final = 150
 FIT_TOKENS_DEFAULT: Final = 256
+MEASURE_PASSAGES_DEFAULT: Final = 12
+DEMO_PASSAGES: Final = 1
+"""Held-out passages kept for the demo's exchange: the maps' figures are measured after them."""
 
 
 def fit_passages(count: int = FIT_PASSAGES_DEFAULT, *, seed: int = 0) -> tuple[AnchorPassage, ...]:
     """The first `count` passages of the anchor fit split, round-robin over works."""
     fit, _ = split_anchor_passages(load_anchor_passages(), seed=seed)
     return interleave_works(fit)[:count]
+
+
+def measure_passages(
+    count: int = MEASURE_PASSAGES_DEFAULT, *, seed: int = 0
+) -> tuple[AnchorPassage, ...]:
+    """Held-out passages the maps' exchange quality is measured on: never fitted on, never used
+    to choose anything, and not the demo's passage."""
+    _, held_out = split_anchor_passages(load_anchor_passages(), seed=seed)
+    return held_out[DEMO_PASSAGES : DEMO_PASSAGES + count]
 
 
 def cached_anchor_activations(
@@ -92,20 +105,27 @@ def fit_pair_from_anchors(
     passages: int = FIT_PASSAGES_DEFAULT,
     tokens_max: int = FIT_TOKENS_DEFAULT,
     neighbour_layers: int = NEIGHBOUR_LAYERS_DEFAULT,
+    measured_passages: int = MEASURE_PASSAGES_DEFAULT,
     cache_dir: Path | None = None,
 ) -> tuple[KVAligner, PairFitReport]:
-    """The sender -> receiver aligner fitted on `passages` anchor passages of the fit split.
+    """The sender -> receiver aligner fitted on `passages` anchor passages of the fit split,
+    carrying its exchange quality measured on `measured_passages` held-out passages.
 
-    Held-out passages of the split are never read, so exchanges on them measure the maps on
-    text they were not fitted on. Each model reads the first `tokens_max` tokens of a passage.
+    The fit splits its passages train / validation / test for its own choices and diagnostics;
+    the published quality (`aligner.quality`: retention, attention-output cosine and distance,
+    confidence) is measured on the receiver on passages of the held-out split, which neither the
+    fit nor any choice read. Each model reads the first `tokens_max` tokens of a passage.
     """
     chosen = fit_passages(passages)
     source = cached_anchor_activations(sender, chosen, tokens_max=tokens_max, cache_dir=cache_dir)
     target = cached_anchor_activations(receiver, chosen, tokens_max=tokens_max, cache_dir=cache_dir)
-    return fit_kv_aligner(
+    aligner, report = fit_kv_aligner(
         source,
         target,
         source_model=sender.name,
         target_model=receiver.name,
         neighbour_layers=neighbour_layers,
     )
+    held_out = [(p.id, p.text) for p in measure_passages(measured_passages)]
+    aligner.exchange_quality_, _ = measure_exchange(sender, receiver, aligner, held_out)
+    return aligner, report
