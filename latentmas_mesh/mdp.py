@@ -437,11 +437,6 @@ def client_reply(
     return [*_lead(delimited), CLIENT_HEADER, _BYTE[command_rfc], service, *body]
 
 
-def worker_command(command: WorkerCommand, *rest: F, delimited: bool = False) -> list[bytes | F]:
-    """Any MDP/Worker command, either direction: [""?] MDPW02 command rest..."""
-    return [*_lead(delimited), WORKER_HEADER, _BYTE[command], *rest]
-
-
 def worker_ready(service: bytes, *, delimited: bool = False) -> list[bytes]:
     """READY for one service."""
     return [*_lead(delimited), WORKER_HEADER, _BYTE[WorkerCommand.READY], service]
@@ -560,7 +555,6 @@ __all__ = [
     "parse_for_worker",
     "parse_reply",
     "unpack_client_address",
-    "worker_command",
     "worker_ready",
     "worker_reply",
 ]

@@ -1,14 +1,16 @@
 """The SQL ledger both backends share: snapshot, plan, write, read back, in one transaction."""
 
-# S608: the only text formatted into queries is placeholders and fixed suffixes, never a value.
+# S608: the only text formatted into queries is placeholders, fixed suffixes and the ledger's own
+# enum values and account names (rendered by `sql_literal`), never a caller's value.
 # ruff: noqa: S608
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from operator import itemgetter
 from typing import Any, ClassVar, Protocol
@@ -51,6 +53,28 @@ SYSTEM_ACCOUNTS = (
     (ESCROW_ACCOUNT, AccountKind.ESCROW),
 )
 
+
+_SQL_NAME = re.compile(r"[a-z_]+")
+
+
+def sql_literal(value: str | int) -> str:
+    """An enum value or fixed account name as SQL text, so queries name the enums in _types.py
+    instead of copying their values (a renamed kind or status then changes the SQL with it)."""
+    if isinstance(value, int):
+        return str(int(value))  # int(): an IntEnum member renders as its number, never its name
+    if not _SQL_NAME.fullmatch(value):  # nothing that could need escaping ever reaches a query
+        raise InternalError(f"not a plain SQL name: {value!r}")
+    return f"'{value}'"
+
+
+PENDING_SQL = sql_literal(ReservationStatus.PENDING)
+FUNDING_KIND_SQL = sql_literal(AccountKind.FUNDING)
+ESCROW_ACCOUNT_SQL = sql_literal(ESCROW_ACCOUNT)
+ACCOUNT_KINDS_SQL = ", ".join(map(sql_literal, AccountKind))
+RESERVATION_STATUSES_SQL = (  # contiguous: statuses are appended, never renumbered
+    f"BETWEEN {sql_literal(min(ReservationStatus))} AND {sql_literal(max(ReservationStatus))}"
+)
+"""SQL fragments for the schemas' CHECKs and the queries, rendered once at import."""
 
 Row = tuple[Any, ...]
 
@@ -145,7 +169,7 @@ class SqlLedgerStore(ABC):
         def sweep(cursor: Cursor) -> list[Outcome | ProtocolError]:
             cursor.execute(
                 self._sql(
-                    "SELECT reservation_id FROM reservations WHERE status = 0"
+                    f"SELECT reservation_id FROM reservations WHERE status = {PENDING_SQL}"
                     " AND expires_at_ms <= ? ORDER BY expires_at_ms, reservation_id LIMIT ?"
                 ),
                 (now_ms, limit),
@@ -163,7 +187,8 @@ class SqlLedgerStore(ABC):
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    "SELECT 1 FROM reservations WHERE status = 0 AND expires_at_ms <= ? LIMIT 1"
+                    f"SELECT 1 FROM reservations WHERE status = {PENDING_SQL}"
+                    " AND expires_at_ms <= ? LIMIT 1"
                 ),
                 (now_ms,),
             )
@@ -459,7 +484,9 @@ def _audit(cursor: Cursor) -> AuditReport:
     total = _scalar(cursor, "SELECT SUM(balance_units) FROM accounts")
     if total != 0:
         problems.append(f"balances sum to {total}, not 0")
-    cursor.execute("SELECT account_id FROM accounts WHERE kind <> 'funding' AND balance_units < 0")
+    cursor.execute(
+        f"SELECT account_id FROM accounts WHERE kind <> {FUNDING_KIND_SQL} AND balance_units < 0"
+    )
     problems.extend(f"{row[0]} is below zero" for row in cursor.fetchall())
     cursor.execute(
         "SELECT a.account_id, a.balance_units, COALESCE(j.total, 0) FROM accounts a LEFT JOIN"
@@ -471,25 +498,20 @@ def _audit(cursor: Cursor) -> AuditReport:
     )
     cursor.execute("SELECT event_id FROM journal GROUP BY event_id HAVING SUM(amount_units) <> 0")
     problems.extend(f"event {row[0]} does not sum to zero" for row in cursor.fetchall())
-    pending = _scalar(cursor, "SELECT SUM(amount_units) FROM reservations WHERE status = 0")
-    escrow = _scalar(cursor, "SELECT balance_units FROM accounts WHERE account_id = 'escrow'")
+    pending = _scalar(
+        cursor, f"SELECT SUM(amount_units) FROM reservations WHERE status = {PENDING_SQL}"
+    )
+    escrow = _scalar(
+        cursor, f"SELECT balance_units FROM accounts WHERE account_id = {ESCROW_ACCOUNT_SQL}"
+    )
     if pending != escrow:
         problems.append(f"escrow holds {escrow} but pending reservations total {pending}")
     return AuditReport(
         accounts=_scalar(cursor, "SELECT COUNT(*) FROM accounts"),
         events=_scalar(cursor, "SELECT COUNT(*) FROM events"),
         entries=_scalar(cursor, "SELECT COUNT(*) FROM journal"),
-        pending_reservations=_scalar(cursor, "SELECT COUNT(*) FROM reservations WHERE status = 0"),
+        pending_reservations=_scalar(
+            cursor, f"SELECT COUNT(*) FROM reservations WHERE status = {PENDING_SQL}"
+        ),
         problems=tuple(problems),
     )
-
-
-def iter_pages(store: SqlLedgerStore, account_id: str, limit: int = 100) -> Iterator[Entry]:
-    """Every journal line of an account, page by page."""
-    after = 0
-    while True:
-        page = store.statement(account_id, after, limit)
-        yield from page.entries
-        if page.next_after is None:
-            return
-        after = page.next_after

@@ -11,16 +11,23 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from latentmas_mesh.ledger._plan import Plan
-from latentmas_mesh.ledger._sql import SYSTEM_ACCOUNTS, Cursor, SqlLedgerStore
+from latentmas_mesh.ledger._sql import (
+    ACCOUNT_KINDS_SQL,
+    FUNDING_KIND_SQL,
+    RESERVATION_STATUSES_SQL,
+    SYSTEM_ACCOUNTS,
+    Cursor,
+    SqlLedgerStore,
+)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS accounts (
     account_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL
-        CHECK (kind IN ('agent', 'platform', 'validator', 'funding', 'escrow')),
-    balance_units BIGINT NOT NULL CHECK (kind = 'funding' OR balance_units >= 0),
+        CHECK (kind IN ({ACCOUNT_KINDS_SQL})),
+    balance_units BIGINT NOT NULL CHECK (kind = {FUNDING_KIND_SQL} OR balance_units >= 0),
     opened_at_ms BIGINT NOT NULL CHECK (opened_at_ms >= 0)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -50,7 +57,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     creator TEXT NOT NULL,
     validators TEXT NOT NULL,
     amount_units BIGINT NOT NULL CHECK (amount_units > 0),
-    status INTEGER NOT NULL CHECK (status BETWEEN 0 AND 3),
+    status INTEGER NOT NULL CHECK (status {RESERVATION_STATUSES_SQL}),
     expires_at_ms BIGINT NOT NULL CHECK (expires_at_ms >= 0)
 );
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations (status, expires_at_ms);

@@ -9,18 +9,25 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from latentmas_mesh.ledger._plan import Plan
-from latentmas_mesh.ledger._sql import SYSTEM_ACCOUNTS, Cursor, SqlLedgerStore
+from latentmas_mesh.ledger._sql import (
+    ACCOUNT_KINDS_SQL,
+    FUNDING_KIND_SQL,
+    RESERVATION_STATUSES_SQL,
+    SYSTEM_ACCOUNTS,
+    Cursor,
+    SqlLedgerStore,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 
 # STRICT: an INTEGER column refuses a REAL or TEXT value it cannot convert losslessly, so a
 # float or a string can never land in an amount column; the CHECKs forbid the rest.
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS accounts (
     account_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL
-        CHECK (kind IN ('agent', 'platform', 'validator', 'funding', 'escrow')),
-    balance_units INTEGER NOT NULL CHECK (kind = 'funding' OR balance_units >= 0),
+        CHECK (kind IN ({ACCOUNT_KINDS_SQL})),
+    balance_units INTEGER NOT NULL CHECK (kind = {FUNDING_KIND_SQL} OR balance_units >= 0),
     opened_at_ms INTEGER NOT NULL CHECK (opened_at_ms >= 0)
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -48,7 +55,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     creator TEXT NOT NULL,
     validators TEXT NOT NULL,
     amount_units INTEGER NOT NULL CHECK (amount_units > 0),
-    status INTEGER NOT NULL CHECK (status BETWEEN 0 AND 3),
+    status INTEGER NOT NULL CHECK (status {RESERVATION_STATUSES_SQL}),
     expires_at_ms INTEGER NOT NULL CHECK (expires_at_ms >= 0)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations (status, expires_at_ms);

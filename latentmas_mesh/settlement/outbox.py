@@ -133,13 +133,18 @@ class Outbox:
     def acknowledge(self, results: Sequence[EventResult]) -> int:
         """Record final answers (applied, refused, conflict...); retryable errors stay pending."""
         final = [r for r in results if not is_retryable(r)]
+        rows = [(r.model_dump_json(), r.event_id) for r in final]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "UPDATE outbox SET delivered = 1, result = ?, attempts = attempts + 1"
-                " WHERE event_id = ? AND delivered = 0",
-                [(r.model_dump_json(), r.event_id) for r in final],
-            )
+            try:
+                self._db.executemany(
+                    "UPDATE outbox SET delivered = 1, result = ?, attempts = attempts + 1"
+                    " WHERE event_id = ? AND delivered = 0",
+                    rows,
+                )
+            except BaseException:  # left open, the transaction would hold the write lock forever
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
         return len(final)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from latentmas_mesh.errors import Conflict, Timeout
@@ -106,3 +108,25 @@ class TestOutbox:
             outbox.pending_count(),
             outbox.final_counts(),
         )
+
+    def test_failed_acknowledge_records_nothing_and_the_outbox_stays_usable(self, tmp_path):
+        """An answer that cannot be written half-way through a batch rolls the whole batch back;
+        the outbox then takes new events and answers as before."""
+        outbox = Outbox(tmp_path / "o.db")
+        outbox.add(settle("a"), settle("b"))
+        saboteur = sqlite3.connect(tmp_path / "o.db", timeout=1.0)
+        saboteur.execute(  # "a" is updated, then "b" fails inside the same transaction
+            "CREATE TRIGGER refuse_b BEFORE UPDATE ON outbox WHEN NEW.event_id = 'b'"
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        answers = [EventResult(event_id=event_id, status=0) for event_id in ("a", "b")]
+
+        with pytest.raises(sqlite3.IntegrityError, match="injected failure"):
+            outbox.acknowledge(answers)
+        unchanged = ([e.event_id for e in outbox.pending()], outbox.result("a"))
+        saboteur.execute("DROP TRIGGER refuse_b")  # needs the write lock a leaked BEGIN holds
+        saboteur.close()
+        outbox.add(settle("c"))
+        acknowledged = outbox.acknowledge([*answers, EventResult(event_id="c", status=0)])
+
+        assert ((["a", "b"], None), 3, 0) == (unchanged, acknowledged, outbox.pending_count())

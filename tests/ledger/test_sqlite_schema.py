@@ -6,7 +6,9 @@ import sqlite3
 
 import pytest
 
-from latentmas_mesh.ledger import Deposit, Settle, open_store
+from latentmas_mesh.errors import InternalError
+from latentmas_mesh.ledger import AccountKind, Deposit, Settle, open_store
+from latentmas_mesh.ledger._sql import sql_literal
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore, connect
 
 
@@ -109,3 +111,20 @@ class TestStoreUrl:
         """`sqlite://x` (two slashes) is ambiguous and refused."""
         with pytest.raises(ValueError, match="sqlite:///"):
             open_store("sqlite://ledger.db")
+
+
+class TestSqlLiterals:
+    def test_schema_accepts_every_account_kind_and_refuses_others(self, tmp_path):
+        """The kind CHECK is rendered from AccountKind, so it lists exactly the enum's values."""
+        SqliteLedgerStore(tmp_path / "l.db").close()
+        connection = connect(tmp_path / "l.db")
+        for kind in AccountKind:
+            connection.execute("INSERT INTO accounts VALUES (?, ?, 0, 0)", (f"x:{kind}", kind))
+
+        with pytest.raises(sqlite3.IntegrityError):
+            connection.execute("INSERT INTO accounts VALUES ('x:other', 'other', 0, 0)")
+
+    def test_text_that_would_need_quoting_never_becomes_sql(self):
+        """Only plain lower-case names are rendered into queries; anything else is a bug."""
+        with pytest.raises(InternalError):
+            sql_literal("funding' OR '1'='1")

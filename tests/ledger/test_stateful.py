@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -32,12 +35,33 @@ from latentmas_mesh.ledger import (
     agent_account,
     validator_account,
 )
-from latentmas_mesh.market import split_revenue
 
 AGENTS = ("alice", "bob", "carol")
 VALIDATORS = ("v1", "v2")
 amounts = st.integers(min_value=1, max_value=2_000)
 validator_sets = st.lists(st.sampled_from(VALIDATORS), unique=True, max_size=2).map(tuple)
+
+
+def model_split(amount: int, validators: tuple[str, ...]) -> dict[str, int]:
+    """Spec 7.4.3's 80/15/5 in integer units, written again from the rule `split_revenue`
+    documents (nested round half up; the pool equally, the remainder one unit each to the first
+    validators in sorted id order; no validators: the platform keeps their 5%), with exact
+    fractions instead of the production code's integer formulas."""
+
+    def round_half_up(exact: Fraction) -> int:
+        return math.floor(exact + Fraction(1, 2))
+
+    creator = round_half_up(Fraction(amount * 80, 100))
+    rest = amount - creator
+    if not validators:
+        return {"creator": creator, "platform": rest}
+    platform = round_half_up(Fraction(rest * 15, 15 + 5))
+    pool = rest - platform
+    ordered = sorted(validators)
+    shares = {validator_account(v): pool // len(ordered) for v in ordered}
+    for validator in ordered[: pool % len(ordered)]:
+        shares[validator_account(validator)] += 1
+    return {"creator": creator, "platform": platform} | shares
 
 
 @dataclass
@@ -60,12 +84,12 @@ class LedgerModel:
         self.reservations: dict[str, ModelReservation] = {}
 
     def move(self, source: str, amount: int, creator: str, validators: tuple[str, ...]) -> None:
-        split = split_revenue(amount, validators)
+        split = model_split(amount, validators)
+        assert amount == sum(split.values())  # the model's own arithmetic, checked
         self.balances[source] -= amount
-        self.balances[agent_account(creator)] += split.creator_units
-        self.balances["platform"] += split.platform_units
-        for validator, units in split.validators:
-            self.balances[validator_account(validator)] += units
+        self.balances[agent_account(creator)] += split.pop("creator")
+        for account, units in split.items():  # the platform and each validator
+            self.balances[account] += units
 
     def expire(self, reservation: ModelReservation) -> None:
         reservation.status = ReservationStatus.EXPIRED
@@ -246,3 +270,18 @@ def test_ledger_matches_an_independent_model(make_store, request):
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+@pytest.mark.parametrize(
+    ("amount", "validators", "expected"),
+    [
+        (100, ("v1", "v2"), {"creator": 80, "platform": 15, "validator:v1": 3, "validator:v2": 2}),
+        (7, ("v2", "v1"), {"creator": 6, "platform": 1, "validator:v1": 0, "validator:v2": 0}),
+        (10, ("v1",), {"creator": 8, "platform": 2, "validator:v1": 0}),
+        (30, ("v1", "v2"), {"creator": 24, "platform": 5, "validator:v1": 1, "validator:v2": 0}),
+        (9, (), {"creator": 7, "platform": 2}),
+    ],
+)
+def test_model_split_follows_the_rounding_rule_by_hand(amount, validators, expected):
+    """The model agrees with splits worked out by hand: it is a reference in its own right."""
+    assert expected == model_split(amount, validators)
