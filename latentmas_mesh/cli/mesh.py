@@ -1,22 +1,22 @@
 """`latentmas broker`, `worker`, `up` and `keys`: run the mesh's processes from the command line."""
 
-# The CLI is the one part of `latentmas_mesh` that starts the broker and workers; it imports them
-# inside each command, so the library itself never depends on them.
+# The CLI starts the broker and workers as `python -m broker` / `python -m workers`: the library
+# never imports them (tests/test_layout.py checks the import graph).
 
 from __future__ import annotations
 
-import json
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from latentmas_mesh.cli.app import app
-from latentmas_mesh.log import configure_logging
 from latentmas_mesh.testing.mesh import LocalMesh
 
 
@@ -30,9 +30,23 @@ def _on_stop_signals(stop: Callable[[], object]) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _given(**options: object) -> dict[str, Any]:
-    """Only the flags the user set, so unset ones fall back to LATENTMAS_* and the defaults."""
-    return {key: value for key, value in options.items() if value is not None}
+def _flags(**options: object) -> list[str]:
+    """The flags the user set, as command-line arguments (unset ones are left to the process's
+    LATENTMAS_* settings); a list value repeats its flag."""
+    argv: list[str] = []
+    for key, value in options.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if item is not None:
+                argv += [f"--{key.replace('_', '-')}", str(item)]
+    return argv
+
+
+def _exec_module(module: str, argv: list[str]) -> None:
+    """Become `python -m module argv...`: the library never imports the broker or the workers,
+    and signals reach the process itself."""
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])  # noqa: S606 (fixed argv)
 
 
 @app.command()
@@ -55,29 +69,15 @@ def broker(
         Path | None, typer.Option(help="Directory of allowed workers' .key files.")
     ] = None,
 ) -> None:
-    """Run an MDP/0.2 broker in the foreground until SIGTERM or Ctrl-C.
+    """Run an MDP/0.2 broker in the foreground until SIGTERM or Ctrl-C (`python -m broker`).
 
     Prints one JSON line on stdout once bound: {"endpoints": [...], "metrics_port": N}.
     """
-    from broker.server import Broker
-    from broker.settings import BrokerSettings
-
-    settings = BrokerSettings(
-        **_given(
-            bind=bind or None,
-            metrics_port=metrics_port,
-            heartbeat_ms=heartbeat_ms,
-            curve_secret_key_file=curve_secret_key,
-            curve_client_keys_dir=curve_client_keys,
-            curve_worker_keys_dir=curve_worker_keys,
-        )
-    )
-    configure_logging(settings.log_format, settings.log_level)
-    server = Broker(settings)
-    _on_stop_signals(server.stop)
-    endpoints = server.bind()
-    typer.echo(json.dumps({"endpoints": endpoints, "metrics_port": server.metrics_port}))
-    server.run()
+    _exec_module("broker", _flags(
+        bind=bind, metrics_port=metrics_port, heartbeat_ms=heartbeat_ms,
+        curve_secret_key=curve_secret_key, curve_client_keys=curve_client_keys,
+        curve_worker_keys=curve_worker_keys,
+    ))  # fmt: skip
 
 
 @app.command()
@@ -94,29 +94,12 @@ def worker(
     ] = None,
     curve_server_key: Annotated[Path | None, typer.Option(help="The broker's .key file.")] = None,
 ) -> None:
-    """Run worker processes of one kind until SIGTERM or Ctrl-C (crashed ones are restarted)."""
-    from workers import worker_kinds
-    from workers.settings import WorkerSettings
-    from workers.supervisor import Supervisor, run_worker
-
-    kinds = worker_kinds()
-    if kind not in kinds:
-        raise typer.BadParameter(f"known kinds: {', '.join(sorted(kinds))}", param_hint="KIND")
-    settings = WorkerSettings(
-        **_given(
-            connect=connect,
-            dialect=dialect,
-            curve_secret_key_file=curve_secret_key,
-            curve_server_key_file=curve_server_key,
-        )
-    )
-    configure_logging(settings.log_format, settings.log_level)
-    if concurrency == 1:
-        run_worker(kind, settings)
-        return
-    supervisor = Supervisor(kind, settings, concurrency)
-    _on_stop_signals(supervisor.stop)
-    supervisor.run()
+    """Run worker processes of one kind until SIGTERM or Ctrl-C (crashed ones are restarted;
+    `python -m workers`)."""
+    _exec_module("workers", [kind, *_flags(
+        connect=connect, concurrency=concurrency, dialect=dialect,
+        curve_secret_key=curve_secret_key, curve_server_key=curve_server_key,
+    )])  # fmt: skip
 
 
 def _parse_workers(specs: list[str]) -> dict[str, int]:

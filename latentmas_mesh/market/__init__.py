@@ -3,8 +3,6 @@
 from latentmas_mesh.market._pricing import (
     BASIS_POINTS,
     CHARGE_MODELS,
-    PRICE_UNITS_MAX,
-    AssetType,
     ChargeModel,
     PriceSchedule,
     PricingFactors,
@@ -19,7 +17,6 @@ from latentmas_mesh.market._pricing import (
     uniqueness_factor,
 )
 from latentmas_mesh.market._quote import (
-    QUOTE_TTL_MS_MAX,
     QuoteTerms,
     SignedQuote,
     issue_quote,
@@ -28,12 +25,12 @@ from latentmas_mesh.market._quote import (
 from latentmas_mesh.market._split import (
     CREATOR_PERCENT,
     PLATFORM_PERCENT,
-    VALIDATORS_MAX,
     VALIDATORS_PERCENT,
     RevenueSplit,
     split_revenue,
     split_units,
 )
+from latentmas_mesh.units import PRICE_UNITS_MAX, QUOTE_TTL_MS_MAX, VALIDATORS_MAX, AssetType
 
 __all__ = [
     "BASIS_POINTS",

@@ -9,17 +9,9 @@ from fractions import Fraction
 from typing import Final
 
 from latentmas_mesh.errors import InvalidRequest
+from latentmas_mesh.units import PRICE_UNITS_MAX, AssetType
 
 BASIS_POINTS: Final = 10_000
-PRICE_UNITS_MAX: Final = 10**15  # one quadrillion minor units: far above any price, far below 2**63
-
-
-class AssetType(StrEnum):
-    """What is sold (spec 7.4.1). Wire-stable values: append, never rename."""
-
-    MEMORY = "memory"  # KV-cache snapshots, per use
-    REASONING = "reasoning"  # reasoning chains, per use
-    CAPABILITY = "capability"  # static embeddings (v1 capability market), per purchase
 
 
 class ChargeModel(StrEnum):

@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass
 from typing import Final
 
 from latentmas_mesh.errors import InvalidRequest
-from latentmas_mesh.market._pricing import PRICE_UNITS_MAX, AssetType
+from latentmas_mesh.units import PRICE_UNITS_MAX, QUOTE_TTL_MS_MAX, AssetType
 
-QUOTE_TTL_MS_MAX: Final = 15 * 60 * 1000
 QUOTE_KEY_BYTES_MIN: Final = 16
 
 

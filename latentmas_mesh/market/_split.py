@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from latentmas_mesh.errors import InvalidRequest
-from latentmas_mesh.market._pricing import PRICE_UNITS_MAX
+from latentmas_mesh.units import PRICE_UNITS_MAX, VALIDATORS_MAX
 
 CREATOR_PERCENT: Final = 80
 PLATFORM_PERCENT: Final = 15
 VALIDATORS_PERCENT: Final = 5
-VALIDATORS_MAX: Final = 64
 
 
 @dataclass(frozen=True, slots=True)

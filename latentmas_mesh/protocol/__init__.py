@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from types import ModuleType
+from typing import Final
 
+from latentmas_mesh.protocol import align, anchors, errors, kv, ledger, quality, v1, wmatrix
 from latentmas_mesh.protocol.align import (
     AlignKVCacheRequest,
     AlignKVCacheResponse,
@@ -47,24 +48,19 @@ from latentmas_mesh.protocol.wmatrix import (
     WMatrixStandard,
 )
 
+MESSAGE_MODULES: Final[tuple[ModuleType, ...]] = (
+    align, anchors, errors, kv, ledger, quality, v1, wmatrix
+)  # fmt: skip
+"""Every module whose @register_message models the codec decodes: importing this package
+registers them all. A new area adds `protocol/<area>.py` and names it here (a test checks that
+no module with messages is missing)."""
 
-def _register_all_message_modules() -> None:
-    """Import every module of this package, so each one's @register_message runs.
-
-    A new area adds `protocol/<area>.py` with its models and needs no edit here; the codec can
-    then decode its messages in any process that imported `latentmas_mesh.protocol`.
-    """
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_register_all_message_modules()
 
 __all__ = [
     "DTYPES",
     "FLOAT_DTYPE_NAMES",
     "KV_DTYPE_NAMES",
+    "MESSAGE_MODULES",
     "MESSAGE_TYPES",
     "AlignKVCacheRequest",
     "AlignKVCacheResponse",

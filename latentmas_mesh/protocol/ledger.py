@@ -10,9 +10,9 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, Strict, model_validator
 
-from latentmas_mesh.market import PRICE_UNITS_MAX, QUOTE_TTL_MS_MAX, VALIDATORS_MAX, AssetType
 from latentmas_mesh.protocol.base import WireModel, register_message
 from latentmas_mesh.protocol.errors import ErrorBody
+from latentmas_mesh.units import PRICE_UNITS_MAX, QUOTE_TTL_MS_MAX, VALIDATORS_MAX, AssetType
 
 LEDGER_SERVICE: Final = "latentmas.ledger"
 EVENTS_PER_REQUEST_MAX: Final = 1_024

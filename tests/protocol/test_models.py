@@ -340,3 +340,18 @@ class TestRegistry:
         }
 
         assert expected <= set(p.MESSAGE_TYPES)
+
+
+def test_every_module_with_messages_is_registered_explicitly():
+    """A protocol module defining messages is in MESSAGE_MODULES (no import side effects)."""
+    import pathlib
+
+    from latentmas_mesh import protocol
+
+    folder = pathlib.Path(protocol.__file__).parent
+    defining = {
+        path.stem for path in folder.glob("*.py") if "@register_message(" in path.read_text()
+    }
+    listed = {module.__name__.rsplit(".", 1)[-1] for module in protocol.MESSAGE_MODULES}
+    assert defining <= listed
+    assert {"align", "ledger", "kv"} <= defining
