@@ -52,13 +52,28 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomically(path, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
-def write_tensors(path: Path, tensors: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
-    """A safetensors file of `tensors` with `meta` as JSON in its header, written atomically."""
+def write_tensors(
+    path: Path, tensors: dict[str, npt.NDArray[Any]], meta: dict[str, Any] | None
+) -> None:
+    """A safetensors file of `tensors` with `meta` as JSON in its header (None: a plain file
+    any safetensors reader loads), written atomically."""
     from safetensors.numpy import save
 
     arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
-    data = save(arrays, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-    write_atomically(path, data)
+    header = None if meta is None else {META_KEY: json.dumps(meta, sort_keys=True)}
+    write_atomically(path, save(arrays, metadata=header))
+
+
+def fsync_tree(directory: Path) -> None:
+    """fsync every file under `directory` and the directories themselves: a tree built under a
+    staging name is durable before it is renamed into place."""
+    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        elif path.is_dir():
+            fsync_directory(path)
+    fsync_directory(directory)
 
 
 def read_tensors(path: Path) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:

@@ -81,3 +81,23 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path):
     save_file({"a": np.zeros(2, np.float32)}, str(tmp_path / "f.safetensors"))
     with pytest.raises(InvalidRequest):
         files.read_tensors(tmp_path / "f.safetensors")
+
+
+def test_fsync_tree_syncs_every_file_and_directory(tmp_path, monkeypatch):
+    """A staged tree (a converted model) is synced file by file, then directory by directory."""
+    (tmp_path / "sub").mkdir()
+    for name in ("a", "sub/b"):
+        (tmp_path / name).write_bytes(b"x")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor):
+        synced.append(os.path.realpath(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    files.fsync_tree(tmp_path)
+
+    expected = {str(tmp_path / "a"), str(tmp_path / "sub" / "b"), str(tmp_path / "sub")}
+    assert expected | {str(tmp_path)} == set(synced)
+    assert str(tmp_path) == synced[-1]

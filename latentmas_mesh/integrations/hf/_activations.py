@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +11,6 @@ import numpy as np
 import torch
 import transformers
 from numpy.typing import NDArray
-from safetensors.numpy import save_file
 from transformers import DynamicCache
 
 from latentmas_mesh.anchors import AnchorPassage, anchor_corpus_sha256, load_anchor_passages
@@ -21,6 +19,7 @@ from latentmas_mesh.artifacts.activations import (
     MANIFEST,
     PassageActivations,
 )
+from latentmas_mesh.artifacts.files import write_json, write_tensors
 from latentmas_mesh.errors import InvalidRequest, ModelNotSupported
 from latentmas_mesh.integrations.hf._kv import (
     CONTEXT_TOKENS_MAX,
@@ -149,7 +148,7 @@ def export_anchor_activations(
             name: array if array.dtype == np.int64 else array.astype(cast)
             for name, array in activations.arrays().items()
         }
-        save_file(arrays, str(out_dir / f"{passage.id}.safetensors"))
+        write_tensors(out_dir / f"{passage.id}.safetensors", arrays, None)
         if on_passage is not None:
             on_passage(done, len(chosen))
     manifest = {
@@ -165,7 +164,7 @@ def export_anchor_activations(
         "transformers": transformers.__version__,
     }
     path = out_dir / MANIFEST
-    path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    write_json(path, manifest)  # after every passage file is durable
     return path
 
 

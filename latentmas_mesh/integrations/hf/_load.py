@@ -18,6 +18,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from latentmas_mesh.artifacts.files import fsync_tree
 from latentmas_mesh.errors import ModelNotSupported
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.registry import ModelSpec, default_registry
@@ -155,6 +156,7 @@ def convert_model(name: str, cache_dir: Path | None = None) -> Path:
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / CONVERSION_RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    fsync_tree(staging)  # durable before the rename makes it the converted model
     shutil.rmtree(final, ignore_errors=True)
     try:
         staging.rename(final)

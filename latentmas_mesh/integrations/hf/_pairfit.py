@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -26,6 +25,7 @@ from latentmas_mesh.artifacts.activations import (
     read_anchor_activations,
     read_manifest,
 )
+from latentmas_mesh.artifacts.files import write_json
 from latentmas_mesh.errors import InvalidRequest
 from latentmas_mesh.integrations.hf._activations import export_anchor_activations
 from latentmas_mesh.integrations.hf._load import LoadedModel
@@ -95,7 +95,7 @@ def _record_passages(directory: Path, passage_ids: list[str]) -> None:
     manifest = read_manifest(directory)
     manifest["passage_ids"] = passage_ids
     manifest["anchor_corpus_sha256"] = anchor_corpus_sha256()
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    write_json(directory / MANIFEST, manifest)
 
 
 def fit_pair_from_anchors(

@@ -1,0 +1,138 @@
+"""House rules on the import graph: each folder uses only the folders below it, the library
+never imports the processes, the broker reads only framing, and alignment/ is pure math."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LIBRARY = "latentmas_mesh"
+
+# Which library folders (or top-level modules) each may import, besides itself. What is not
+# listed is forbidden: a new edge is a design decision, made here on purpose.
+BASE = {"errors", "log", "settings", "units"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "log": set(),
+    "settings": set(),
+    "units": set(),
+    "anchors": {"errors"},
+    "mdp": {"errors"},
+    "market": {"errors", "units"},
+    "registry": {"errors", "settings"},
+    "protocol": {"errors", "units"},
+    "wire": {"errors"},
+    "codec": BASE | {"protocol", "wire"},
+    "alignment": {"errors", "registry"},
+    "artifacts": BASE | {"alignment", "protocol"},
+    "ledger": BASE | {"market"},
+    "transport": BASE | {"mdp", "wire", "codec", "protocol"},
+    "settlement": BASE | {"codec", "ledger", "protocol", "transport"},
+    "services": BASE
+    | {"alignment", "artifacts", "codec", "ledger", "market", "protocol", "registry"}
+    | {"settlement"},
+    "integrations": BASE | {"alignment", "anchors", "artifacts", "protocol", "registry"},
+    "testing": BASE | {"transport", "codec", "protocol", "mdp"},
+    "cli": set(),  # the top floor: anything in the library (never broker/ or workers/)
+}
+BROKER_MAY_IMPORT = {"mdp", "wire", "errors", "log", "settings"}
+IO_MODULES = {
+    "os", "io", "pathlib", "shutil", "tempfile", "socket", "fcntl", "sqlite3", "subprocess",
+    "threading", "multiprocessing", "time", "datetime", "zmq", "safetensors", "psycopg",
+}  # fmt: skip
+
+
+def imports_of(path: pathlib.Path) -> Iterator[str]:
+    """Every module a file imports, anywhere in it (lazy imports in functions included);
+    `from package import name` yields package.name too, as name may be a module."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def floor_of(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT / LIBRARY).with_suffix("").parts
+    return parts[0]
+
+
+def library_files() -> list[pathlib.Path]:
+    return sorted(p for p in (ROOT / LIBRARY).rglob("*.py") if p.name != "__init__.py" or
+                  p.parent != ROOT / LIBRARY)  # fmt: skip
+
+
+def library_edges(path: pathlib.Path) -> set[str]:
+    """The library floors a file imports (top-level module names count as floors)."""
+    floors = set()
+    for module in imports_of(path):
+        parts = module.split(".")
+        if (parts[0] == LIBRARY and len(parts) > 1 and (ROOT / LIBRARY / parts[1]).exists()) or (
+            parts[0] == LIBRARY and len(parts) > 1 and (ROOT / LIBRARY / f"{parts[1]}.py").exists()
+        ):
+            floors.add(parts[1])
+    return floors
+
+
+@pytest.mark.parametrize("path", library_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_floors_use_only_the_floors_below(path):
+    floor = floor_of(path)
+    assert floor in ALLOWED, f"{floor}: a new folder needs its row in ALLOWED"
+    if floor == "cli":
+        return
+    wrong = library_edges(path) - ALLOWED[floor] - {floor}
+    assert set() == wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("path", library_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_never_imports_the_processes(path):
+    """broker/ and workers/ are started as `python -m broker|workers`, never imported."""
+    roots = {module.split(".")[0] for module in imports_of(path)}
+    assert set() == roots & {"broker", "workers"}
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "broker").glob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_broker_imports_only_framing_wire_and_errors(path):
+    """The broker parses envelopes with mdp and never touches a body's schema (pydantic only
+    reads its settings)."""
+    wrong = library_edges(path) - BROKER_MAY_IMPORT
+    roots = {module.split(".")[0] for module in imports_of(path)}
+    forbidden = {"workers"} | (set() if path.name == "settings.py" else {"pydantic"})
+    assert (set(), set()) == (wrong, roots & forbidden)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        [*(ROOT / LIBRARY / "alignment").glob("*.py"), *(ROOT / LIBRARY / "market").glob("*.py")]
+    ),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_math_floors_do_no_io(path):
+    """Arrays and plain values in, out: no file, lock, clock, socket or database in alignment/
+    or market/."""
+    roots = {module.split(".")[0] for module in imports_of(path)}
+    calls = {
+        node.func.id
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
+    assert (set(), set()) == (roots & IO_MODULES, calls & {"open", "print", "input"})
+
+
+def test_the_rules_can_fail():
+    """The scanner sees lazy and from-imports, so a planted violation would be caught."""
+    planted = ROOT / "tests" / "_planted_layout_probe.py"
+    planted.write_text("def f():\n    from latentmas_mesh import ledger\n    import os\n")
+    try:
+        assert {"ledger"} == library_edges(planted)
+        assert "os" in set(imports_of(planted))
+    finally:
+        planted.unlink()
