@@ -1,32 +1,37 @@
-"""The broker's own replies as codec frames: typed error bodies, addressed by the request's id."""
+"""The broker's own error replies, addressed by the id read from the request's header.
+
+The frames are built by `latentmas_mesh.wire.replies` with msgpack alone: the broker never
+imports the codec or the message schemas (pydantic), and never decodes a body.
+"""
 
 from __future__ import annotations
 
 from broker.state import Body
-from latentmas_mesh import codec
-from latentmas_mesh.errors import ERROR_CLASSES, ErrorCode
-from latentmas_mesh.protocol import ErrorBody
+from latentmas_mesh.errors import ErrorCode
+from latentmas_mesh.wire import replies
 
-UNKNOWN_REQUEST_ID = "unknown"
-"""Used when a request's body carries no readable id (raw frames, e.g. the echo service)."""
+UNKNOWN_REQUEST_ID = replies.UNKNOWN_REQUEST_ID
 
 
-def request_id_of(body: Body) -> str | None:
-    """The request id in a body's codec header; None for anything else (never raises)."""
-    # Body is the state machine's opaque tuple of zmq frames; request_id_of never raises on
-    # anything else, so the looser element type is safe here.
-    return codec.request_id_of(body)  # type: ignore[arg-type]
+class Replies:
+    """Error replies and request-id peeks within the header bound the mesh's decoders use."""
+
+    __slots__ = ("_header_bytes_max",)
+
+    def __init__(self, header_bytes_max: int) -> None:
+        self._header_bytes_max = header_bytes_max
+
+    def request_id_of(self, body: Body) -> str | None:
+        """The request id in a body's header; None for anything else (never raises)."""
+        return replies.request_id_of(body, header_bytes_max=self._header_bytes_max)
+
+    def error_reply(self, code: ErrorCode, message: str, request_body: Body) -> list[object]:
+        """An ErrorBody's frames, carrying the id of the request it answers.
+
+        A request whose header has no readable id (raw frames) is answered as `UNKNOWN_REQUEST_ID`.
+        """
+        request_id = self.request_id_of(request_body) or UNKNOWN_REQUEST_ID
+        return list(replies.error_reply(code, message, request_id))
 
 
-def error_reply(code: ErrorCode, message: str, request_body: Body) -> list[object]:
-    """An ErrorBody encoded with the codec, carrying the id of the request it answers.
-
-    This is the one place the broker encodes a body; it never decodes one (the id is read from
-    the header with `request_id_of`, which never raises).
-    """
-    error = ERROR_CLASSES[code](message)
-    request_id = request_id_of(request_body) or UNKNOWN_REQUEST_ID
-    return list(codec.encode(ErrorBody.from_error(error), request_id=request_id))
-
-
-__all__ = ["UNKNOWN_REQUEST_ID", "error_reply", "request_id_of"]
+__all__ = ["UNKNOWN_REQUEST_ID", "Replies"]

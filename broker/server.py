@@ -8,20 +8,23 @@ import gc
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 import zmq
 from prometheus_client import start_http_server
 from zmq.auth.thread import ThreadAuthenticator
 
-from broker import replies, security
+from broker import security
 from broker.metrics import BrokerMetrics
-from broker.settings import BrokerSettings
+from broker.replies import Replies
 from broker.state import BrokerState, ErrorReply, Send
 from latentmas_mesh import mdp
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.wire import recv_frames, send_routed
+
+if TYPE_CHECKING:  # the settings model is pydantic, which the routing code never needs
+    from broker.settings import BrokerSettings
 
 POLL_MS_MAX = 100
 """A receive waits at most this long, so timers and a stop request are seen promptly."""
@@ -48,11 +51,16 @@ class Broker:
         settings: BrokerSettings | None = None,
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
-        error_reply: ErrorReply = replies.error_reply,
+        error_reply: ErrorReply | None = None,
     ) -> None:
-        self.settings = settings or BrokerSettings()
+        if settings is None:  # pydantic is loaded only when the settings are built here
+            from broker.settings import BrokerSettings
+
+            settings = BrokerSettings()
+        self.settings = settings
         self._context = context or zmq.Context.instance()
         self._log = get_logger("broker")
+        replies = Replies(settings.header_bytes_max)
         self.metrics = BrokerMetrics(
             request_id_of=replies.request_id_of,
             log_requests=self.settings.log_level == "debug",
@@ -63,7 +71,9 @@ class Broker:
         if self._curve:
             self._worker_keys = security.load_public_keys(self.settings.curve_worker_keys_dir)
             limits = dataclasses.replace(limits, worker_identities=self._worker_keys)
-        self.state = BrokerState(limits, error_reply=error_reply, observer=self.metrics)
+        self.state = BrokerState(
+            limits, error_reply=error_reply or replies.error_reply, observer=self.metrics
+        )
         self._socket: zmq.Socket[bytes] | None = None
         self._authenticator: ThreadAuthenticator | None = None
         self._http: WSGIServer | None = None

@@ -31,7 +31,12 @@ class BrokerSettings(MeshSettings):
         default=30_000, gt=0, description="How long a request may wait for a worker."
     )
     requeue_max: int = Field(default=2, ge=0, description="Re-dispatches when a worker dies.")
-    services_max: int = Field(default=1024, gt=0)
+    services_max: int = Field(
+        default=1024, gt=0, description="Distinct service names held at once; more are refused."
+    )
+    workers_max: int = Field(
+        default=4096, gt=0, description="Registered workers at once; one more gets DISCONNECT."
+    )
     frame_bytes_max: int = Field(
         default=FRAME_BYTES_MAX_DEFAULT,
         gt=0,
@@ -66,6 +71,7 @@ class BrokerSettings(MeshSettings):
             request_queue_us_max=self.request_queue_ms_max * 1000,
             requeue_max=self.requeue_max,
             services_max=self.services_max,
+            workers_max=self.workers_max,
         )
 
 

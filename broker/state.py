@@ -27,6 +27,13 @@ from latentmas_mesh.errors import ErrorCode
 #   broker shuts down ..................... SERVICE_UNAVAILABLE
 # A FINAL from a worker the broker no longer knows (declared dead, then woke up) is dropped and
 # the worker is told DISCONNECT, so a requeued request is never answered twice.
+#
+# Both tables are bounded. A service is kept while it has a worker or a queued request (dropped
+# by the next tick at the latest) and is created in `_service_for` alone, which refuses one
+# beyond `services_max`: a request it refuses is answered SERVICE_UNAVAILABLE, a READY is
+# answered DISCONNECT (RFC 18 lets a broker disconnect a worker at any time). A READY from a new
+# peer beyond `workers_max` is answered DISCONNECT too. A worker that leaves takes its emptied
+# service with it, so a new one fits at once.
 
 Body = tuple[object, ...]
 
@@ -91,7 +98,10 @@ class Limits:
     requeue_max: int = 2
     """How many times a request whose worker died is handed to another worker."""
     services_max: int = 1024
-    """Distinct service names held at once (rogue clients cannot grow the table without bound)."""
+    """Distinct service names held at once, however they arrive (a request or a worker's READY):
+    rogue peers cannot grow the table without bound."""
+    workers_max: int = 4096
+    """Registered workers at once; a READY from one more peer is refused with DISCONNECT."""
     worker_identities: frozenset[str] | None = None
     """ZAP User-Ids allowed to register as workers; None lets any peer the socket admits."""
 
@@ -313,18 +323,16 @@ class BrokerState:
                     pending, ErrorCode.SERVICE_UNAVAILABLE, now_us, "the broker is shutting down"
                 )
             ]
-        service = self._services.get(event.service)
+        service = self._service_for(event.service)
         if service is None:
-            if len(self._services) >= self.limits.services_max:
-                return [
-                    self._fail(
-                        pending,
-                        ErrorCode.SERVICE_UNAVAILABLE,
-                        now_us,
-                        "the broker holds its maximum number of services",
-                    )
-                ]
-            service = self._services[event.service] = Service(event.service)
+            return [
+                self._fail(
+                    pending,
+                    ErrorCode.SERVICE_UNAVAILABLE,
+                    now_us,
+                    "the broker holds its maximum number of services",
+                )
+            ]
         if len(service.queue) >= self.limits.service_queue_depth_max:
             return [
                 self._fail(
@@ -363,9 +371,11 @@ class BrokerState:
             # RFC 18: "The worker MUST NOT send a further READY"; the broker "MUST respond to any
             # valid but unexpected command by sending DISCONNECT".
             return self._unexpected(peer, known, event.delimited, now_us)
-        service = self._services.get(event.service)
+        if len(self._workers) >= self.limits.workers_max:
+            return self._refuse(peer, "workers_max_reached", event.delimited)
+        service = self._service_for(event.service)
         if service is None:
-            service = self._services[event.service] = Service(event.service)
+            return self._refuse(peer, "services_max_reached", event.delimited)
         worker = WorkerRecord(
             peer,
             event.service,
@@ -443,6 +453,21 @@ class BrokerState:
 
     # ------------------------------------------------------------------------------- helpers
 
+    def _service_for(self, name: bytes) -> Service | None:
+        """The service named `name`, created if there is room; None beyond `services_max`.
+
+        The only place a service is created, so the table cannot outgrow its bound.
+        """
+        service = self._services.get(name)
+        if service is None and len(self._services) < self.limits.services_max:
+            service = self._services[name] = Service(name)
+        return service
+
+    def _refuse(self, peer: bytes, reason: str, delimited: bool) -> list[Send]:
+        """A READY the tables have no room for: counted, and the worker told DISCONNECT."""
+        self._observer.rejected(reason, peer)
+        return [Send(peer, list(mdp.disconnect(delimited=delimited)))]
+
     def _dispatch(self, service: Service, now_us: int) -> list[Send]:
         """Hand queued requests to idle workers, least recently used first."""
         out: list[Send] = []
@@ -468,6 +493,8 @@ class BrokerState:
         service.idle.pop(worker.peer, None)
         pending, worker.current = worker.current, None
         if pending is None:
+            if not service.worker_count and not service.queue:
+                del self._services[service.name]  # room for another service at once
             return []
         if pending.attempts > self.limits.requeue_max:
             return [

@@ -20,16 +20,21 @@ from latentmas_mesh.protocol import MESSAGE_TYPES, WireModel, type_name_of, vali
 from latentmas_mesh.protocol.base import TYPE_NAME_CHARS_MAX
 from latentmas_mesh.protocol.dtypes import DTYPES, dtype_name
 from latentmas_mesh.settings import MeshSettings
+from latentmas_mesh.wire import replies
+from latentmas_mesh.wire.header import (
+    ARRAY_KEYS,
+    ARRAY_REF_BYTES,
+    ARRAY_REF_EXT,
+    CODEC_VERSION,
+    CONTAINER_LEN_MAX,
+    HEADER_KEYS,
+    REQUEST_ID_CHARS_MAX,
+)
 
-# Header layout, version 1 (frame 0, a msgpack map):
-#   {"version": 1, "type": <registered type name>, "request_id": <str>,
-#    "body": <the message's fields; each array replaced by ext type 1 holding its index>,
-#    "arrays": [{"dtype": <wire dtype name>, "shape": [<int>, ...], "frame": <1 + index>}, ...]}
-# Frames 1..n: each array's bytes, C order, little-endian, nothing else.
-CODEC_VERSION: Final = 1
-ARRAY_REF_EXT: Final = 1  # msgpack ext type code of an array reference: 4-byte big-endian index
-_HEADER_KEYS: Final = frozenset({"version", "type", "request_id", "body", "arrays"})
-_ARRAY_KEYS: Final = frozenset({"dtype", "shape", "frame"})
+# The header layout (frame 0, a msgpack map) is written down in `latentmas_mesh.wire.header`,
+# beside its constants; the broker writes and peeks at headers from there without pydantic.
+_HEADER_KEYS: Final = frozenset(HEADER_KEYS)
+_ARRAY_KEYS: Final = frozenset(ARRAY_KEYS)
 
 Frame: TypeAlias = bytes | memoryview | zmq.Frame
 
@@ -49,8 +54,8 @@ class CodecLimits:
     array_count_max: int = 64  # arrays (frames after the header) in one message
     ndim_max: int = 8  # rank of one array
     depth_max: int = 32  # nesting of maps and lists in the header
-    container_len_max: int = 1 << 16  # entries of one msgpack map or list
-    request_id_chars_max: int = 128
+    container_len_max: int = CONTAINER_LEN_MAX  # entries of one msgpack map or list
+    request_id_chars_max: int = REQUEST_ID_CHARS_MAX
 
     @classmethod
     def from_settings(cls, settings: MeshSettings, **overrides: int) -> CodecLimits:
@@ -178,20 +183,14 @@ def request_id_of(frames: Sequence[Frame], *, limits: CodecLimits = DEFAULT_LIMI
     """The request id in the header, best effort; never raises (to address an error reply).
 
     Pass the `limits` the decoder uses, so a header the decoder would read is read here too.
+    The peek itself is `wire.replies.request_id_of`, which the broker uses without pydantic.
     """
-    try:
-        if not isinstance(frames, list | tuple) or not frames:
-            return None
-        header = _buffer_of(frames[0], 0)
-        if header.nbytes > limits.header_bytes_max:
-            return None
-        unpacked = _unpack_header(header, limits)
-        request_id = unpacked.get("request_id") if isinstance(unpacked, dict) else None
-        if isinstance(request_id, str) and 0 < len(request_id) <= limits.request_id_chars_max:
-            return request_id
-    except Exception:  # best effort by contract
-        return None
-    return None
+    return replies.request_id_of(
+        frames,
+        header_bytes_max=limits.header_bytes_max,
+        container_len_max=limits.container_len_max,
+        request_id_chars_max=limits.request_id_chars_max,
+    )
 
 
 def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) -> Decoded:
@@ -264,7 +263,7 @@ def _buffer_of(frame: object, index: int) -> memoryview:
 
 
 def _ext_hook(code: int, data: bytes) -> _ArrayRef:
-    if code != ARRAY_REF_EXT or len(data) != 4:
+    if code != ARRAY_REF_EXT or len(data) != ARRAY_REF_BYTES:
         msg = f"unexpected msgpack ext type {code}"
         raise ValueError(msg)
     return _ArrayRef(struct.unpack(">I", data)[0])
@@ -283,7 +282,7 @@ def _unpack_header(buffer: memoryview, limits: CodecLimits) -> object:
             max_bin_len=limits.header_bytes_max,
             max_array_len=limits.container_len_max,
             max_map_len=limits.container_len_max,
-            max_ext_len=4,
+            max_ext_len=ARRAY_REF_BYTES,
         )
     except Exception as exc:  # msgpack raises ValueError, StackError, FormatError, ...
         msg = f"header is not valid msgpack within limits: {type(exc).__name__}: {str(exc)[:200]}"

@@ -349,6 +349,106 @@ class TestShutdown:
         assert b"SERVICE_UNAVAILABLE" == reply.body[1]
 
 
+DISCONNECT = [b"MDPW02", b"\x06"]
+
+
+class TestBoundedTables:
+    def test_ready_for_a_new_service_beyond_services_max_is_disconnected(self):
+        """A worker offering one service too many gets DISCONNECT; the table does not grow."""
+        state, recorder = make_state(services_max=2)
+        ready(state, b"W1", b"a")
+        ready(state, b"W2", b"b")
+
+        send = only(ready(state, b"W3", b"c"))
+
+        assert (b"W3", DISCONNECT) == (send.peer, send.frames)
+        assert ({b"a", b"b"}, False) == (set(state.stats()), state.is_worker(b"W3"))
+        assert ["services_max_reached"] == recorder.rejects
+
+    def test_ready_for_a_held_service_is_accepted_at_services_max(self):
+        """The bound counts services, not workers: another worker of a known service joins."""
+        state, _ = make_state(services_max=1)
+        ready(state, b"W1", b"a")
+
+        assert [] == ready(state, b"W2", b"a")
+        assert (1, True) == (len(state.stats()), state.is_worker(b"W2"))
+
+    def test_queued_requests_count_against_services_max_for_ready(self):
+        """A service a request created fills the table for a READY naming another one."""
+        state, _ = make_state(services_max=1)
+        request(state, b"C1", service=b"a")
+
+        send = only(ready(state, b"W1", b"b"))
+
+        assert ([b"a"], DISCONNECT) == (list(state.stats()), send.frames)
+
+    def test_ready_from_a_new_worker_beyond_workers_max_is_disconnected(self):
+        """One worker too many gets DISCONNECT and leaves both tables as they were."""
+        state, recorder = make_state(workers_max=2)
+        ready(state, b"W1", b"a")
+        ready(state, b"W2", b"a")
+
+        send = only(ready(state, b"W3", b"b"))
+
+        assert (b"W3", DISCONNECT) == (send.peer, send.frames)
+        assert ([b"a"], False) == (list(state.stats()), state.is_worker(b"W3"))
+        assert ["workers_max_reached"] == recorder.rejects
+
+    def test_refused_worker_takes_no_request(self):
+        """A refused worker is not dispatched to: the queued request waits for a real one."""
+        state, _ = make_state(workers_max=1)
+        ready(state, b"W1", b"a")
+        request(state, b"C1", service=b"b")
+
+        only(ready(state, b"W2", b"b"))
+
+        assert 1 == state.stats()[b"b"].queued
+
+    def test_a_service_whose_worker_left_makes_room_for_another(self):
+        """A DISCONNECT frees its service's slot at once, without waiting for a tick."""
+        state, _ = make_state(services_max=1)
+        ready(state, b"W1", b"a")
+        state.apply(b"W1", mdp.WorkerDisconnect(), 1)
+
+        assert [] == ready(state, b"W2", b"b", now=2)
+        assert ([b"b"], True) == (list(state.stats()), state.is_worker(b"W2"))
+
+    def test_a_service_whose_worker_expired_makes_room_for_another(self):
+        """A worker dropped for silence frees its service's slot."""
+        state, _ = make_state(services_max=1, liveness=3)
+        ready(state, b"W1", b"a")
+        state.tick(3 * HB)
+
+        assert [] == ready(state, b"W2", b"b", now=3 * HB)
+        assert [b"b"] == list(state.stats())
+
+    def test_a_worker_that_left_makes_room_for_another(self):
+        """At workers_max, a DISCONNECT lets the next READY in."""
+        state, _ = make_state(workers_max=1)
+        ready(state, b"W1")
+        state.apply(b"W1", mdp.WorkerDisconnect(), 1)
+
+        assert [] == ready(state, b"W2", now=2)
+        assert state.is_worker(b"W2")
+
+    def test_a_worker_that_expired_makes_room_for_another(self):
+        """At workers_max, a worker dropped for silence lets the next READY in."""
+        state, _ = make_state(workers_max=1, liveness=3)
+        ready(state, b"W1")
+        state.tick(3 * HB)
+
+        assert [] == ready(state, b"W2", now=3 * HB)
+        assert (False, True) == (state.is_worker(b"W1"), state.is_worker(b"W2"))
+
+    def test_workers_max_comes_from_the_environment(self, monkeypatch):
+        """LATENTMAS_WORKERS_MAX reaches the routing state's limits."""
+        from broker.settings import BrokerSettings
+
+        monkeypatch.setenv("LATENTMAS_WORKERS_MAX", "7")
+
+        assert 7 == BrokerSettings().limits().workers_max
+
+
 class TestExactlyOnce:
     def test_every_request_gets_exactly_one_final_under_random_faults(self, rng):
         """Random arrivals, replies, deaths and silences: each request is answered exactly once."""
