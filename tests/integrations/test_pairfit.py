@@ -55,8 +55,10 @@ class TestFitPair:
 
         assert 18 == len(report.key_test_r2)
         quality = aligner.quality
-        assert quality is not None and 3 == quality.heldout_rows  # measured on the receiver
-        assert -1.0 <= quality.cosine_similarity <= 1.0 and quality.euclidean_distance > 0.0
+        assert quality is not None
+        assert 3 == quality.heldout_rows
+        assert -1.0 <= quality.cosine_similarity <= 1.0
+        assert quality.euclidean_distance > 0.0
         assert quality.confidence <= quality.information_retention
         assert quality != aligner.regression_quality
         assert "0.1.0" == version
