@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -12,12 +13,12 @@ import numpy.typing as npt
 
 from latentmas_mesh.alignment.geometry import geometry_from_registry
 from latentmas_mesh.alignment.hub import UnifiedSpace
-from latentmas_mesh.alignment.kv import KVAligner
+from latentmas_mesh.alignment.kv import KVAligner, KVGeometry
 from latentmas_mesh.alignment.quality import (
     AlignmentQuality,
     QualityThresholds,
     check_quality,
-    cycle_consistency,
+    cycle_consistency_of_mapped,
 )
 from latentmas_mesh.alignment.wmatrix import WMatrix, fit_w_matrix
 from latentmas_mesh.artifacts.anchor_store import AnchorStore
@@ -51,6 +52,12 @@ from latentmas_mesh.settlement.payments import Payments, Terms
 WMATRIX_SERVICE: Final = "latentmas.wmatrix"
 ALIGN_SERVICE: Final = "latentmas.align"
 ANCHOR_ROWS_MAX: Final = 1_000_000
+# align_vector's cycle check s -> t -> s (a log line, no ground truth needed) is a sample, not a
+# per-request cost: the first request of a pair and then every CYCLE_EVERY-th, on at most
+# CYCLE_ROWS_MAX of its rows, reusing the forward map's output (one extra map, not two).
+CYCLE_EVERY: Final = 64
+CYCLE_ROWS_MAX: Final = 64
+COMPOSED_MAX: Final = 64  # hub compositions kept, per unified space (oldest dropped first)
 PAID_REQUESTS: Final = (AlignKVCacheRequest, ExchangeMemoryRequest, AlignVectorRequest)
 
 
@@ -118,6 +125,10 @@ class AlignmentService:
         self.payments = payments
         self.hub = hub
         self._log = get_logger("alignment")
+        self._geometries: dict[str, KVGeometry] = {}
+        self._identities: dict[str, KVAligner] = {}
+        self._composed: OrderedDict[tuple[str, str], tuple[UnifiedSpace, WMatrix]] = OrderedDict()
+        self._cycle_counts: dict[tuple[str, str], int] = {}
 
     def _model(self, name: str) -> str:
         """Canonical registry name; ModelNotSupported for a name the registry does not know."""
@@ -170,14 +181,29 @@ class AlignmentService:
         self.hub.update(chart)
 
     def compose(self, source: str, target: str) -> WMatrix:
-        """W(source -> target) through the hub; WMatrixNotFound when either has no chart."""
+        """W(source -> target) through the hub; WMatrixNotFound when either has no chart.
+
+        A composition is measured on the hub's held-out anchors (with a bootstrap) once per
+        unified space: it is kept while `HubFile.read` returns the same space, so a request
+        served through the hub pays neither the composition nor its measurement again.
+        """
         hub = None if self.hub is None else self.hub.read()
         if hub is None:
             raise WMatrixNotFound(
                 f"no W-matrix for {source} -> {target} and no unified space to compose through",
                 details={"source_model": source, "target_model": target},
             )
-        return hub.w_matrix(source, target)
+        key = (source, target)
+        cached = self._composed.get(key)
+        if cached is not None and cached[0] is hub:
+            self._composed.move_to_end(key)
+            return cached[1]
+        wmatrix = hub.w_matrix(source, target)
+        self._composed[key] = (hub, wmatrix)
+        self._composed.move_to_end(key)
+        while len(self._composed) > COMPOSED_MAX:
+            self._composed.popitem(last=False)
+        return wmatrix
 
     def generate(self, request: GenerateWMatrixRequest) -> GenerateWMatrixResponse:
         """Appendix C.1 Generate W-Matrix: fit on both models' registered anchors, store the new
@@ -260,11 +286,11 @@ class AlignmentService:
     ) -> tuple[KVCache, WireQuality]:
         """Section 3.5.3 step 2: the cache in the target's space, with the maps' quality."""
         source, target = self._model(source_name), self._model(target_name)
-        source_geometry = geometry_from_registry(source, self.registry)
-        geometry_from_registry(target, self.registry)  # closed / MLA targets are refused here
+        source_geometry = self._geometry(source)
+        self._geometry(target)  # closed / MLA targets are refused here
         source_geometry.check_cache(cache.keys, cache.values)
         if source == target and version is None:
-            aligner, quality, used = KVAligner.identity(source_geometry), EXACT, "identity"
+            aligner, quality, used = self._identity(source), EXACT, "identity"
         else:
             aligner, used = self.kv_maps.get(source, target, version)
             if aligner.quality is None:
@@ -289,6 +315,21 @@ class AlignmentService:
         )
         return aligned, wire_quality(quality)
 
+    def _geometry(self, model: str) -> KVGeometry:
+        """The registry geometry of canonical `model`, built once (the registry is fixed for the
+        service's life); a model that cannot export a cache raises every time."""
+        geometry = self._geometries.get(model)
+        if geometry is None:
+            geometry = self._geometries[model] = geometry_from_registry(model, self.registry)
+        return geometry
+
+    def _identity(self, model: str) -> KVAligner:
+        """The same-model aligner of `model` (identity head maps), built once."""
+        aligner = self._identities.get(model)
+        if aligner is None:
+            aligner = self._identities[model] = KVAligner.identity(self._geometry(model))
+        return aligner
+
     def align_vector(self, request: AlignVectorRequest, request_id: str) -> AlignVectorResponse:
         """v1 align_vector through the newest stored map of the pair; with none stored, C.2's
         fallback: another method, then composition through the unified-space hub."""
@@ -297,24 +338,41 @@ class AlignmentService:
         rows = request.vector[None, :] if request.vector is not None else request.vectors
         assert rows is not None  # the request model guarantees exactly one payload
         resolved = self.wmatrices.resolve(source, target, compose=self.compose)
-        aligned = resolved.wmatrix.transform(rows).astype(np.float32)
-        self._log_cycle(source, target, resolved.wmatrix, rows, request_id)
+        mapped = resolved.wmatrix.transform(rows)
+        aligned = mapped.astype(np.float32)
+        self._log_cycle(source, target, rows, mapped, request_id)
         quality = wire_quality(resolved.wmatrix.quality)
         if single:
             return AlignVectorResponse(aligned_vector=aligned[0], alignment_quality=quality)
         return AlignVectorResponse(aligned_vectors=aligned, alignment_quality=quality)
 
     def _log_cycle(
-        self, source: str, target: str, forward: WMatrix, rows: npt.NDArray[Any], request_id: str
+        self,
+        source: str,
+        target: str,
+        rows: npt.NDArray[Any],
+        mapped: npt.NDArray[Any],
+        request_id: str,
     ) -> None:
-        """Per request, the no-ground-truth check s -> t -> s when the reverse map exists."""
+        """The no-ground-truth check s -> t -> s, logged when the reverse map exists.
+
+        Sampled (see CYCLE_EVERY): the first request of the pair and every CYCLE_EVERY-th after
+        it, on its first CYCLE_ROWS_MAX rows; `mapped` (the forward output of `rows`) is reused,
+        so a sampled request pays one reverse map of at most CYCLE_ROWS_MAX rows.
+        """
+        pair = (source, target)
+        count = self._cycle_counts.get(pair, 0)
+        self._cycle_counts[pair] = count + 1
+        if count % CYCLE_EVERY:
+            return
+        sample = slice(0, CYCLE_ROWS_MAX)
         try:
             backward = self.wmatrices.resolve(target, source, compose=self.compose).wmatrix
-            cycle = cycle_consistency(forward, backward, rows)
+            cycle = cycle_consistency_of_mapped(backward, rows[sample], mapped[sample])
         except (WMatrixNotFound, DimensionMismatch):
             return
-        self._log.info("cycle_consistency", request_id=request_id,
-                       cosine_similarity=round(cycle.cosine_similarity, 6),
+        self._log.info("cycle_consistency", request_id=request_id, sampled_every=CYCLE_EVERY,
+                       rows=cycle.rows, cosine_similarity=round(cycle.cosine_similarity, 6),
                        euclidean_distance=round(cycle.euclidean_distance, 6))  # fmt: skip
 
 
