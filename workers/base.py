@@ -6,12 +6,11 @@ import contextlib
 import gc
 import itertools
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, assert_never
 
 import zmq
 from pydantic import BaseModel
@@ -22,10 +21,37 @@ from latentmas_mesh.log import get_logger
 from latentmas_mesh.protocol import ErrorBody
 from latentmas_mesh.transport._curve import use_curve
 from workers.settings import WorkerSettings
+from workers.state import (
+    Action,
+    Connect,
+    Disconnect,
+    Heartbeat,
+    Limits,
+    Reconnect,
+    WorkerState,
+)
 
 Frame: TypeAlias = bytes | memoryview | zmq.Frame
 UNKNOWN_REQUEST_ID = "unknown"
+POLL_MS_MAX = 100
+"""The loop wakes at least this often, even with nothing due, to see `stop()`."""
 _instance_ids = itertools.count()
+
+
+def now_ms() -> int:
+    """The worker's clock: monotonic integer milliseconds (passed into the liveness state)."""
+    return time.monotonic_ns() // 1_000_000
+
+
+def limits_from(settings: WorkerSettings) -> Limits:
+    """The liveness intervals a worker's settings ask for."""
+    return Limits(
+        heartbeat_ms=settings.heartbeat_ms,
+        liveness=settings.liveness,
+        reconnect_ms_min=settings.reconnect_ms_min,
+        reconnect_ms_max=settings.reconnect_ms_max,
+        drain_ms_max=settings.drain_ms_max,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +95,8 @@ class RawWorker:
     The loop sends READY, answers heartbeats, reconnects on a new socket with exponential backoff
     when the broker falls silent or says DISCONNECT, and turns every exception of the handler into
     a typed error reply. With `handler_thread` (the default) the handler runs on its own thread so
-    heartbeats go on during long work; its reply comes back over an inproc pipe, zero-copy.
+    heartbeats go on during long work; its reply comes back over an inproc pipe, zero-copy. When
+    to do what is decided by `workers.state.WorkerState`; this class only moves frames.
     """
 
     def __init__(
@@ -91,14 +118,7 @@ class RawWorker:
         self._stop = threading.Event()
         self._socket: zmq.Socket[bytes] | None = None
         self._generation = 0
-        self._busy = False
-        self._expires_s = 0.0
-        self._heartbeat_due_s = 0.0
-        self._reconnect_at_s = 0.0
-        self._heartbeat_s = self.settings.heartbeat_ms / 1000
-        self._liveness_s = self.settings.heartbeat_ms * self.settings.liveness / 1000
-        self._backoff_min_s = self.settings.reconnect_ms_min / 1000
-        self._backoff_s = self._backoff_min_s
+        self._state = WorkerState(limits_from(self.settings))
         self.handled = 0
         self.connections = 0
         self.ready = threading.Event()
@@ -133,51 +153,64 @@ class RawWorker:
             self._log.info("worker_stopped", handled=self.handled)
 
     def _loop(self, jobs: queue.SimpleQueue[_Job | None], pipe: zmq.Socket[bytes]) -> None:
-        drain_deadline_s: float | None = None
+        """Ask the state what is due, do it, wait for a message, hand it on; until drained."""
+        now = now_ms()
         while True:
-            now = time.monotonic()
             if self._stop.is_set():
-                if drain_deadline_s is None:
-                    drain_deadline_s = now + self.settings.drain_ms_max / 1000
-                if not self._busy or now >= drain_deadline_s:
-                    return
-            connectable = self._socket is None and not self._busy and drain_deadline_s is None
-            if connectable and now >= self._reconnect_at_s:
-                self._connect(now)
+                self._state.drain(now)
+            if self._act(self._state.tick(now), now):
+                return
             if self._socket is not None and not self._handler_thread:
-                self._receive_inline(self._socket, jobs)
-            else:
-                sockets = [pipe] if self._socket is None else [pipe, self._socket]
-                ready = wire.readable(sockets, self._poll_ms(now))
-                if pipe in ready:
-                    self._on_result(pipe)
-                if self._socket is not None and self._socket in ready:
-                    self._on_broker(jobs)
-            self._timers(time.monotonic())
+                frames = self._receive_inline(self._socket)
+                now = now_ms()  # after the wait: the time this message arrived
+                if frames is not None:
+                    self._on_message(frames, jobs, now)
+                continue
+            sockets = [pipe] if self._socket is None else [pipe, self._socket]
+            ready = wire.readable(sockets, self._poll_ms(now))
+            now = now_ms()  # after the wait: the time these messages arrived
+            if pipe in ready:
+                self._on_result(pipe, now)
+            if self._socket is not None and self._socket in ready:
+                self._on_broker(jobs, now)
 
-    def _receive_inline(
-        self, socket: zmq.Socket[bytes], jobs: queue.SimpleQueue[_Job | None]
-    ) -> None:
+    def _act(self, action: Action | None, now: int) -> bool:
+        """Do what the state decided; True when the drain is over and the loop must end."""
+        match action:
+            case None:
+                return False
+            case Heartbeat():
+                self._send(mdp.heartbeat(delimited=self._delimited))
+            case Connect():
+                self._connect()
+            case Reconnect(reason=reason, delay_ms=delay_ms):
+                self._close(send_disconnect=False)
+                self._log.info("worker_reconnecting", reason=reason.value, delay_ms=delay_ms)
+            case Disconnect():
+                self._close(send_disconnect=True)
+                return True
+            case _:
+                assert_never(action)
+        return False
+
+    def _receive_inline(self, socket: zmq.Socket[bytes]) -> list[Any] | None:
         """Inline handlers have no pipe to watch: one blocking receive, bounded by RCVTIMEO."""
         try:
-            frames = wire.recv_frames(socket, copied=wire.WORKER_ENVELOPE_FRAMES)
+            return wire.recv_frames(socket, copied=wire.WORKER_ENVELOPE_FRAMES)
         except zmq.Again:
-            return
-        self._on_message(frames, jobs)
+            return None
 
-    def _poll_ms(self, now: float) -> int:
-        deadlines = [now + 0.1]  # wake at least every 100 ms to see stop()
-        if self._socket is not None:
-            deadlines.append(self._heartbeat_due_s)
-            if not self._busy:
-                deadlines.append(self._expires_s)
-        else:
-            deadlines.append(self._reconnect_at_s)
-        return max(0, int((min(deadlines) - now) * 1000) + 1)
+    def _poll_ms(self, now: int) -> int:
+        """Wait until the state's next deadline, and at most POLL_MS_MAX (to see stop())."""
+        wake = now + POLL_MS_MAX
+        deadline = self._state.next_deadline_ms()
+        if deadline is not None:
+            wake = min(wake, deadline)
+        return max(0, wake - now + 1)
 
     # ----------------------------------------------------------------------------- connection
 
-    def _connect(self, now: float) -> None:
+    def _connect(self) -> None:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 1_000)
         socket.setsockopt(zmq.RCVTIMEO, max(1, min(100, self.settings.heartbeat_ms // 4)))
@@ -186,8 +219,7 @@ class RawWorker:
         self._socket = socket
         self._generation += 1
         self.connections += 1
-        self._send(mdp.worker_ready(self._service_bytes, delimited=self._delimited), now)
-        self._expires_s = now + self._liveness_s
+        self._send(mdp.worker_ready(self._service_bytes, delimited=self._delimited))
         self._log.info("worker_ready", connect=self.settings.connect, generation=self._generation)
         self.ready.set()
 
@@ -200,37 +232,17 @@ class RawWorker:
                 socket.send_multipart(mdp.disconnect(delimited=self._delimited), zmq.NOBLOCK)
         socket.close(linger=100 if send_disconnect else 0)
 
-    def _reconnect_later(self, now: float, why: str) -> None:
-        """Drop the socket; connect a new one after a jittered, doubling delay (RFC 18)."""
-        self._close(send_disconnect=False)
-        delay = self._backoff_s * random.uniform(0.5, 1.0)
-        self._reconnect_at_s = now + delay
-        self._backoff_s = min(self._backoff_s * 2, self.settings.reconnect_ms_max / 1000)
-        self._log.info("worker_reconnecting", reason=why, delay_ms=round(delay * 1000))
-
-    def _send(self, frames: Sequence[Frame], now: float) -> None:
+    def _send(self, frames: Sequence[Frame]) -> None:
         if self._socket is None:
             return
         try:
             wire.send_frames(self._socket, frames, wire.NOBLOCK)
         except zmq.Again:
             self._log.warning("worker_send_dropped", reason="broker queue full")
-        self._heartbeat_due_s = now + self._heartbeat_s
-
-    def _timers(self, now: float) -> None:
-        if self._socket is None:
-            return
-        if not self._busy and now >= self._expires_s:
-            # RFC 18: "If the worker detects that the broker has disconnected, it SHOULD restart
-            # a new conversation." While busy the check waits: some brokers (majortomo) do not
-            # heartbeat a busy worker.
-            self._reconnect_later(now, "broker silent")
-        elif now >= self._heartbeat_due_s:
-            self._send(mdp.heartbeat(delimited=self._delimited), now)
 
     # -------------------------------------------------------------------------------- requests
 
-    def _on_broker(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+    def _on_broker(self, jobs: queue.SimpleQueue[_Job | None], now: int) -> None:
         """The socket polled readable: take one message (the next poll finds any other)."""
         socket = self._socket
         assert socket is not None  # polled only while connected
@@ -238,41 +250,42 @@ class RawWorker:
             frames = wire.recv_frames(socket, wire.NOBLOCK, copied=wire.WORKER_ENVELOPE_FRAMES)
         except zmq.Again:
             return
-        self._on_message(frames, jobs)
+        self._on_message(frames, jobs, now)
 
-    def _on_message(self, frames: list[Any], jobs: queue.SimpleQueue[_Job | None]) -> None:
-        now = time.monotonic()
+    def _on_message(
+        self, frames: list[Any], jobs: queue.SimpleQueue[_Job | None], now: int
+    ) -> None:
         try:
             event = mdp.parse_for_worker(frames)
         except mdp.MalformedFrame as error:
             self._log.warning("worker_dropped_frame", reason=error.reason)
             return
-        self._expires_s = now + self._liveness_s
-        self._backoff_s = self._backoff_min_s
+        self._state.broker_message(now)
         if isinstance(event, mdp.BrokerRequest):
             self._on_request(event, jobs, now)
         elif isinstance(event, mdp.BrokerDisconnect):
-            self._reconnect_later(now, "broker said DISCONNECT")
+            self._act(self._state.broker_disconnected(now), now)
 
     def _on_request(
         self,
         event: mdp.BrokerRequest[zmq.Frame],
         jobs: queue.SimpleQueue[_Job | None],
-        now: float,
+        now: int,
     ) -> None:
-        if self._busy:
+        refusal = self._state.accept_request()
+        if refusal is not None:
             # RFC 18: workers handle at most one request at a time; a broker breaking that gets
             # nothing from us, and its client's retry (same id) will find a free worker.
-            self._log.warning("worker_dropped_request", reason="already busy")
+            self._log.warning("worker_dropped_request", reason=refusal.value)
             return
         address = mdp.unpack_client_address(event.client_address)
         context = RequestContext(None, self.service, address.identity, event.client_address)
         body = list(event.body)
         if self._handler_thread:
-            self._busy = True
             jobs.put(_Job(self._generation, event.client_address, body, context))
         else:
             self._reply(event.client_address, self.call(body, context), now)
+            self._state.request_done(now)
 
     def _handler_loop(self, jobs: queue.SimpleQueue[_Job | None], address: str) -> None:
         pipe = self._context.socket(zmq.PAIR)
@@ -285,29 +298,27 @@ class RawWorker:
         finally:
             pipe.close(linger=0)
 
-    def _on_result(self, pipe: zmq.Socket[bytes]) -> None:
+    def _on_result(self, pipe: zmq.Socket[bytes], now: int) -> None:
         frames = pipe.recv_multipart(copy=False)
-        self._busy = False
-        now = time.monotonic()
-        self._expires_s = max(self._expires_s, now + self._liveness_s)
+        self._state.request_done(now)
         if int.from_bytes(frames[0].bytes, "little") != self._generation:
             self._log.info("worker_reply_abandoned", reason="connection replaced meanwhile")
             return
         self._reply(frames[1].bytes, frames[2:], now)
 
-    def _reply(self, client_address: bytes, body: Sequence[Frame], now: float) -> None:
+    def _reply(self, client_address: bytes, body: Sequence[Frame], now: int) -> None:
         self.handled += 1
         try:
-            self._send(mdp.worker_reply(client_address, body, delimited=self._delimited), now)
+            self._send(mdp.worker_reply(client_address, body, delimited=self._delimited))
         except TypeError:  # the handler returned something that is not frames: a bug, not a crash
             self._log.exception("handler_returned_non_frames")
             internal = InternalError(f"the {self.service} handler returned no frames")
             self._send(
                 mdp.worker_reply(
                     client_address, error_frames(internal, None), delimited=self._delimited
-                ),
-                now,
+                )
             )
+        self._state.sent(now)  # a reply implies a heartbeat (RFC 18)
 
     def call(self, body: list[zmq.Frame], context: RequestContext) -> Sequence[Frame]:
         """Run the handler; any exception becomes a typed error reply, never a crash."""
@@ -386,4 +397,6 @@ __all__ = [
     "RequestContext",
     "Worker",
     "error_frames",
+    "limits_from",
+    "now_ms",
 ]

@@ -1,0 +1,1 @@
+"""Worker runtime tests that need no socket: liveness, heartbeats, backoff and drain."""
