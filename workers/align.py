@@ -110,7 +110,9 @@ def create(settings: WorkerSettings) -> RawWorker:
         payments = Payments(outbox, ledger_client(settings, options.alignment_ledger_timeout_ms))
         start_outbox_drain(outbox, settings, options)
     service = build_service(options, payments=payments)
-    compile_s = warm_up()
+    started = time.perf_counter()
+    warm_up()
+    compile_s = time.perf_counter() - started
     get_logger("worker").info("kernel_ready", service=SERVICE, seconds=round(compile_s, 3))
 
     def handle(request: Decoded, context: RequestContext) -> BaseModel:

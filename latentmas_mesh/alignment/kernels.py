@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -267,19 +266,20 @@ def _fused_kernel(  # noqa: PLR0917 - njit takes no keyword-only arguments
 
 # ----------------------------------------------------------------------- public entry points
 
-_BLAS_LOCK = threading.Lock()
-_CONTROLLER: list[Any] = []
+
+@functools.cache
+def _blas_controller() -> Any:  # noqa: ANN401 (threadpoolctl is untyped)
+    """threadpoolctl's view of the loaded BLAS libraries, built once (two threads racing to
+    build it would only build it twice)."""
+    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+
+    return ThreadpoolController()
 
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Run the block with BLAS at one thread: the kernel already runs one sgemm per core."""
-    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
-
-    with _BLAS_LOCK:
-        if not _CONTROLLER:
-            _CONTROLLER.append(ThreadpoolController())
-    with _CONTROLLER[0].limit(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         yield
 
 
@@ -379,16 +379,14 @@ def _rotate_layers(x: F32, tables: RotaryTables, *, inverse: bool) -> F32:
     return out
 
 
-def warm_up() -> float:
-    """Compile (or load from numba's cache) the kernel's one signature; returns the seconds.
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel's one signature.
 
-    Call once at process start so that no request pays compile time.
+    Call once at process start so that no request pays compile time (callers time it).
     """
-    started = time.perf_counter()
     maps = HeadMaps(
         inputs=np.zeros((1, 1, 1, 2), dtype=np.int64),
         weight=np.eye(2, dtype=np.float32)[None, None],
         bias=np.zeros((1, 1, 2), dtype=np.float32),
     )
     align_heads(np.zeros((1, 1, 1, 2), dtype=np.float16), maps)
-    return time.perf_counter() - started
