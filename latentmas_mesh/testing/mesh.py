@@ -21,6 +21,11 @@ from latentmas_mesh.errors import ServiceUnavailable
 from latentmas_mesh.transport import Transport, TransportSettings
 
 CLI = (sys.executable, "-c", "from latentmas_mesh.cli import main; main()")
+"""The `latentmas` command, run by this interpreter (tests of the CLI itself use it)."""
+PROCESS_MODULES = {"broker": "broker", "worker": "workers"}
+"""The mesh's processes start as `python -m broker|workers` directly: one interpreter start
+each (the CLI would exec the same module after importing itself), which matters when many
+workers start at once on a loaded machine."""
 """The `latentmas` command of this interpreter (works in a venv without the script on PATH)."""
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -191,7 +196,7 @@ class LocalMesh:
             **self.env,
         }
         popen = subprocess.Popen(
-            [*CLI, *args],
+            [sys.executable, "-m", PROCESS_MODULES[args[0]], *args[1:]],
             stdout=subprocess.PIPE if role == "broker" else subprocess.DEVNULL,
             stderr=log,
             env=env,
@@ -226,4 +231,4 @@ def _read_line(process: MeshProcess, timeout_s: float) -> str:
     raise ServiceUnavailable(f"the broker did not announce its endpoints:\n{tail}")
 
 
-__all__ = ["CLI", "LocalMesh", "MeshProcess"]
+__all__ = ["CLI", "PROCESS_MODULES", "LocalMesh", "MeshProcess"]
