@@ -32,7 +32,7 @@ class HubFile:
         self.path = path
         self._refresh_s = refresh_s
         self._clock = clock
-        self._cached: tuple[float, tuple[int, int], UnifiedSpace] | None = None
+        self._cached: tuple[float, tuple[int, int] | None, UnifiedSpace | None] | None = None
         self.reads = 0
         """How many times the file itself was read (tests read it)."""
 
@@ -54,10 +54,12 @@ class HubFile:
         with self._locked(fcntl.LOCK_SH):
             try:
                 stat = self.path.stat()
-            except FileNotFoundError:
-                return None
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            if self._cached is not None and self._cached[1] == stamp:
+            except FileNotFoundError:  # no space yet: remembered too, so a miss is no disk work
+                stat = None
+            stamp = None if stat is None else (stat.st_mtime_ns, stat.st_size)
+            if stamp is None:
+                space = None
+            elif self._cached is not None and self._cached[1] == stamp:
                 space = self._cached[2]
             else:
                 space = load_space(self.path)

@@ -123,3 +123,17 @@ def test_hub_file_is_read_once_while_unchanged(tmp_path, rng):
     np.testing.assert_array_equal(
         space.w_matrix("a", "b").affine()[0], hub.read().w_matrix("a", "b").affine()[0]
     )
+
+
+def test_hub_file_remembers_that_there_is_no_space(tmp_path, rng):
+    """With no hub yet, composing asks the disk once per refresh interval, not per request."""
+    clock = Clock()
+    reader = HubFile(tmp_path / "hub.safetensors", clock=clock)
+    assert reader.read() is None
+    anchors = {"a": rng.standard_normal((200, 12)), "b": rng.standard_normal((200, 10))}
+    HubFile(tmp_path / "hub.safetensors").update(
+        lambda _: UnifiedSpace(6, method="hybrid").fit(anchors)
+    )
+    assert reader.read() is None  # still fresh: remembered, not looked up
+    clock.now += REFRESH_S_DEFAULT
+    assert reader.read() is not None
