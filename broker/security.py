@@ -28,6 +28,32 @@ def load_public_keys(directory: Path | None) -> frozenset[str]:
     return frozenset(keys)
 
 
+def load_worker_keys(directory: Path | None) -> dict[str, frozenset[bytes]]:
+    """Each worker key's services, from `DIR/<service>/<name>.key` (none when `directory` is None).
+
+    A key may register only for the services whose subdirectory holds it, so a key made for an
+    align worker cannot serve `latentmas.ledger`. A `*.key` directly under `directory` belongs
+    to no service: it is refused here, at start-up, rather than silently admitted (fail closed).
+    """
+    if directory is None:
+        return {}
+    if not directory.is_dir():
+        raise Unauthorized(f"CURVE worker key directory {directory} does not exist")
+    loose = sorted(path.name for path in directory.glob("*.key"))
+    if loose:
+        raise Unauthorized(
+            f"worker keys must sit in a subdirectory named for their service "
+            f"({directory}/<service>/<name>.key); found {', '.join(loose)} directly under "
+            f"{directory}"
+        )
+    services: dict[str, set[bytes]] = {}
+    for service_dir in sorted(path for path in directory.iterdir() if path.is_dir()):
+        service = service_dir.name.encode("ascii", errors="replace")
+        for key in load_public_keys(service_dir):
+            services.setdefault(key, set()).add(service)
+    return {key: frozenset(names) for key, names in services.items()}
+
+
 class AllowedKeys:
     """ZAP credentials provider: a peer is admitted when its public key is in the set."""
 
@@ -72,4 +98,4 @@ def user_id(frame: zmq.Frame) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-__all__ = ["AllowedKeys", "load_public_keys", "serve_curve", "user_id"]
+__all__ = ["AllowedKeys", "load_public_keys", "load_worker_keys", "serve_curve", "user_id"]

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 import zmq
-from prometheus_client import start_http_server
 from zmq.auth.thread import ThreadAuthenticator
 
 from broker import security
+from broker.http import start_http
 from broker.metrics import BrokerMetrics
 from broker.replies import Replies
 from broker.state import BrokerState, ErrorReply, Send
@@ -31,6 +31,9 @@ POLL_MS_MAX = 100
 GAUGE_EVERY_US = 500_000
 LINGER_MS = 1_000
 """On close, how long queued DISCONNECTs and replies may still be delivered."""
+LOOP_SILENT_US_MAX = 5_000_000
+"""/healthz answers 503 when the loop (which wakes at least every POLL_MS_MAX) has not run an
+iteration for this long: the broker is stuck, and a liveness probe should restart it."""
 
 
 def now_us() -> int:
@@ -66,17 +69,18 @@ class Broker:
             log_requests=self.settings.log_level == "debug",
         )
         limits = self.settings.limits()
-        self._worker_keys: frozenset[str] = frozenset()
+        self._worker_keys: dict[str, frozenset[bytes]] = {}
         self._curve = self.settings.curve_secret_key_file is not None
         if self._curve:
-            self._worker_keys = security.load_public_keys(self.settings.curve_worker_keys_dir)
-            limits = dataclasses.replace(limits, worker_identities=self._worker_keys)
+            self._worker_keys = security.load_worker_keys(self.settings.curve_worker_keys_dir)
+            limits = dataclasses.replace(limits, worker_services=self._worker_keys)
         self.state = BrokerState(
             limits, error_reply=error_reply or replies.error_reply, observer=self.metrics
         )
         self._socket: zmq.Socket[bytes] | None = None
         self._authenticator: ThreadAuthenticator | None = None
         self._http: WSGIServer | None = None
+        self._last_loop_us = now_us()  # set by every loop iteration; read by /healthz
         self._stop = threading.Event()
         self.endpoints: list[str] = []
         self.metrics_port: int | None = None
@@ -96,7 +100,7 @@ class Broker:
         socket.setsockopt(zmq.RCVHWM, self.settings.socket_hwm_max)
         socket.setsockopt(zmq.LINGER, LINGER_MS)
         if self.settings.curve_secret_key_file is not None:
-            allowed = self._worker_keys | security.load_public_keys(
+            allowed = frozenset(self._worker_keys) | security.load_public_keys(
                 self.settings.curve_client_keys_dir
             )
             self._authenticator = security.serve_curve(
@@ -108,12 +112,12 @@ class Broker:
             last = socket.getsockopt(zmq.LAST_ENDPOINT)
             self.endpoints.append(last.decode() if isinstance(last, bytes) else str(last))
         if self.settings.metrics_port is not None:
-            self._http, _ = start_http_server(
+            self._http, self.metrics_port = start_http(
+                self.settings.metrics_host,
                 self.settings.metrics_port,
-                addr=self.settings.metrics_host,
-                registry=self.metrics.registry,
+                self.metrics.registry,
+                healthy=lambda: now_us() - self._last_loop_us < LOOP_SILENT_US_MAX,
             )
-            self.metrics_port = int(self._http.server_port)
         self._log.info(
             "listening", endpoints=self.endpoints, metrics_port=self.metrics_port, curve=self._curve
         )
@@ -162,6 +166,7 @@ class Broker:
         now = now_us()
         try:
             while True:
+                self._last_loop_us = now
                 if self._stop.is_set():
                     if drain_deadline_us is None:
                         self._send(self.state.drain(now), now)

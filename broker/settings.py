@@ -59,7 +59,11 @@ class BrokerSettings(MeshSettings):
         default=None, description="Public `.key` files of clients allowed to connect."
     )
     curve_worker_keys_dir: Path | None = Field(
-        default=None, description="Public `.key` files of workers allowed to connect and register."
+        default=None,
+        description=(
+            "Workers' public keys as `DIR/<service>/<name>.key`: a key registers only for the "
+            "services whose subdirectory holds it; a key directly under DIR is refused at start."
+        ),
     )
 
     def limits(self) -> Limits:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -102,8 +102,9 @@ class Limits:
     rogue peers cannot grow the table without bound."""
     workers_max: int = 4096
     """Registered workers at once; a READY from one more peer is refused with DISCONNECT."""
-    worker_identities: frozenset[str] | None = None
-    """ZAP User-Ids allowed to register as workers; None lets any peer the socket admits."""
+    worker_services: Mapping[str, frozenset[bytes]] | None = None
+    """The services each ZAP User-Id (a worker's CURVE key) may register for; a READY for any
+    other service is answered DISCONNECT. None lets any peer the socket admits serve anything."""
 
 
 @dataclass(slots=True)
@@ -362,10 +363,11 @@ class BrokerState:
     def _on_ready(
         self, peer: bytes, event: mdp.WorkerReady, now_us: int, identity: str | None
     ) -> list[Send]:
-        allowed = self.limits.worker_identities
-        if allowed is not None and identity not in allowed:
-            self._observer.rejected("unauthorized_worker", peer)
-            return []
+        allowed = self.limits.worker_services
+        if allowed is not None and event.service not in allowed.get(identity or "", ()):
+            # A key made for one service cannot serve another (a ledger impostor would be handed
+            # clients' settlements); RFC 18 lets the broker disconnect a worker at any time.
+            return self._refuse(peer, "unauthorized_service", event.delimited)
         known = self._workers.get(peer)
         if known is not None or event.service.startswith(mdp.MMI_PREFIX):
             # RFC 18: "The worker MUST NOT send a further READY"; the broker "MUST respond to any

@@ -41,7 +41,13 @@ SERVICE_NAME_BYTES_MAX = 255
 CLIENT_ADDRESS_BYTES_MAX = 1024
 """Room for a 255-byte routing id plus an authenticated identity (a 40-character Z85 key)."""
 BODY_FRAMES_MAX = 4096
-"""More body frames than this is not a message of ours; it is someone probing the parser."""
+"""More body frames than this is not a message of ours; it is someone probing the parser.
+
+The bound is on the *body*, checked in every direction after the envelope is read, so whatever
+envelope the broker puts around a body it accepted, the worker (and the client, for a reply)
+accepts the same body (tests/broker/test_mdp.py checks the counts around the limit)."""
+ENVELOPE_FRAMES_MAX = 5
+"""The longest envelope before a body: delimiter, header, command, client address, ''."""
 _PRINTABLE = bytes(range(0x21, 0x7F))
 MMI_PREFIX = b"mmi."
 MMI_SERVICE = b"mmi.service"
@@ -99,6 +105,26 @@ class MalformedFrame(ValueError):
     def to_error(self) -> ProtocolError:
         """The typed protocol error with the same code and message."""
         return ERROR_CLASSES[self.code](self.message, details={"reason": self.reason})
+
+
+class RefusedBody(MalformedFrame):
+    """A REQUEST or FINAL whose envelope is valid but whose body is refused (too many frames).
+
+    Unlike other malformed messages it can be answered: `event` is the message with its body cut
+    to the first frame (where the request id is), so the broker or the worker can send the one
+    typed error the request is owed instead of dropping it.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        event: ClientRequest[object] | WorkerFinal[object] | BrokerRequest[object],
+        *,
+        code: ErrorCode = ErrorCode.PAYLOAD_TOO_LARGE,
+    ) -> None:
+        super().__init__(reason, message, code=code)
+        self.event = event
 
 
 # ---------------------------------------------------------------------------------------- events
@@ -233,7 +259,7 @@ def _strip_delimiter(frames: Sequence[F]) -> tuple[Sequence[F], bool]:
     """Drop one leading empty frame (majortomo's, MDP/0.1's framing); say whether it was there."""
     if not frames:
         raise MalformedFrame("empty", "a message with no frames")
-    if len(frames) > BODY_FRAMES_MAX + 8:
+    if len(frames) > BODY_FRAMES_MAX + ENVELOPE_FRAMES_MAX:
         raise MalformedFrame(
             "too_many_frames",
             f"{len(frames)} frames exceed {BODY_FRAMES_MAX} body frames",
@@ -273,9 +299,35 @@ def _addressed_body(frames: Sequence[F], what: str) -> tuple[bytes, tuple[F, ...
     return address, tuple(frames[2:])
 
 
+def _too_many(body: Sequence[object]) -> str | None:
+    """Why a body is refused for its frame count, or None when it is within BODY_FRAMES_MAX."""
+    if len(body) <= BODY_FRAMES_MAX:
+        return None
+    return f"a body of {len(body)} frames exceeds {BODY_FRAMES_MAX}"
+
+
+def _checked_request(request: ClientRequest[F]) -> ClientRequest[F]:
+    problem = _too_many(request.body)
+    if problem is not None:
+        cut = ClientRequest(request.service, request.body[:1], request.dialect, request.delimited)
+        raise RefusedBody("too_many_frames", problem, cut)
+    return request
+
+
+def _checked_final(final: WorkerFinal[F]) -> WorkerFinal[F]:
+    problem = _too_many(final.body)
+    if problem is not None:
+        cut = WorkerFinal(final.client_address, final.body[:1], final.delimited)
+        raise RefusedBody("too_many_frames", f"a worker's reply: {problem}", cut)
+    return final
+
+
 _CLIENT_REQUEST = bytes([ClientCommand.REQUEST])
 _WORKER_FINAL = bytes([WorkerCommand.FINAL])
-_HOT_FRAMES_MAX = BODY_FRAMES_MAX + 4
+_HOT_3_MAX = 3 + BODY_FRAMES_MAX
+"""The hot paths take only bodies within the limit: after a 3-frame envelope (REQUEST, reply)..."""
+_HOT_4_MAX = 4 + BODY_FRAMES_MAX
+"""...or a 4-frame one (FINAL, a worker's REQUEST); anything longer takes the general path."""
 
 
 def parse(frames: Sequence[F]) -> BrokerEvent[F]:
@@ -287,9 +339,9 @@ def parse(frames: Sequence[F]) -> BrokerEvent[F]:
     # recognised first, with the same checks as the general path below but without its
     # dispatch; anything else, including any doubt, takes the general path.
     count = len(frames)
-    if 4 <= count <= _HOT_FRAMES_MAX and type(frames[1]) is bytes:
+    if 4 <= count <= _HOT_4_MAX and type(frames[1]) is bytes:
         header, command = frames[0], frames[1]
-        if command == _CLIENT_REQUEST and header == CLIENT_HEADER:
+        if command == _CLIENT_REQUEST and header == CLIENT_HEADER and count <= _HOT_3_MAX:
             return ClientRequest(_service(frames[2]), tuple(frames[3:]))
         if command == _WORKER_FINAL and header == WORKER_HEADER:
             address, body = _addressed_body(frames[2:], "FINAL")
@@ -320,7 +372,8 @@ def _parse_client(frames: Sequence[F], *, delimited: bool) -> ClientRequest[F]:
     # RFC 18: "A REQUEST command consists of a multipart message of 4 or more frames".
     if len(frames) < 4:
         raise MalformedFrame("short", "a REQUEST needs a service name and at least one body frame")
-    return ClientRequest(_service(frames[2]), tuple(frames[3:]), dialect, delimited)
+    request = ClientRequest(_service(frames[2]), tuple(frames[3:]), dialect, delimited)
+    return _checked_request(request)
 
 
 def _parse_worker(frames: Sequence[F], *, delimited: bool) -> BrokerEvent[F]:
@@ -336,10 +389,13 @@ def _parse_worker(frames: Sequence[F], *, delimited: bool) -> BrokerEvent[F]:
         return WorkerDisconnect(delimited)
     if command == WorkerCommand.PARTIAL:
         address, body = _addressed_body(rest, "PARTIAL")
+        problem = _too_many(body)
+        if problem is not None:  # a PARTIAL is owed nothing: the FINAL still is
+            raise MalformedFrame("too_many_frames", problem, code=ErrorCode.PAYLOAD_TOO_LARGE)
         return WorkerPartial(address, body, delimited)
     if command == WorkerCommand.FINAL:
         address, body = _addressed_body(rest, "FINAL")
-        return WorkerFinal(address, body, delimited)
+        return _checked_final(WorkerFinal(address, body, delimited))
     raise MalformedFrame("bad_command", f"0x{command:02x} is not a worker-to-broker command")
 
 
@@ -350,7 +406,7 @@ _CLIENT_FINAL = bytes([ClientCommand.FINAL])
 def parse_for_worker(frames: Sequence[F]) -> WorkerEvent[F]:
     """What the broker sent a worker (either framing), as one event. Raises MalformedFrame only."""
     # RFC 18 REQUEST first: checked as below, without the dispatch.
-    hot = 5 <= len(frames) <= _HOT_FRAMES_MAX and type(frames[1]) is bytes
+    hot = 5 <= len(frames) <= _HOT_4_MAX and type(frames[1]) is bytes
     hot = hot and frames[1] == _WORKER_REQUEST
     if hot and frames[0] == WORKER_HEADER:
         address, body = _addressed_body(frames[2:], "REQUEST")
@@ -365,6 +421,9 @@ def _parse_for_worker_general(frames: Sequence[F]) -> WorkerEvent[F]:
     command = _command(rest[1])
     if command == WorkerCommand.REQUEST:
         address, body = _addressed_body(rest[2:], "REQUEST")
+        problem = _too_many(body)
+        if problem is not None:
+            raise RefusedBody("too_many_frames", problem, BrokerRequest(address, body[:1]))
         return BrokerRequest(address, body)
     if command == WorkerCommand.HEARTBEAT:
         return BrokerHeartbeat()
@@ -376,7 +435,7 @@ def _parse_for_worker_general(frames: Sequence[F]) -> WorkerEvent[F]:
 def parse_reply(frames: Sequence[F], dialect: Dialect = Dialect.RFC18) -> Reply[F]:
     """What the broker sent a client, in the client's dialect. Raises MalformedFrame only."""
     # RFC 18 FINAL first: checked as below, without the dispatch.
-    hot = 4 <= len(frames) <= _HOT_FRAMES_MAX and type(frames[1]) is bytes
+    hot = 4 <= len(frames) <= _HOT_3_MAX and type(frames[1]) is bytes
     hot = hot and frames[1] == _CLIENT_FINAL
     if hot and dialect is Dialect.RFC18 and frames[0] == CLIENT_HEADER:
         return Reply(True, tuple(frames[3:]), _service(frames[2]))
@@ -391,12 +450,17 @@ def _parse_reply_general(frames: Sequence[F], dialect: Dialect) -> Reply[F]:
     if dialect is Dialect.MAJORTOMO:
         if command not in (MajortomoClientCommand.PARTIAL, MajortomoClientCommand.FINAL):
             raise MalformedFrame("bad_command", f"0x{command:02x} is not a majortomo reply")
-        return Reply(command == MajortomoClientCommand.FINAL, tuple(rest[2:]))
-    if command not in (ClientCommand.PARTIAL, ClientCommand.FINAL):
-        raise MalformedFrame("bad_command", f"0x{command:02x} is not an RFC 18 reply")
-    if len(rest) < 4:
-        raise MalformedFrame("short", "an RFC 18 reply carries a service name and a body")
-    return Reply(command == ClientCommand.FINAL, tuple(rest[3:]), _service(rest[2]))
+        reply: Reply[F] = Reply(command == MajortomoClientCommand.FINAL, tuple(rest[2:]))
+    else:
+        if command not in (ClientCommand.PARTIAL, ClientCommand.FINAL):
+            raise MalformedFrame("bad_command", f"0x{command:02x} is not an RFC 18 reply")
+        if len(rest) < 4:
+            raise MalformedFrame("short", "an RFC 18 reply carries a service name and a body")
+        reply = Reply(command == ClientCommand.FINAL, tuple(rest[3:]), _service(rest[2]))
+    problem = _too_many(reply.body)
+    if problem is not None:
+        raise MalformedFrame("too_many_frames", problem, code=ErrorCode.PAYLOAD_TOO_LARGE)
+    return reply
 
 
 # -------------------------------------------------------------------------------------- building
@@ -521,6 +585,7 @@ __all__ = [
     "BODY_FRAMES_MAX",
     "CLIENT_ADDRESS_BYTES_MAX",
     "CLIENT_HEADER",
+    "ENVELOPE_FRAMES_MAX",
     "MMI_PREFIX",
     "MMI_SERVICE",
     "SERVICE_NAME_BYTES_MAX",
@@ -535,6 +600,7 @@ __all__ = [
     "Dialect",
     "MajortomoClientCommand",
     "MalformedFrame",
+    "RefusedBody",
     "Reply",
     "WorkerCommand",
     "WorkerDisconnect",

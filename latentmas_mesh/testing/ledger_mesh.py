@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentmas_mesh.testing.mesh import LocalMesh
 from latentmas_mesh.transport import Transport, TransportSettings, create_key_pair, public_key_of
+
+WORKER_SERVICES = ("latentmas.ledger", "latentmas.align", "latentmas.wmatrix")
+"""The services the net's one worker key may register for."""
 
 
 @dataclass
@@ -33,7 +37,12 @@ class LedgerNet:
     def __post_init__(self) -> None:
         keys = self.root / "keys"
         create_key_pair(keys / "broker", "broker")
-        create_key_pair(keys / "workers", "ledger")
+        # Every worker of this net runs under one key (DIR/<service>/<name>.key, the broker's
+        # layout): the ledger's, also listed for the services a test may start beside it.
+        public, _ = create_key_pair(keys / "secrets", "worker")
+        for service in WORKER_SERVICES:
+            (keys / "workers" / service).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(public, keys / "workers" / service / "worker.key")
         for name in {*self.clients, *self.operators, *self.services}:
             create_key_pair(keys / "clients", name)
         self.ledger_url = self.ledger_url or f"sqlite:///{self.root.resolve() / 'ledger.db'}"
@@ -45,7 +54,7 @@ class LedgerNet:
     def start(self) -> LocalMesh:
         keys = self.root / "keys"
         env = {
-            "LATENTMAS_CURVE_SECRET_KEY_FILE": str(keys / "workers" / "ledger.key_secret"),
+            "LATENTMAS_CURVE_SECRET_KEY_FILE": str(keys / "secrets" / "worker.key_secret"),
             "LATENTMAS_CURVE_SERVER_KEY_FILE": str(keys / "broker" / "broker.key"),
             "LATENTMAS_LEDGER_URL": self.ledger_url,
             "LATENTMAS_LEDGER_QUOTE_KEY_FILE": str(self.root / "quote.key"),

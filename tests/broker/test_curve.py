@@ -19,12 +19,12 @@ def whoami(body, context):
 
 @pytest.fixture
 def keys(tmp_path):
-    """Key pairs for the broker, an allowed client, an allowed worker and a stranger."""
+    """Key pairs for the broker, an allowed client, a worker allowed SERVICE and a stranger."""
     made = {}
     for name, folder in [
         ("broker", "broker"),
         ("client", "clients"),
-        ("worker", "workers"),
+        ("worker", f"workers/{SERVICE}"),
         ("stranger", "strangers"),
     ]:
         made[name] = create_key_pair(tmp_path / folder, name)
@@ -97,4 +97,5 @@ class TestCurve:
             available = transport.service_available(SERVICE)
 
         assert available is False
-        assert secure_mesh.broker.metrics.rejected_frames.labels("unauthorized_worker")._value.get()
+        rejected = secure_mesh.broker.metrics.rejected_frames.labels("unauthorized_service")
+        assert rejected._value.get()

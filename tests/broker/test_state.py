@@ -263,14 +263,27 @@ class TestLiveness:
         assert [b"W1"] == [s.peer for s in sends]
         assert 1 == recorder.requeues
 
-    def test_unauthorized_worker_is_ignored(self):
-        """With worker identities configured, a READY from another identity is dropped."""
-        state, recorder = make_state(worker_identities=frozenset({"good"}))
+    @pytest.mark.parametrize(
+        ("identity", "service"),
+        [("bad", b"svc"), (None, b"svc"), ("good", b"latentmas.ledger")],
+    )
+    def test_worker_key_serves_only_its_own_services(self, identity, service):
+        """With keys bound to services, a READY from an unknown key, or from a known key for a
+        service its directory does not name, gets DISCONNECT, is counted and never registers."""
+        state, recorder = make_state(worker_services={"good": frozenset({b"svc"})})
 
-        sends = state.apply(b"W1", mdp.WorkerReady(b"svc"), 0, identity="bad")
+        sends = state.apply(b"W1", mdp.WorkerReady(service), 0, identity=identity)
 
-        assert ([], ["unauthorized_worker"]) == (sends, recorder.rejects)
+        assert [b"W1"] == [s.peer for s in sends]
+        assert ["unauthorized_service"] == recorder.rejects
         assert not state.is_worker(b"W1")
+
+    def test_worker_key_registers_for_its_own_service(self):
+        """The same key registers for the service its directory names."""
+        state, _ = make_state(worker_services={"good": frozenset({b"svc"})})
+
+        assert [] == state.apply(b"W1", mdp.WorkerReady(b"svc"), 0, identity="good")
+        assert state.is_worker(b"W1")
 
 
 class TestMmi:

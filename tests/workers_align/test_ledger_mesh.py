@@ -32,7 +32,7 @@ def net(tmp_path_factory):
     worker key, which the ledger lists as a trusted service; exchanges cost PRICE units."""
     root = tmp_path_factory.mktemp("paid-align")
     ledger_net = LedgerNet(root, clients=("alice", "creator", "validator"))
-    worker_identity = public_key_of(root / "keys" / "workers" / "ledger.key")
+    worker_identity = public_key_of(root / "keys" / "secrets" / "worker.key")
     ledger_net.extra_env = {
         "LATENTMAS_LEDGER_SERVICES": json.dumps([worker_identity]),
         "LATENTMAS_CACHE_DIR": str(root / "cache"),
