@@ -211,6 +211,10 @@ class Broker:
         peer: bytes = frames[0]
         try:
             event = mdp.parse(frames[1:])
+        except mdp.RefusedBody as refused:  # owed an answer: the request gets a typed error
+            self.metrics.rejected_frame(refused.reason, peer, refused.message)
+            self._send(self.state.refuse(peer, refused, now, identity), now)
+            return
         except mdp.MalformedFrame as error:
             self.metrics.rejected_frame(error.reason, peer, error.message)
             return

@@ -30,6 +30,11 @@ class BrokerSettings(MeshSettings):
     request_queue_ms_max: int = Field(
         default=30_000, gt=0, description="How long a request may wait for a worker."
     )
+    request_in_flight_ms_max: int = Field(
+        default=300_000,
+        gt=0,
+        description="How long one worker may hold a request before it is answered TIMEOUT.",
+    )
     requeue_max: int = Field(default=2, ge=0, description="Re-dispatches when a worker dies.")
     services_max: int = Field(
         default=1024, gt=0, description="Distinct service names held at once; more are refused."
@@ -74,6 +79,7 @@ class BrokerSettings(MeshSettings):
             service_queue_depth_max=self.service_queue_depth_max,
             request_queue_us_max=self.request_queue_ms_max * 1000,
             requeue_max=self.requeue_max,
+            request_in_flight_us_max=self.request_in_flight_ms_max * 1000,
             services_max=self.services_max,
             workers_max=self.workers_max,
         )

@@ -22,6 +22,12 @@ from latentmas_mesh.errors import ErrorCode
 #   worker FINAL .......................... forwarded to the client
 #   queue full / draining / unknown mmi ... answered here at once (never enqueued)
 #   queued past request_queue_us_max ...... SERVICE_UNAVAILABLE
+#   held by a worker past
+#     request_in_flight_us_max ............ TIMEOUT, and the worker is told DISCONNECT (no requeue:
+#                                           a request that held one worker that long would hold
+#                                           the next, and its client may retry with the same id)
+#   a body over BODY_FRAMES_MAX (`refuse`) . PAYLOAD_TOO_LARGE (a request: at once; a worker's
+#                                           reply: in its place, and the worker is free again)
 #   its worker dies, attempts left ........ back to the front of the queue (requeued)
 #   its worker dies, no attempts left ..... INTERNAL
 #   broker shuts down ..................... SERVICE_UNAVAILABLE
@@ -102,6 +108,11 @@ class Limits:
     rogue peers cannot grow the table without bound."""
     workers_max: int = 4096
     """Registered workers at once; a READY from one more peer is refused with DISCONNECT."""
+    request_in_flight_us_max: int = 300_000_000
+    """How long one worker may hold a request. Heartbeats prove the worker's process is alive,
+    not that its handler will ever answer: past this the client gets TIMEOUT and the worker is
+    recycled, so a request that hangs a handler cannot take the worker (and its service) away
+    for good."""
     worker_services: Mapping[str, frozenset[bytes]] | None = None
     """The services each ZAP User-Id (a worker's CURVE key) may register for; a READY for any
     other service is answered DISCONNECT. None lets any peer the socket admits serve anything."""
@@ -132,6 +143,8 @@ class WorkerRecord:
     heartbeat_due_us: int
     current: Pending | None = None
     address: bytes = b""
+    deadline_us: int = 0
+    """When `current` is overdue (set at hand-over; meaningless while idle)."""
 
 
 @dataclass(slots=True)
@@ -200,13 +213,19 @@ class BrokerState:
         return handler(peer, event, now_us, identity)
 
     def tick(self, now_us: int) -> list[Send]:
-        """Heartbeat workers that are due, drop dead ones (requeueing), expire queued requests."""
+        """Heartbeat workers that are due, drop dead ones (requeueing), time out overdue requests,
+        expire queued ones."""
         out: list[Send] = []
         expired = [w for w in self._workers.values() if w.expires_us <= now_us]
         for worker in expired:
             self._observer.worker_changed("expired", worker.service, worker.peer)
             out.append(Send(worker.peer, list(mdp.disconnect(delimited=worker.delimited))))
             out.extend(self._remove_worker(worker, now_us))
+        overdue = [
+            w for w in self._workers.values() if w.current is not None and w.deadline_us <= now_us
+        ]
+        for worker in overdue:
+            out.extend(self._time_out(worker, now_us))
         for worker in self._workers.values():
             if worker.heartbeat_due_us <= now_us:
                 out.append(Send(worker.peer, list(mdp.heartbeat(delimited=worker.delimited))))
@@ -218,6 +237,34 @@ class BrokerState:
             if not service.queue and not service.worker_count:
                 del self._services[service.name]
         return out
+
+    def refuse(
+        self,
+        peer: bytes,
+        refused: mdp.RefusedBody,
+        now_us: int,
+        identity: str | None = None,
+    ) -> list[Send]:
+        """A REQUEST or FINAL whose body the framing refused: its request still gets one FINAL.
+
+        `refused.event` holds the message with its body cut to the first frame, enough for the
+        error reply's request id. A client's request is answered with the refusal's code at
+        once; a worker's reply is replaced by that error, and the worker is free again.
+        """
+        event = refused.event
+        if isinstance(event, mdp.ClientRequest):
+            pending = Pending(
+                peer, event.service, event.body, event.dialect, event.delimited, identity, now_us
+            )
+            return [self._fail(pending, refused.code, now_us, refused.message)]
+        if not isinstance(event, mdp.WorkerFinal):
+            raise TypeError(f"a broker never receives {type(event).__name__}")
+        worker = self._replying_worker(peer, event.client_address, event.delimited, now_us)
+        if isinstance(worker, list):
+            return worker
+        assert worker.current is not None  # _replying_worker checked it
+        body = self._error_reply(refused.code, refused.message, worker.current.body)
+        return self._finish(worker, body, refused.code.value, now_us)
 
     def forget_worker(self, peer: bytes, now_us: int) -> list[Send]:
         """The socket says `peer` is unreachable: drop it as if it had disconnected."""
@@ -290,6 +337,7 @@ class BrokerState:
     def next_deadline_us(self) -> int | None:
         """The earliest time `tick` has work to do; None with no workers and no requests."""
         times = [min(w.expires_us, w.heartbeat_due_us) for w in self._workers.values()]
+        times.extend(w.deadline_us for w in self._workers.values() if w.current is not None)
         times.extend(
             s.queue[0].accepted_us + self.limits.request_queue_us_max
             for s in self._services.values()
@@ -397,16 +445,22 @@ class BrokerState:
         worker = self._replying_worker(peer, event.client_address, event.delimited, now_us)
         if isinstance(worker, list):
             return worker
+        return self._finish(worker, event.body, OUTCOME_OK, now_us)
+
+    def _finish(
+        self, worker: WorkerRecord, body: Sequence[object], outcome: str, now_us: int
+    ) -> list[Send]:
+        """`body` is the FINAL of the request `worker` holds: send it, free the worker."""
         pending = worker.current
         assert pending is not None  # _replying_worker checked it
         worker.expires_us = now_us + self._expiry_us
         worker.current = None
         service = self._services[worker.service]
-        service.idle[peer] = worker
+        service.idle[worker.peer] = worker
         self._observer.request_done(
-            pending.service, OUTCOME_OK, now_us - pending.accepted_us, pending.body
+            pending.service, outcome, now_us - pending.accepted_us, pending.body
         )
-        reply = self._to_client(pending, event.body)
+        reply = self._to_client(pending, body)
         if service.queue:
             return [reply, *self._dispatch(service, now_us)]
         return [reply]
@@ -484,6 +538,7 @@ class BrokerState:
         worker.current = pending
         worker.address = mdp.pack_client_address(pending.client, pending.identity)
         worker.heartbeat_due_us = now_us + self._heartbeat_us
+        worker.deadline_us = now_us + self.limits.request_in_flight_us_max
         frames = mdp.broker_request(worker.address, pending.body, delimited=worker.delimited)
         return Send(worker.peer, frames)
 
@@ -510,6 +565,24 @@ class BrokerState:
         self._observer.requeued(pending.service, pending.body)
         service.queue.appendleft(pending)
         return self._dispatch(service, now_us)
+
+    def _time_out(self, worker: WorkerRecord, now_us: int) -> list[Send]:
+        """Answer the request `worker` held too long with TIMEOUT; recycle the worker."""
+        pending, worker.current = worker.current, None
+        assert pending is not None  # tick picks only busy workers
+        self._observer.worker_changed("overdue", worker.service, worker.peer)
+        limit_ms = self.limits.request_in_flight_us_max // 1000
+        return [
+            self._fail(
+                pending,
+                ErrorCode.TIMEOUT,
+                now_us,
+                f"a worker of {worker.service.decode(errors='replace')} held the request for "
+                f"{limit_ms} ms without answering",
+            ),
+            Send(worker.peer, list(mdp.disconnect(delimited=worker.delimited))),
+            *self._remove_worker(worker, now_us),
+        ]
 
     def _unexpected(
         self, peer: bytes, worker: WorkerRecord | None, delimited: bool, now_us: int

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeAlias, assert_never
+from typing import Any, TypeAlias, assert_never, cast
 
 import zmq
 from pydantic import BaseModel
@@ -257,6 +257,10 @@ class RawWorker:
     ) -> None:
         try:
             event = mdp.parse_for_worker(frames)
+        except mdp.RefusedBody as refused:  # a request we cannot take is answered, not dropped
+            self._state.broker_message(now)
+            self._refuse(refused, now)
+            return
         except mdp.MalformedFrame as error:
             self._log.warning("worker_dropped_frame", reason=error.reason)
             return
@@ -286,6 +290,23 @@ class RawWorker:
         else:
             self._reply(event.client_address, self.call(body, context), now)
             self._state.request_done(now)
+
+    def _refuse(self, refused: mdp.RefusedBody, now: int) -> None:
+        """Answer a REQUEST whose body the framing refused with its typed error (no handler).
+
+        Silence would leave the broker holding the request against this worker until its
+        deadline; the error goes back at once, with the request id from the first body frame.
+        """
+        event = refused.event
+        assert isinstance(event, mdp.BrokerRequest)  # parse_for_worker refuses only REQUESTs
+        refusal = self._state.accept_request()
+        if refusal is not None:
+            self._log.warning("worker_dropped_request", reason=refusal.value)
+            return
+        request_id = codec.request_id_of(cast(list[Frame], list(event.body)))  # what we received
+        self._log.info("request_refused", request_id=request_id, reason=refused.reason)
+        self._reply(event.client_address, error_frames(refused.to_error(), request_id), now)
+        self._state.request_done(now)
 
     def _handler_loop(self, jobs: queue.SimpleQueue[_Job | None], address: str) -> None:
         pipe = self._context.socket(zmq.PAIR)

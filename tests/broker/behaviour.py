@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from latentmas_mesh.errors import (
     InsufficientFunds,
     InternalError,
     InvalidRequest,
+    PayloadTooLarge,
     ServiceUnavailable,
     Timeout,
 )
@@ -217,6 +219,45 @@ class BrokerBehaviour:
         assert metric_total(mesh.broker.metrics.requeues) >= 1
         silent.close()
 
+    def test_request_a_handler_never_answers_gets_timeout_and_frees_the_service(self, mesh):
+        """A worker that heartbeats but whose handler hangs: past the in-flight deadline the
+        client is answered TIMEOUT by the broker and the worker is recycled; the service goes on
+        (before: the request and the worker were held for ever)."""
+        mesh.restart_broker(request_in_flight_ms_max=400)
+        release = threading.Event()
+
+        def hang(body, context):
+            release.wait(10)
+            return body
+
+        mesh.raw("tests.hang", hang)
+        mesh.raw("tests.hang", lambda body, context: body)
+        try:
+            with mesh.transport() as transport:
+                started = time.monotonic()
+                first = transport.request("tests.hang", [b"hangs"], timeout_ms=5_000)
+                elapsed_s = time.monotonic() - started
+                second = transport.request("tests.hang", [b"served"], timeout_ms=5_000)
+        finally:
+            release.set()
+
+        # LRU: the worker registered first (the hanging one) gets the first request.
+        assert isinstance(codec.decode(first).message.to_exception(), Timeout)
+        assert elapsed_s < 3
+        assert [b"served"] == [frame.bytes for frame in second]
+
+    def test_over_long_request_is_answered_and_holds_no_worker(self, mesh):
+        """The probe: 4,101 body frames (12 KB) once held a worker for ever. Now the broker
+        answers PAYLOAD_TOO_LARGE at once and the one worker serves the next request."""
+        mesh.echo()
+
+        with mesh.transport() as transport:
+            refused = transport.request(ECHO, [b"x"] * (mdp.BODY_FRAMES_MAX + 5), timeout_ms=3_000)
+            reply = transport.request(ECHO, [b"next"], timeout_ms=3_000)
+
+        assert isinstance(codec.decode(refused).message.to_exception(), PayloadTooLarge)
+        assert [b"next"] == [frame.bytes for frame in reply]
+
     def test_worker_reregisters_after_broker_disconnect(self, mesh):
         """A worker told DISCONNECT reconnects on a new socket and serves again."""
         worker = mesh.echo()
@@ -297,6 +338,36 @@ class BrokerBehaviour:
 
         assert [b"MDPW02", b"\x01", ECHO.encode()] == ready
         assert [worker_id, b"MDPW02", b"\x04", b"client-1", b"", b"real"] == reply
+        router.close()
+
+    def test_worker_answers_a_request_it_cannot_take_instead_of_dropping_it(self, mesh):
+        """A broker that is not ours hands over too many frames: the worker replies
+        PAYLOAD_TOO_LARGE for that client at once, and serves the next request."""
+        router = mesh.context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind("tcp://127.0.0.1:*")
+        fake_broker = router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        mesh.raw(ECHO, lambda body, context: body, connect=fake_broker, handler_thread=False)
+        worker_id, *_ = recv(router)
+        over_long = codec.encode(Note(text="x", values=np.zeros(1)), request_id="req-1")
+        over_long += [b"x"] * mdp.BODY_FRAMES_MAX
+
+        replies = []
+        for body in (over_long, [b"real"]):
+            router.send_multipart([worker_id, *mdp.broker_request(b"client-1", body)])
+            reply = recv(router)
+            while reply[2] == b"\x05":  # skip heartbeats
+                reply = recv(router)
+            replies.append(reply)
+
+        refused, served = replies
+        decoded = codec.decode(refused[5:])
+        assert [b"MDPW02", b"\x04", b"client-1"] == refused[1:4]
+        assert ("req-1", PayloadTooLarge) == (
+            decoded.request_id,
+            type(decoded.message.to_exception()),
+        )
+        assert [worker_id, b"MDPW02", b"\x04", b"client-1", b"", b"real"] == served
         router.close()
 
 

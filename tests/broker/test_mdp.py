@@ -251,3 +251,86 @@ class TestFuzz:
         address = mdp.unpack_client_address(frame)
 
         assert isinstance(address.routing_id, bytes)
+
+
+LIMIT = mdp.BODY_FRAMES_MAX
+AROUND_THE_LIMIT = [1, LIMIT - 1, LIMIT, LIMIT + 1, LIMIT + 2]
+LONGEST_ADDRESS = mdp.pack_client_address(b"\xff" * 255, "K" * 40)
+
+
+def client_frames(body, dialect, delimited):
+    frames = mdp.client_request(b"svc", body, dialect=dialect)
+    return [b"", *frames] if delimited and dialect is mdp.Dialect.RFC18 else frames
+
+
+class TestLimitsLeaveRoomForTheEnvelope:
+    """Whatever the broker accepts, the next hop accepts after the envelope the broker adds;
+    whatever it refuses for its size is refused as a `RefusedBody` that can still be answered."""
+
+    @pytest.mark.parametrize("count", AROUND_THE_LIMIT)
+    @pytest.mark.parametrize(
+        ("dialect", "client_delimited"),
+        [(mdp.Dialect.RFC18, False), (mdp.Dialect.RFC18, True), (mdp.Dialect.MAJORTOMO, True)],
+    )
+    @pytest.mark.parametrize("worker_delimited", [False, True])
+    def test_a_request_the_broker_accepts_is_one_the_worker_accepts(
+        self, count, dialect, client_delimited, worker_delimited
+    ):
+        body = [b"req-id", *[b"x"] * (count - 1)]
+        frames = client_frames(body, dialect, client_delimited)
+
+        if count > LIMIT:
+            with pytest.raises(mdp.RefusedBody) as refused:
+                mdp.parse(frames)
+            assert (b"svc", (b"req-id",)) == (refused.value.event.service, refused.value.event.body)
+            assert ErrorCode.PAYLOAD_TOO_LARGE == refused.value.code
+            return
+        event = mdp.parse(frames)
+        handed = mdp.broker_request(LONGEST_ADDRESS, event.body, delimited=worker_delimited)
+        received = mdp.parse_for_worker(handed)
+
+        assert (LONGEST_ADDRESS, tuple(body)) == (received.client_address, received.body)
+
+    @pytest.mark.parametrize("count", AROUND_THE_LIMIT)
+    @pytest.mark.parametrize("dialect", list(mdp.Dialect))
+    @pytest.mark.parametrize("worker_delimited", [False, True])
+    def test_a_reply_the_broker_accepts_is_one_the_client_accepts(
+        self, count, dialect, worker_delimited
+    ):
+        body = [b"reply", *[b"y"] * (count - 1)]
+        frames = mdp.worker_reply(LONGEST_ADDRESS, body, delimited=worker_delimited)
+
+        if count > LIMIT:
+            with pytest.raises(mdp.RefusedBody) as refused:
+                mdp.parse(frames)
+            event = refused.value.event
+            assert (LONGEST_ADDRESS, (b"reply",)) == (event.client_address, event.body)
+            return
+        event = mdp.parse(frames)
+        sent = mdp.client_reply(b"svc", event.body, dialect=dialect, delimited=True)
+
+        assert tuple(body) == mdp.parse_reply(sent, dialect).body
+
+    @pytest.mark.parametrize("count", [LIMIT + 1, LIMIT + 2])
+    def test_a_worker_refuses_an_over_long_request_in_a_form_it_can_answer(self, count):
+        """A broker that is not ours may hand over more; the worker gets the id to answer with."""
+        frames = mdp.broker_request(LONGEST_ADDRESS, [b"req-id", *[b"x"] * (count - 1)])
+
+        with pytest.raises(mdp.RefusedBody) as refused:
+            mdp.parse_for_worker(frames)
+
+        assert (LONGEST_ADDRESS, (b"req-id",)) == (
+            refused.value.event.client_address,
+            refused.value.event.body,
+        )
+
+    @pytest.mark.parametrize("count", [LIMIT + 1, LIMIT + 2])
+    def test_over_long_partials_and_replies_are_plain_malformed(self, count):
+        """Nothing is owed to a PARTIAL, and a reply cannot be answered: dropped and counted."""
+        partial = mdp.worker_reply(LONGEST_ADDRESS, [b"p"] * count, final=False)
+        reply = mdp.client_reply(b"svc", [b"r"] * count)
+
+        for parse, frames in ((mdp.parse, partial), (mdp.parse_reply, reply)):
+            with pytest.raises(mdp.MalformedFrame) as error:
+                parse(frames)
+            assert not isinstance(error.value, mdp.RefusedBody)

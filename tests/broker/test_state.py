@@ -286,6 +286,106 @@ class TestLiveness:
         assert state.is_worker(b"W1")
 
 
+class TestInFlightDeadline:
+    def test_request_held_past_the_deadline_is_answered_timeout_and_the_worker_recycled(self):
+        """A worker that heartbeats but never answers: TIMEOUT for the client, DISCONNECT for
+        the worker, which leaves the table (its service is not held hostage)."""
+        state, recorder = make_state(liveness=100, request_in_flight_us_max=10 * HB)
+        ready(state, b"W1")
+        dispatched(only(request(state, b"C1", b"hang", now=0)))
+        state.apply(b"W1", mdp.WorkerHeartbeat(), 10 * HB - 1)
+        assert [] == [s for s in state.tick(10 * HB - 1) if s.peer == b"C1"]
+
+        sends = state.tick(10 * HB)
+
+        client, reply = reply_to(next(s for s in sends if s.peer == b"C1"))
+        assert (b"C1", (b"ERR", b"TIMEOUT", b"hang")) == (client, reply.body)
+        assert [[b"MDPW02", b"\x06"]] == [s.frames for s in sends if s.peer == b"W1"]
+        assert not state.is_worker(b"W1")
+        assert (0, 0) == (state.in_flight, recorder.requeues)
+        assert ("overdue", b"W1") in recorder.changes
+
+    def test_timed_out_request_is_not_requeued_and_a_late_final_is_dropped(self):
+        """The next worker never sees the request; the first one's late FINAL reaches nobody."""
+        state, _ = make_state(liveness=100, request_in_flight_us_max=10 * HB)
+        ready(state, b"W1")
+        _, address, _ = dispatched(only(request(state, b"C1", b"hang")))
+        ready(state, b"W2", now=1)
+        state.tick(10 * HB)
+
+        late = only(final(state, b"W1", address, now=10 * HB + 1))
+        second = request(state, b"C2", b"next", now=10 * HB + 2)
+
+        assert (b"W1", [b"MDPW02", b"\x06"]) == (late.peer, late.frames)
+        assert [(b"W2", (b"next",))] == [(w, body) for w, _, body in map(dispatched, second)]
+
+    def test_the_deadline_counts_from_each_hand_over(self):
+        """A worker that answers in time keeps going; its next request has a full deadline."""
+        state, _ = make_state(liveness=100, request_in_flight_us_max=10 * HB)
+        ready(state, b"W1")
+        _, address, _ = dispatched(only(request(state, b"C1", now=0)))
+        final(state, b"W1", address, now=9 * HB)
+        dispatched(only(request(state, b"C2", now=9 * HB)))
+
+        assert [] == [s for s in state.tick(18 * HB) if s.peer == b"C2"]
+        assert 1 == len([s for s in state.tick(19 * HB) if s.peer == b"C2"])
+
+    def test_next_deadline_includes_the_in_flight_deadline(self):
+        """A deadline before the next heartbeat is what wakes the loop."""
+        state, _ = make_state(liveness=100, request_in_flight_us_max=HB // 2)
+        ready(state, b"W1")
+        dispatched(only(request(state, b"C1", now=HB // 4)))
+
+        assert HB // 4 + HB // 2 == state.next_deadline_us()
+
+    def test_in_flight_limit_comes_from_the_environment(self, monkeypatch):
+        from broker.settings import BrokerSettings
+
+        monkeypatch.setenv("LATENTMAS_REQUEST_IN_FLIGHT_MS_MAX", "1234")
+
+        assert 1_234_000 == BrokerSettings().limits().request_in_flight_us_max
+
+
+def refused(event):
+    return mdp.RefusedBody("too_many_frames", "a body of 4097 frames exceeds 4096", event)
+
+
+class TestRefusedBody:
+    def test_refused_request_is_answered_payload_too_large_at_once(self):
+        """A client request whose body the framing refused gets its typed error, never silence."""
+        state, recorder = make_state()
+        ready(state, b"W1")
+        event = mdp.ClientRequest(b"svc", (b"req-1",))
+
+        client, reply = reply_to(only(state.refuse(b"C1", refused(event), 5)))
+
+        assert (b"C1", (b"ERR", b"PAYLOAD_TOO_LARGE", b"req-1")) == (client, reply.body)
+        assert [(b"svc", "PAYLOAD_TOO_LARGE", 0)] == recorder.done
+        assert 0 == state.in_flight
+
+    def test_refused_reply_is_replaced_by_an_error_and_the_worker_is_free(self):
+        """A worker's over-long FINAL: the client gets PAYLOAD_TOO_LARGE (with its request id),
+        the worker takes the next queued request."""
+        state, recorder = make_state()
+        ready(state, b"W1")
+        _, address, _ = dispatched(only(request(state, b"C1", b"req-1")))
+        request(state, b"C2", b"req-2")
+
+        sends = state.refuse(b"W1", refused(mdp.WorkerFinal(address, (b"huge",))), 7)
+
+        client, reply = reply_to(sends[0])
+        assert (b"C1", (b"ERR", b"PAYLOAD_TOO_LARGE", b"req-1")) == (client, reply.body)
+        assert [(b"W1", (b"req-2",))] == [(w, body) for w, _, body in map(dispatched, sends[1:])]
+        assert [("svc", "PAYLOAD_TOO_LARGE")] == [(s.decode(), o) for s, o, _ in recorder.done]
+
+    def test_refused_reply_from_an_unknown_worker_gets_disconnect(self):
+        state, _ = make_state()
+
+        send = only(state.refuse(b"W9", refused(mdp.WorkerFinal(b"\x00C1", (b"x",))), 0))
+
+        assert (b"W9", [b"MDPW02", b"\x06"]) == (send.peer, send.frames)
+
+
 class TestMmi:
     @pytest.mark.parametrize(
         ("service", "body", "expected"),
@@ -463,11 +563,21 @@ class TestBoundedTables:
 
 
 class TestExactlyOnce:
-    def test_every_request_gets_exactly_one_final_under_random_faults(self, rng):
-        """Random arrivals, replies, deaths and silences: each request is answered exactly once."""
-        state, recorder = make_state(liveness=3, requeue_max=3, service_queue_depth_max=20)
+    def test_every_request_gets_exactly_one_final_in_bounded_time_under_random_faults(self, rng):
+        """Random arrivals, replies, deaths, silences, hung handlers and refused replies: each
+        request is answered at most once (safety) and, once arrivals stop, every one is
+        answered within the bound the limits imply without a shutdown (liveness)."""
+        queue_us, in_flight_us, liveness, requeues = 50 * HB, 20 * HB, 3, 3
+        state, recorder = make_state(
+            liveness=liveness,
+            requeue_max=requeues,
+            service_queue_depth_max=20,
+            request_queue_us_max=queue_us,
+            request_in_flight_us_max=in_flight_us,
+        )
         finals: Counter[bytes] = Counter()
-        busy: dict[bytes, bytes] = {}  # worker -> address it holds
+        busy: dict[bytes, bytes] = {}  # worker -> address it holds (and will answer)
+        hung: set[bytes] = set()  # heartbeating workers whose handler never returns
         alive: set[bytes] = set()
         sent = 0
         next_worker = 0
@@ -485,11 +595,32 @@ class TestExactlyOnce:
                     busy[send.peer] = event.client_address
                 elif send.frames[1] == b"\x06":
                     alive.discard(send.peer)
+                    hung.discard(send.peer)
                     busy.pop(send.peer, None)
+
+        def answer(worker, *, too_long=False):
+            address = busy.pop(worker)
+            final = mdp.WorkerFinal(address, (b"?",))
+            if too_long:
+                frames = state.refuse(worker, refused(final), now)
+            else:
+                frames = state.apply(worker, final, now)
+            # The worker echoes the request body: find it by the address's client id.
+            client = mdp.unpack_client_address(address).routing_id
+            for send in frames:
+                if send.peer == client and not too_long:
+                    finals[b"req-" + client[1:]] += 1
+                else:
+                    absorb([send])
+
+        def heartbeat_and_tick():
+            for worker in sorted(alive):
+                absorb(state.apply(worker, mdp.WorkerHeartbeat(), now))
+            absorb(state.tick(now))
 
         for _ in range(4_000):
             now += int(rng.integers(1, HB // 2))
-            action = rng.integers(0, 6)
+            action = rng.integers(0, 8)
             if action == 0 and sent < 1_000:
                 absorb(request(state, b"C%d" % sent, b"req-%d" % sent, now=now))
                 sent += 1
@@ -498,29 +629,38 @@ class TestExactlyOnce:
                 next_worker += 1
                 alive.add(worker)
                 absorb(ready(state, worker, now=now))
-            elif action == 2 and busy:
-                worker = sorted(busy)[int(rng.integers(0, len(busy)))]
-                address = busy.pop(worker)
-                frames = state.apply(worker, mdp.WorkerFinal(address, (b"?",)), now)
-                # The worker echoes the request body: find it by the address's client id.
-                client = mdp.unpack_client_address(address).routing_id
-                for send in frames:
-                    if send.peer == client:
-                        finals[b"req-" + client[1:]] += 1
-                    else:
-                        absorb([send])
-            elif action == 3 and alive:
-                worker = sorted(alive)[int(rng.integers(0, len(alive)))]
+            elif action in (2, 6) and busy:
+                answer(sorted(busy)[int(rng.integers(0, len(busy)))], too_long=action == 6)
+            elif action == 3 and alive - hung:  # a hung worker outlives kills: only its deadline
+                candidates = sorted(alive - hung)  # frees its request
+                worker = candidates[int(rng.integers(0, len(candidates)))]
                 alive.discard(worker)
                 busy.pop(worker, None)  # killed: it never answers
+            elif action == 7 and busy and rng.random() < 0.2:
+                worker = sorted(busy)[int(rng.integers(0, len(busy)))]
+                busy.pop(worker)  # its handler hangs; the process keeps heartbeating
+                hung.add(worker)
             else:
-                for worker in alive:
-                    absorb(state.apply(worker, mdp.WorkerHeartbeat(), now))
-                absorb(state.tick(now))
-        absorb(state.shutdown(now))
+                heartbeat_and_tick()
+
+        # Liveness: no more arrivals, live workers answer what they hold, hung ones never do. A
+        # request waits at most queue_us per hand-over, is held at most in_flight_us (or until its
+        # worker is declared dead), and is handed over at most requeues + 1 times.
+        bound_us = (requeues + 1) * (queue_us + in_flight_us + liveness * HB + HB)
+        settle_until = now + bound_us
+        while now < settle_until and sent != len(finals):
+            now += HB // 2
+            for worker in sorted(busy):
+                answer(worker)
+            heartbeat_and_tick()
 
         outcomes = Counter(outcome for _, outcome, _ in recorder.done)
-        assert sent == len(finals)
+        assert sent == len(finals), f"{sent - len(finals)} requests unanswered after {bound_us} us"
         assert {1} == set(finals.values())
+        assert 0 == state.in_flight
         assert recorder.requeues > 0
         assert outcomes["ok"] > 0
+        assert outcomes["TIMEOUT"] > 0
+        assert outcomes["PAYLOAD_TOO_LARGE"] > 0
+        absorb(state.shutdown(now))
+        assert {1} == set(finals.values())
