@@ -171,10 +171,39 @@ def keys(
     directory: Annotated[Path, typer.Option("--dir", help="Where to write the files.")] = Path(
         "keys"
     ),
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service",
+            help="List the public key in DIR/workers/SERVICE/: a worker key may register for "
+            "that service only. Repeat for a worker serving several.",
+        ),
+    ] = None,
 ) -> None:
-    """Generate a CURVE key pair: NAME.key (public, share it) and NAME.key_secret (keep it)."""
-    from latentmas_mesh.transport import create_key_pair, public_key_of
+    """Generate a CURVE key pair: NAME.key (public, share it) and NAME.key_secret (keep it).
 
+    For a worker, `--service latentmas.ledger` also copies NAME.key to
+    DIR/workers/latentmas.ledger/. Point the broker's LATENTMAS_CURVE_WORKER_KEYS_DIR at
+    DIR/workers (each key registers only for the services whose folder holds it), and ledger
+    clients' LATENTMAS_LEDGER_KEYS_DIR at DIR/workers/latentmas.ledger (they trust ledger
+    answers sealed by those keys only).
+    """
+    from latentmas_mesh.transport import (
+        create_key_pair,
+        list_worker_key,
+        public_key_of,
+        worker_key_folder,
+    )
+
+    services = service or []
+    for item in services:  # all names checked before any file is written
+        try:
+            worker_key_folder(directory / "workers", item)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--service") from error
     public_file, secret_file = create_key_pair(directory, name)
     typer.echo(f"public  {public_file}  ({public_key_of(public_file)})")
     typer.echo(f"secret  {secret_file}")
+    for item in services:
+        listed = list_worker_key(public_file, directory / "workers", item)
+        typer.echo(f"listed  {listed}  (may register for {item})")

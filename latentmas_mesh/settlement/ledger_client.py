@@ -9,7 +9,7 @@ from typing import Literal, Protocol, TypeVar
 from pydantic import BaseModel
 
 from latentmas_mesh.codec import Decoded
-from latentmas_mesh.errors import InsufficientFunds, InvalidRequest, ReservationClosed
+from latentmas_mesh.errors import InsufficientFunds, InvalidRequest, ReservationClosed, Unauthorized
 from latentmas_mesh.ledger._types import EventStatus
 from latentmas_mesh.protocol.ledger import (
     LEDGER_SERVICE,
@@ -30,6 +30,8 @@ from latentmas_mesh.protocol.ledger import (
     StatementReply,
     StatementRequest,
 )
+from latentmas_mesh.settlement.outbox import RETRYABLE_CODES
+from latentmas_mesh.transport import ReplyVerifier, Transport, trusted_keys
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -73,8 +75,36 @@ def raise_for_result(result: EventResult) -> EventResult:
     raise InvalidRequest(f"event {result.event_id}: unknown status {result.status}")
 
 
+def reply_verifier(transport: Transport) -> ReplyVerifier | None:
+    """How this client checks that a ledger worker wrote each answer; None without CURVE.
+
+    Under CURVE the broker routes the answers but is not trusted for them: each must carry the
+    seal of a key in `ledger_keys_dir` (LATENTMAS_LEDGER_KEYS_DIR), or it is refused. Left
+    unset, that is Unauthorized here, before any call (fail closed). Without CURVE there are no
+    keys to seal with: a plaintext mesh's ledger answers cannot be verified, only trusted.
+    """
+    settings = transport.settings
+    if settings.curve_secret_key_file is None:
+        return None
+    if settings.ledger_keys_dir is None:
+        msg = (
+            "CURVE is on but LATENTMAS_LEDGER_KEYS_DIR is not set: without the ledger workers'"
+            " public keys this client cannot tell a ledger answer from a forged one"
+        )
+        raise Unauthorized(msg)
+    trusted = trusted_keys(settings.ledger_keys_dir)
+    return ReplyVerifier(settings.curve_secret_key_file, trusted, unsealed_codes=RETRYABLE_CODES)
+
+
 class LedgerClient:
-    """Typed calls to the ledger over any `Caller`; the caller's identity is the payer."""
+    """Typed calls to the ledger over any `Caller`; the caller's identity is the payer.
+
+    Over a `Transport` with CURVE on, every answer is checked against its seal before it is
+    decoded (`reply_verifier`): one not sealed by a trusted ledger key for this request raises
+    `UnverifiedReply` (an Unauthorized), never a result; the broker's own "not answered" errors
+    (SERVICE_UNAVAILABLE, INTERNAL, TIMEOUT) pass unsealed, as they settle nothing. Other
+    callers (in-process tests) are taken as they answer.
+    """
 
     def __init__(
         self, caller: Caller, *, service: str = LEDGER_SERVICE, timeout_ms: int | None = None
@@ -82,9 +112,18 @@ class LedgerClient:
         self.caller = caller
         self.service = service
         self.timeout_ms = timeout_ms
+        self._sealed: tuple[Transport, ReplyVerifier] | None = None
+        if isinstance(caller, Transport):
+            verifier = reply_verifier(caller)
+            self._sealed = None if verifier is None else (caller, verifier)
 
     def _call(self, message: BaseModel, reply_type: type[R]) -> R:
-        reply = self.caller.call(self.service, message, timeout_ms=self.timeout_ms).message
+        if self._sealed is None:
+            reply = self.caller.call(self.service, message, timeout_ms=self.timeout_ms).message
+        else:
+            transport, verifier = self._sealed
+            decoded = verifier.call(transport, self.service, message, timeout_ms=self.timeout_ms)
+            reply = decoded.message
         if not isinstance(reply, reply_type):
             msg = f"expected {reply_type.__name__}, got {type(reply).__name__}"
             raise InvalidRequest(msg)

@@ -28,6 +28,7 @@ from latentmas_mesh.protocol.ledger import (
 )
 from latentmas_mesh.settlement.ledger_client import raise_for_result
 from latentmas_mesh.settlement.outbox import Outbox, is_retryable
+from latentmas_mesh.transport import UnverifiedReply
 
 
 class Ledger(Protocol):
@@ -134,9 +135,9 @@ class Payments:
                 f" {details['price_units']} units for {details['creator']} first"
             )
             raise ReservationNotFound(msg, details=details) from error
-        except Unauthorized as error:  # our own identity is not trusted: the operator's to fix
-            msg = "the ledger refused this service's lookup: is it in LATENTMAS_LEDGER_SERVICES?"
-            raise InternalError(msg, details={"reservation_id": reservation_id}) from error
+        except Unauthorized as error:
+            details = {"reservation_id": reservation_id}
+            raise _operator_error(error, "lookup", details) from error
 
     def post(self, payment: Payment) -> EventResult:
         """Spool the post durably, then have the ledger apply it; its typed error if refused.
@@ -148,9 +149,8 @@ class Payments:
         self.outbox.add(event)  # Conflict: this request was paid with another reservation
         try:
             return raise_for_result(self._deliver(event))
-        except Unauthorized as error:  # our own identity is not trusted: the operator's to fix
-            msg = "the ledger refused this service's post: is it in LATENTMAS_LEDGER_SERVICES?"
-            raise InternalError(msg, details={"event_id": event.event_id}) from error
+        except Unauthorized as error:
+            raise _operator_error(error, "post", {"event_id": event.event_id}) from error
         except ReservationClosed as error:
             rid = payment.reservation_id
             details: dict[str, object] = {
@@ -190,6 +190,20 @@ class Payments:
             msg = "the ledger could not confirm the payment; retry with the same request id"
             raise ServiceUnavailable(msg, details={"event_id": event.event_id})
         return result
+
+
+def _operator_error(error: Unauthorized, action: str, details: dict[str, object]) -> InternalError:
+    """An Unauthorized met while settling is the operator's to fix, never the payer's: the
+    ledger does not trust this service's identity, or its answer (an UnverifiedReply) bore no
+    seal of a trusted ledger key and was refused, so nothing is delivered on its word."""
+    if isinstance(error, UnverifiedReply):
+        msg = (
+            f"the ledger's answer to this service's {action} is not sealed by a trusted ledger"
+            " key: does LATENTMAS_LEDGER_KEYS_DIR hold the ledger workers' keys?"
+        )
+        return InternalError(msg, details={**details, "reason": error.details.get("reason")})
+    msg = f"the ledger refused this service's {action}: is it in LATENTMAS_LEDGER_SERVICES?"
+    return InternalError(msg, details=details)
 
 
 def _check_reservation(

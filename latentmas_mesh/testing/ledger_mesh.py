@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
 from latentmas_mesh.testing.mesh import LocalMesh
-from latentmas_mesh.transport import Transport, TransportSettings, create_key_pair, public_key_of
+from latentmas_mesh.transport import (
+    Transport,
+    TransportSettings,
+    create_key_pair,
+    list_worker_key,
+    public_key_of,
+)
 
-WORKER_SERVICES = ("latentmas.ledger", "latentmas.align", "latentmas.wmatrix")
-"""The services the net's one worker key may register for."""
+WORKER_SERVICES: Mapping[str, str] = {
+    "ledger": LEDGER_SERVICE,
+    "align": "latentmas.align",
+    "wmatrix": "latentmas.wmatrix",
+}
+"""Worker kind -> the one service its own key is listed for (the broker's DIR/<service>/)."""
 
 
 @dataclass
 class LedgerNet:
-    """Key pairs for a broker, the ledger workers and named clients; a LocalMesh that uses them.
+    """Key pairs for a broker, one per worker kind and named clients; a LocalMesh that uses them.
 
     Every client's identity (what the ledger charges) is its Z85 public key: `identity(name)`.
     `operators` and `services` name clients the ledger trusts to fund accounts or post/void
-    others' reservations.
+    others' reservations. Each worker kind runs under its own key, listed only for its own
+    service, so an align worker can neither register as the ledger nor seal ledger answers;
+    clients trust the ledger keys in `ledger_keys_dir`, the broker's folder for the ledger.
     """
 
     root: Path
@@ -37,31 +49,41 @@ class LedgerNet:
     def __post_init__(self) -> None:
         keys = self.root / "keys"
         create_key_pair(keys / "broker", "broker")
-        # Every worker of this net runs under one key (DIR/<service>/<name>.key, the broker's
-        # layout): the ledger's, also listed for the services a test may start beside it.
-        public, _ = create_key_pair(keys / "secrets", "worker")
-        for service in WORKER_SERVICES:
-            (keys / "workers" / service).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(public, keys / "workers" / service / "worker.key")
+        for kind, service in WORKER_SERVICES.items():
+            public, _ = create_key_pair(keys / "secrets", kind)
+            list_worker_key(public, keys / "workers", service)
         for name in {*self.clients, *self.operators, *self.services}:
             create_key_pair(keys / "clients", name)
         self.ledger_url = self.ledger_url or f"sqlite:///{self.root.resolve() / 'ledger.db'}"
+
+    @property
+    def ledger_keys_dir(self) -> Path:
+        """The ledger workers' public keys: what clients trust ledger answers from."""
+        return self.root / "keys" / "workers" / LEDGER_SERVICE
 
     def identity(self, name: str) -> str:
         """The Z85 public key of client `name`: its agent id at the ledger."""
         return public_key_of(self.root / "keys" / "clients" / f"{name}.key")
 
+    def worker_identity(self, kind: str) -> str:
+        """The Z85 public key workers of `kind` connect with (list it in LEDGER_SERVICES)."""
+        return public_key_of(self.root / "keys" / "secrets" / f"{kind}.key")
+
     def start(self) -> LocalMesh:
         keys = self.root / "keys"
         env = {
-            "LATENTMAS_CURVE_SECRET_KEY_FILE": str(keys / "secrets" / "worker.key_secret"),
             "LATENTMAS_CURVE_SERVER_KEY_FILE": str(keys / "broker" / "broker.key"),
+            "LATENTMAS_LEDGER_KEYS_DIR": str(self.ledger_keys_dir),
             "LATENTMAS_LEDGER_URL": self.ledger_url,
             "LATENTMAS_LEDGER_QUOTE_KEY_FILE": str(self.root / "quote.key"),
             "LATENTMAS_LEDGER_OPERATORS": json.dumps([self.identity(n) for n in self.operators]),
             "LATENTMAS_LEDGER_SERVICES": json.dumps([self.identity(n) for n in self.services]),
             "LATENTMAS_LOG_LEVEL": "warning",
             **self.extra_env,
+        }
+        worker_env = {
+            kind: {"LATENTMAS_CURVE_SECRET_KEY_FILE": str(keys / "secrets" / f"{kind}.key_secret")}
+            for kind in WORKER_SERVICES
         }
         broker_args = (
             "--curve-secret-key",
@@ -76,13 +98,14 @@ class LedgerNet:
             {"ledger": self.workers},
             heartbeat_ms=self.heartbeat_ms,
             env=env,
+            worker_env=worker_env,
             broker_args=broker_args,
             log_dir=self.root / "logs",
         )
         return self.mesh.start()
 
     def transport(self, name: str, **overrides: object) -> Transport:
-        """A transport authenticated as client `name`."""
+        """A transport authenticated as client `name`, trusting the net's ledger keys."""
         if self.mesh is None:
             raise RuntimeError("start() the mesh first")
         keys = self.root / "keys"
@@ -91,6 +114,7 @@ class LedgerNet:
                 "broker_url": self.mesh.broker_url,
                 "curve_secret_key_file": keys / "clients" / f"{name}.key_secret",
                 "curve_server_key_file": keys / "broker" / "broker.key",
+                "ledger_keys_dir": self.ledger_keys_dir,
                 **overrides,
             }
         )

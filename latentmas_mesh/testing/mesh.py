@@ -58,7 +58,8 @@ class LocalMesh:
     and returns once the broker reports all of them registered. Heartbeat settings go to every
     process through `LATENTMAS_*` variables so that all of them agree. `stop()` sends SIGTERM
     (workers first, so the broker can still answer their last requests) and SIGKILL after
-    `STOP_TIMEOUT_S`.
+    `STOP_TIMEOUT_S`. `env` goes to every process; `worker_env[kind]` only to workers of that
+    kind (e.g. each kind its own CURVE key).
     """
 
     workers: Mapping[str, int] = field(default_factory=lambda: {"echo": 1})
@@ -66,6 +67,7 @@ class LocalMesh:
     heartbeat_ms: int = 500
     liveness: int = 3
     env: Mapping[str, str] = field(default_factory=dict)
+    worker_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     broker_args: Sequence[str] = ()
     log_dir: Path | None = None
     broker_url: str = ""
@@ -120,7 +122,8 @@ class LocalMesh:
 
     def start_worker(self, kind: str) -> MeshProcess:
         """Start one more worker process of `kind` connected to the broker."""
-        process = self._spawn(kind, ["worker", kind, "--connect", self.broker_url])
+        args = ["worker", kind, "--connect", self.broker_url]
+        process = self._spawn(kind, args, self.worker_env.get(kind, {}))
         self.worker_processes.append(process)
         return process
 
@@ -184,7 +187,9 @@ class LocalMesh:
 
     # ---------------------------------------------------------------------------- internals
 
-    def _spawn(self, role: str, args: list[str]) -> MeshProcess:
+    def _spawn(
+        self, role: str, args: list[str], own_env: Mapping[str, str] | None = None
+    ) -> MeshProcess:
         assert self.log_dir is not None  # set by start()
         log_path = self.log_dir / f"{role}-{len(self.worker_processes)}-{time.monotonic_ns()}.log"
         log = log_path.open("wb")
@@ -194,6 +199,7 @@ class LocalMesh:
             "LATENTMAS_HEARTBEAT_MS": str(self.heartbeat_ms),
             "LATENTMAS_LIVENESS": str(self.liveness),
             **self.env,
+            **(own_env or {}),
         }
         popen = subprocess.Popen(
             [sys.executable, "-m", PROCESS_MODULES[args[0]], *args[1:]],

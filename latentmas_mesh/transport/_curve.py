@@ -1,7 +1,8 @@
-"""CURVE client-side set-up shared by the client transport and the worker base."""
+"""CURVE set-up shared by the client transport and the worker base, and the key files' layout."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,28 @@ def create_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
     public_file, secret_file = zmq.auth.create_certificates(directory, name)
     Path(secret_file).chmod(0o600)
     return Path(public_file), Path(secret_file)
+
+
+def worker_key_folder(worker_keys_dir: Path, service: str) -> Path:
+    """`worker_keys_dir/<service>`: where the broker looks for the keys that may serve `service`.
+
+    `service` must be one folder name (not empty, no path separator, not `.` or `..`):
+    ValueError otherwise.
+    """
+    if not service or "/" in service or "\\" in service or service in {".", ".."}:
+        raise ValueError(f"{service!r} is not a service name (one folder, e.g. latentmas.ledger)")
+    return worker_keys_dir / service
+
+
+def list_worker_key(public_file: Path, worker_keys_dir: Path, service: str) -> Path:
+    """Copy a worker's public `.key` into `worker_key_folder(worker_keys_dir, service)`, the
+    broker's layout: a key registers only for the services whose folder holds it. Returns the
+    copy. ValueError for a bad service name or a file that is not a public `.key`."""
+    if public_file.suffix != ".key":
+        raise ValueError(f"{public_file} is not a public .key file")
+    folder = worker_key_folder(worker_keys_dir, service)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(public_file, folder / public_file.name))
 
 
 def public_key_of(key_file: Path) -> str:

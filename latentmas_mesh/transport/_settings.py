@@ -36,3 +36,10 @@ class TransportSettings(MeshSettings):
     curve_server_key_file: Path | None = Field(
         default=None, description="The broker's public .key file."
     )
+    ledger_keys_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Public .key files of the ledger workers this client trusts (e.g. the broker's "
+            "workers/latentmas.ledger/): under CURVE every ledger reply must carry a seal of one."
+        ),
+    )

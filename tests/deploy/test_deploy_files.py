@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 from broker.metrics import BrokerMetrics
 from broker.settings import BrokerSettings
 from latentmas_mesh.cli import _register_subcommands, app
+from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
 from latentmas_mesh.services.alignment_settings import AlignmentSettings
 from latentmas_mesh.services.ledger_settings import LedgerSettings
 from latentmas_mesh.transport import TransportSettings
@@ -60,6 +61,12 @@ def _env_file() -> dict[str, str]:
     lines = (DEPLOY / "systemd" / "latentmas.env").read_text().splitlines()
     pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
     return dict(pairs)
+
+
+def _commented_settings(name: str) -> dict[str, str]:
+    """The `# LATENTMAS_X=value` examples of a systemd env file, as if uncommented."""
+    text = (DEPLOY / "systemd" / name).read_text()
+    return dict(re.findall(r"^# (LATENTMAS_[A-Z0-9_]+)=(\S+)$", text, re.M))
 
 
 def test_every_command_in_the_deploy_files_parses_with_the_cli():
@@ -128,3 +135,38 @@ def test_autoscaler_scales_on_a_metric_the_broker_exports():
     assert metric["name"] in exported
     assert "service" in metric["selector"]["matchLabels"]
     assert metric["name"] == rules["externalRules"][0]["name"]["as"]
+
+
+def test_key_commands_in_the_deploy_files_parse_with_the_cli():
+    """Each `latentmas keys ...` the deploy docs show exists with its options (--service)."""
+    _register_subcommands()
+    group = typer.main.get_command(app)
+    context = group.make_context("latentmas", ["keys"])
+    keys = group.get_command(context, "keys")
+    shown = [
+        shlex.split(command)
+        for path in DEPLOY.rglob("*")
+        if path.is_file()
+        for command in re.findall(r"`latentmas keys ([^`]+)`", path.read_text())
+    ]
+
+    assert any("--service" in command for command in shown)
+    for command in shown:
+        keys.make_context("keys", command, parent=context)  # raises on a bad option
+
+
+def test_curve_examples_bind_each_worker_kind_to_its_own_key_and_trust_the_ledgers():
+    """Uncommented, the systemd CURVE examples give the ledger pool its own key (not the
+    broker's) and point ledger clients at the broker's folder of keys for the ledger."""
+    shared = _commented_settings("latentmas.env")
+    broker = _commented_settings("broker.env")
+    ledger = _commented_settings("worker-ledger.env")
+
+    assert Path(broker["LATENTMAS_CURVE_WORKER_KEYS_DIR"]) / LEDGER_SERVICE == Path(
+        shared["LATENTMAS_LEDGER_KEYS_DIR"]
+    )
+    assert "LATENTMAS_CURVE_SECRET_KEY_FILE" not in shared
+    assert broker["LATENTMAS_CURVE_SECRET_KEY_FILE"] != ledger["LATENTMAS_CURVE_SECRET_KEY_FILE"]
+    units = {p.name: p.read_text() for p in (DEPLOY / "systemd").glob("*.service")}
+    assert "/etc/latentmas/broker.env" in units["latentmas-broker.service"]
+    assert "/etc/latentmas/worker-%i.env" in units["latentmas-worker@.service"]

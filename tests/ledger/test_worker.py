@@ -6,12 +6,25 @@ import time
 
 import pytest
 
+from latentmas_mesh import codec
 from latentmas_mesh.errors import Unauthorized
 from latentmas_mesh.ledger import ReservationStatus, agent_account
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
-from latentmas_mesh.protocol.ledger import ReserveEvent, SettleEvent
+from latentmas_mesh.protocol.ledger import (
+    LEDGER_SERVICE,
+    BalanceReply,
+    BalanceRequest,
+    ReserveEvent,
+    SettleEvent,
+)
 from latentmas_mesh.settlement.ledger_client import LedgerClient
 from latentmas_mesh.testing.ledger_mesh import LedgerNet
+from latentmas_mesh.transport import (
+    ReplyVerifier,
+    UnverifiedReply,
+    create_key_pair,
+    is_sealed,
+)
 from workers.ledger import wall_clock_ms
 
 SWEEP_INTERVAL_MS = 50
@@ -51,6 +64,45 @@ class TestLedgerWorker:
                 LedgerClient(t_bob).statement(f"agent:{alice}")
 
         assert (900, 81) == balances
+
+    def test_every_answer_is_sealed_to_the_client_by_the_ledger_key(self, net):
+        """A raw balance request comes back with a trailing seal that opens under the ledger
+        worker's key for this client and request id, leaving exactly the codec's frames."""
+        request = codec.encode(BalanceRequest(), request_id="raw-balance-1")
+        verifier = ReplyVerifier(
+            net.root / "keys" / "clients" / "alice.key_secret", [net.worker_identity("ledger")]
+        )
+        with net.transport("alice") as t_alice:
+            frames = t_alice.request(LEDGER_SERVICE, request)
+
+        opened = verifier.open("raw-balance-1", frames)
+
+        assert (True, len(frames) - 1) == (is_sealed(frames), len(opened))
+        assert isinstance(codec.decode(opened).message, BalanceReply)
+
+    def test_a_client_trusting_other_ledger_keys_refuses_the_answers(self, net, tmp_path):
+        """Alice trusting only another ledger's key takes nothing from this one, not even her
+        balance (UnverifiedReply, untrusted_key); trusting the net's ledger keys she does."""
+        create_key_pair(tmp_path / "other-ledgers", "elsewhere")
+        with (
+            net.transport("alice", ledger_keys_dir=tmp_path / "other-ledgers") as t_wrong,
+            net.transport("alice") as t_right,
+        ):
+            with pytest.raises(UnverifiedReply) as refused:
+                LedgerClient(t_wrong).balance()
+            balance = LedgerClient(t_right).balance()
+
+        assert "untrusted_key" == refused.value.details["reason"]
+        assert f"agent:{net.identity('alice')}" == balance.account
+
+    def test_curve_without_trusted_ledger_keys_fails_before_any_call(self, net):
+        """Fail closed: a CURVE client with no LATENTMAS_LEDGER_KEYS_DIR cannot make a ledger
+        client at all, rather than take answers it cannot check."""
+        with net.transport("alice", ledger_keys_dir=None) as t_alice:
+            with pytest.raises(Unauthorized, match="LATENTMAS_LEDGER_KEYS_DIR"):
+                LedgerClient(t_alice)
+
+            assert 0 == t_alice.attempts_total
 
     def test_cli_deposits_and_prints_balance_and_statement(self, net, monkeypatch):
         """`latentmas ledger deposit|balance|statement` work through the broker, as keys allow."""
@@ -120,4 +172,5 @@ def run_cli(net, monkeypatch, client, *args):
     secret = keys / "clients" / f"{client}.key_secret"
     monkeypatch.setenv("LATENTMAS_CURVE_SECRET_KEY_FILE", str(secret))
     monkeypatch.setenv("LATENTMAS_CURVE_SERVER_KEY_FILE", str(keys / "broker" / "broker.key"))
+    monkeypatch.setenv("LATENTMAS_LEDGER_KEYS_DIR", str(net.ledger_keys_dir))
     return CliRunner().invoke(app, ["ledger", *args, "--broker-url", net.mesh.broker_url])

@@ -18,7 +18,6 @@ from latentmas_mesh.protocol.ledger import ReserveEvent
 from latentmas_mesh.settlement.ledger_client import LedgerClient
 from latentmas_mesh.settlement.payments import settlement_event_ids
 from latentmas_mesh.testing.ledger_mesh import LedgerNet
-from latentmas_mesh.transport import public_key_of
 from tests.workers_align.conftest import SMOL, kv_cache
 
 ALIGN = "latentmas.align"
@@ -28,13 +27,13 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    """Broker + ledger worker + align worker, all CURVE; the align worker runs under the mesh's
-    worker key, which the ledger lists as a trusted service; exchanges cost PRICE units."""
+    """Broker + ledger worker + align worker, all CURVE; the align worker runs under its own key
+    (listed for latentmas.align only), which the ledger lists as a trusted service, and checks
+    the ledger's sealed answers with the net's ledger keys; exchanges cost PRICE units."""
     root = tmp_path_factory.mktemp("paid-align")
     ledger_net = LedgerNet(root, clients=("alice", "creator", "validator"))
-    worker_identity = public_key_of(root / "keys" / "secrets" / "worker.key")
     ledger_net.extra_env = {
-        "LATENTMAS_LEDGER_SERVICES": json.dumps([worker_identity]),
+        "LATENTMAS_LEDGER_SERVICES": json.dumps([ledger_net.worker_identity("align")]),
         "LATENTMAS_CACHE_DIR": str(root / "cache"),
         "LATENTMAS_ALIGNMENT_PRICE_UNITS": str(PRICE),
         "LATENTMAS_ALIGNMENT_CREATOR": ledger_net.identity("creator"),

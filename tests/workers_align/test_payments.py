@@ -32,6 +32,7 @@ from latentmas_mesh.protocol.ledger import (
 from latentmas_mesh.services.ledger import LedgerPolicy, LedgerService
 from latentmas_mesh.settlement.outbox import Outbox
 from latentmas_mesh.settlement.payments import Payments, settlement_event_ids
+from latentmas_mesh.transport import UnverifiedReply
 from tests.workers_align.conftest import GEMMA, SMOL, kv_cache, make_service
 
 NOW_MS = 1_000_000
@@ -70,6 +71,25 @@ class FlakyLedger(InProcessLedger):
         if self.failures:
             self.failures -= 1
             raise Timeout("the ledger did not answer")
+        return super().send_events(events)
+
+
+class ForgedLedger(InProcessLedger):
+    """The answers to `forged` calls ("reservation" or "send_events") come unsealed by a trusted
+    ledger key: the SDK's ledger client raises UnverifiedReply for them, as over the wire."""
+
+    def __init__(self, service: LedgerService, identity: str, forged: str) -> None:
+        super().__init__(service, identity)
+        self.forged = forged
+
+    def reservation(self, reservation_id: str) -> ReservationReply:
+        if self.forged == "reservation":
+            raise UnverifiedReply("no seal", details={"reason": "missing"})
+        return super().reservation(reservation_id)
+
+    def send_events(self, events) -> list[EventResult]:
+        if self.forged == "send_events":
+            raise UnverifiedReply("sealed by a stranger", details={"reason": "untrusted_key"})
         return super().send_events(events)
 
 
@@ -406,6 +426,26 @@ class TestPaymentRefused:
             service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
 
         assert ReservationStatus.PENDING == ledger.store.reservation("res-1").status
+
+    @pytest.mark.parametrize("forged", ["reservation", "send_events"])
+    def test_a_ledger_answer_without_a_trusted_seal_delivers_nothing(
+        self, tmp_path, ledger, rng, forged
+    ):
+        """The reservation lookup or the post is answered by no trusted ledger key: the
+        operator's error (INTERNAL, naming LATENTMAS_LEDGER_KEYS_DIR), nothing is delivered,
+        and a refused post stays pending in the outbox instead of being taken as applied."""
+        service, outbox = paid_service(tmp_path, ForgedLedger(ledger, WORKER, forged))
+        reserve(ledger, "res-1")
+
+        with pytest.raises(InternalError, match="LATENTMAS_LEDGER_KEYS_DIR") as caught:
+            service.handle_align(exchange(rng, "res-1"), PAYER, "req-1")
+
+        pending = 1 if forged == "send_events" else 0
+        assert (pending, ReservationStatus.PENDING) == (
+            outbox.pending_count(),
+            ledger.store.reservation("res-1").status,
+        )
+        assert caught.value.details["reason"] in {"missing", "untrusted_key"}
 
     def test_priced_service_without_a_ledger_delivers_nothing(self, tmp_path, rng):
         """A price with no payments configured is refused plainly, never delivered unpaid."""
