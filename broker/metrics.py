@@ -201,6 +201,11 @@ class BrokerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.held_bytes = Gauge(
+            "latentmas_broker_held_bytes",
+            "Request bodies held plus unread replies, against the broker's byte budget.",
+            registry=self.registry,
+        )
         self._labels: dict[bytes, str] = dict(FIXED_LABELS)
 
     # ------------------------------------------------------------------------ Observer protocol

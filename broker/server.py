@@ -7,6 +7,7 @@ import errno
 import gc
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
@@ -81,6 +82,8 @@ class Broker:
         self._authenticator: ThreadAuthenticator | None = None
         self._http: WSGIServer | None = None
         self._last_loop_us = now_us()  # set by every loop iteration; read by /healthz
+        # Tracked replies per client, oldest first (ZeroMQ releases one peer's messages in order).
+        self._trackers: dict[bytes, deque[tuple[zmq.MessageTracker, int]]] = {}
         self._stop = threading.Event()
         self.endpoints: list[str] = []
         self.metrics_port: int | None = None
@@ -181,7 +184,10 @@ class Broker:
                     next_tick_us = now + tick_us
                     if now >= next_gauge_us:
                         self.metrics.update_gauges(self.state.stats())
+                        self.metrics.held_bytes.set(self.state.held_bytes)
                         next_gauge_us = now + GAUGE_EVERY_US
+                if self._trackers:
+                    self._release_read()
                 try:
                     frames = recv_frames(socket, first_as_frame=curve)
                 except zmq.Again:
@@ -221,20 +227,59 @@ class Broker:
         self._send(self.state.apply(peer, event, now, identity), now)
 
     def _send(self, sends: Sequence[Send], now: int) -> None:
-        """Send each message; a full or vanished peer loses it; a vanished worker is dropped."""
+        """Send each message; a full or vanished peer loses it; a vanished worker is dropped.
+
+        A send with `tracked_bytes` goes out with its last frame tracked; once ZeroMQ releases
+        it, `_release_read` tells the state those reply bytes no longer count.
+        """
         socket = self._socket
         assert socket is not None  # the loop owns the socket while it runs
-        for peer, frames in sends:
+        for peer, frames, tracked_bytes in sends:
+            if not frames:  # discarded by the state (a slow consumer's reply)
+                continue
+            message, tracker = frames, None
+            if tracked_bytes:
+                last = zmq.Frame(_buffer_of(frames[-1]), copy=False, track=True)
+                message, tracker = [*frames[:-1], last], last.tracker
             try:
-                send_routed(socket, peer, frames)
-            except zmq.Again:
-                self.metrics.rejected_frame("peer_queue_full", peer)
+                send_routed(socket, peer, message)
             except zmq.ZMQError as error:
-                if error.errno != errno.EHOSTUNREACH:
-                    self.metrics.rejected_frame("send_failed", peer, str(error))
-                    continue
-                self.metrics.rejected_frame("peer_unreachable", peer)
-                self._send(self.state.forget_worker(peer, now), now)
+                if tracked_bytes:
+                    self.state.replies_read(peer, tracked_bytes)  # never queued: nothing unread
+                self._send_failed(peer, error, now)
+                continue
+            if tracker is not None:
+                self._trackers.setdefault(peer, deque()).append((tracker, tracked_bytes))
+
+    def _send_failed(self, peer: bytes, error: zmq.ZMQError, now: int) -> None:
+        """Count a lost send; a peer the socket cannot reach is dropped if it is a worker."""
+        if isinstance(error, zmq.Again):
+            self.metrics.rejected_frame("peer_queue_full", peer)
+        elif error.errno != errno.EHOSTUNREACH:
+            self.metrics.rejected_frame("send_failed", peer, str(error))
+        else:
+            self.metrics.rejected_frame("peer_unreachable", peer)
+            self._send(self.state.forget_worker(peer, now), now)
+
+    def _release_read(self) -> None:
+        """Report every tracked reply ZeroMQ has released (each peer's, oldest first)."""
+        emptied = []
+        for peer, trackers in self._trackers.items():
+            while trackers and trackers[0][0].done:
+                self.state.replies_read(peer, trackers.popleft()[1])
+            if not trackers:
+                emptied.append(peer)
+        for peer in emptied:
+            del self._trackers[peer]
+
+
+def _buffer_of(frame: object) -> bytes | memoryview:
+    """A frame's bytes without a copy (a zmq.Frame's own buffer keeps the frame alive)."""
+    if isinstance(frame, bytes | memoryview):
+        return frame
+    if isinstance(frame, zmq.Frame):
+        return frame.buffer
+    return memoryview(frame)  # type: ignore[arg-type]  # any other buffer a handler returned
 
 
 __all__ = ["Broker", "now_us"]

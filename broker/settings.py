@@ -50,6 +50,19 @@ class BrokerSettings(MeshSettings):
     socket_hwm_max: int = Field(
         default=100_000, gt=0, description="Messages queued per peer before sends are dropped."
     )
+    broker_bytes_max: int = Field(
+        default=512 * MIB,
+        gt=0,
+        description=(
+            "Request bodies held plus replies not yet taken by ZeroMQ; a request that would "
+            "pass it is refused SERVICE_UNAVAILABLE at once."
+        ),
+    )
+    peer_unread_bytes_max: int = Field(
+        default=128 * MIB,
+        gt=0,
+        description="A client's unread replies beyond which they are discarded (slow consumer).",
+    )
     drain_ms_max: int = Field(
         default=10_000, ge=0, description="On SIGTERM, how long in-flight requests may finish."
     )
@@ -80,6 +93,8 @@ class BrokerSettings(MeshSettings):
             request_queue_us_max=self.request_queue_ms_max * 1000,
             requeue_max=self.requeue_max,
             request_in_flight_us_max=self.request_in_flight_ms_max * 1000,
+            bytes_max=self.broker_bytes_max,
+            peer_unread_bytes_max=self.peer_unread_bytes_max,
             services_max=self.services_max,
             workers_max=self.workers_max,
         )

@@ -34,6 +34,17 @@ from latentmas_mesh.errors import ErrorCode
 # A FINAL from a worker the broker no longer knows (declared dead, then woke up) is dropped and
 # the worker is told DISCONNECT, so a requeued request is never answered twice.
 #
+# Memory is bounded in bytes too. A request's body counts from acceptance to its FINAL (queued or
+# in flight, it is the same buffer); a reply counts from the send until ZeroMQ has released it
+# (handed it to the kernel, or dropped the peer's pipe). A request that would take the total past
+# `bytes_max` is refused at once (SERVICE_UNAVAILABLE, or PAYLOAD_TOO_LARGE when it alone is
+# larger). Replies are counted through ZeroMQ message trackers, which cost about 10 us each, so
+# only one reply per `track_every_bytes` of a client's replies is tracked, and covers the bytes
+# sent to that client since the previous one: at most `track_every_bytes` per client (for at most
+# `untracked_peers_max` clients) go uncounted. A client whose counted unread replies exceed
+# `peer_unread_bytes_max` is a slow consumer: its replies are discarded (counted) and its new
+# requests refused until it reads.
+#
 # Both tables are bounded. A service is kept while it has a worker or a queued request (dropped
 # by the next tick at the latest) and is created in `_service_for` alone, which refuses one
 # beyond `services_max`: a request it refuses is answered SERVICE_UNAVAILABLE, a READY is
@@ -42,13 +53,21 @@ from latentmas_mesh.errors import ErrorCode
 # service with it, so a new one fits at once.
 
 Body = tuple[object, ...]
+_KIB = 1 << 10
+_MIB = 1 << 20
 
 
 class Send(NamedTuple):
-    """Frames to send to one peer through the ROUTER socket (routing id not included in frames)."""
+    """Frames to send to one peer through the ROUTER socket (routing id not included in frames).
+
+    No frames: nothing to send (a reply discarded for a slow consumer). With `tracked_bytes`,
+    the sender tracks the last frame and calls `replies_read(peer, tracked_bytes)` once ZeroMQ
+    has released it (or at once, when the send fails).
+    """
 
     peer: bytes
     frames: list[object]
+    tracked_bytes: int = 0
 
 
 class ErrorReply(Protocol):
@@ -113,6 +132,16 @@ class Limits:
     not that its handler will ever answer: past this the client gets TIMEOUT and the worker is
     recycled, so a request that hangs a handler cannot take the worker (and its service) away
     for good."""
+    bytes_max: int = 512 * _MIB
+    """Request bodies held (queued and in flight) plus counted unread replies; a request that
+    would pass it is refused at once."""
+    peer_unread_bytes_max: int = 128 * _MIB
+    """Counted unread replies of one client beyond which it is a slow consumer."""
+    track_every_bytes: int = 16 * _KIB
+    """A client's replies are tracked once per this many bytes (see the theory of operation)."""
+    untracked_peers_max: int = 1024
+    """Clients whose untracked reply bytes are remembered; when full, the table is cleared
+    (those bytes were never counted, so nothing is lost but a later tracker's coverage)."""
     worker_services: Mapping[str, frozenset[bytes]] | None = None
     """The services each ZAP User-Id (a worker's CURVE key) may register for; a READY for any
     other service is answered DISCONNECT. None lets any peer the socket admits serve anything."""
@@ -130,6 +159,8 @@ class Pending:
     identity: str | None
     accepted_us: int
     attempts: int = 0
+    size: int = 0
+    """Body bytes counted against the budget (0 until admitted)."""
 
 
 @dataclass(slots=True)
@@ -187,6 +218,10 @@ class BrokerState:
         self._observer: Observer = observer or NullObserver()
         self._services: dict[bytes, Service] = {}
         self._workers: dict[bytes, WorkerRecord] = {}
+        self._pending_bytes = 0
+        self._unread: dict[bytes, int] = {}  # counted reply bytes ZeroMQ has not released
+        self._unread_bytes = 0
+        self._untracked: dict[bytes, int] = {}  # reply bytes sent since a client's last tracker
         self._draining = False
         self._expiry_us = self.limits.heartbeat_us * self.limits.liveness
         self._heartbeat_us = self.limits.heartbeat_us
@@ -356,6 +391,20 @@ class BrokerState:
         """Whether `peer` is a registered worker."""
         return peer in self._workers
 
+    @property
+    def held_bytes(self) -> int:
+        """What counts against `bytes_max`: held request bodies plus counted unread replies."""
+        return self._pending_bytes + self._unread_bytes
+
+    def replies_read(self, peer: bytes, tracked_bytes: int) -> None:
+        """ZeroMQ released a tracked reply to `peer`: its bytes no longer count."""
+        left = self._unread.get(peer, 0) - tracked_bytes
+        self._unread_bytes -= tracked_bytes
+        if left > 0:
+            self._unread[peer] = left
+        else:
+            self._unread.pop(peer, None)
+
     # ------------------------------------------------------------------------- client events
 
     def _on_request(
@@ -366,22 +415,14 @@ class BrokerState:
         )
         if event.is_mmi:
             return [self._mmi(pending, now_us)]
-        if self._draining:
-            return [
-                self._fail(
-                    pending, ErrorCode.SERVICE_UNAVAILABLE, now_us, "the broker is shutting down"
-                )
-            ]
-        service = self._service_for(event.service)
+        service = None if self._draining else self._service_for(event.service)
         if service is None:
-            return [
-                self._fail(
-                    pending,
-                    ErrorCode.SERVICE_UNAVAILABLE,
-                    now_us,
-                    "the broker holds its maximum number of services",
-                )
-            ]
+            reason = (
+                "the broker is shutting down"
+                if self._draining
+                else "the broker holds its maximum number of services"
+            )
+            return [self._fail(pending, ErrorCode.SERVICE_UNAVAILABLE, now_us, reason)]
         if len(service.queue) >= self.limits.service_queue_depth_max:
             return [
                 self._fail(
@@ -391,10 +432,33 @@ class BrokerState:
                     f"the queue of {event.service.decode()} is full",
                 )
             ]
+        refusal = self._admit(pending)
+        if refusal is not None:
+            return [refusal]
         if service.idle and not service.queue:  # the usual case: straight to a waiting worker
             return [self._hand_over(service, pending, now_us)]
         service.queue.append(pending)
         return self._dispatch(service, now_us)
+
+    def _admit(self, pending: Pending) -> Send | None:
+        """Count `pending`'s body against the byte budget, or the refusal to send instead."""
+        size = sum(map(mdp.frame_size, pending.body))
+        limits = self.limits
+        code, message = ErrorCode.SERVICE_UNAVAILABLE, ""
+        if size > limits.bytes_max:
+            code = ErrorCode.PAYLOAD_TOO_LARGE
+            message = f"a request of {size} bytes exceeds the broker's {limits.bytes_max}"
+        elif self._unread.get(pending.client, 0) > limits.peer_unread_bytes_max:
+            message = "this client has not read its earlier replies"
+        elif self._pending_bytes + self._unread_bytes + size > limits.bytes_max:
+            message = (
+                f"the broker holds {self.held_bytes} of its {limits.bytes_max} bytes; retry later"
+            )
+        if message:
+            return self._fail(pending, code, pending.accepted_us, message)
+        pending.size = size
+        self._pending_bytes += size
+        return None
 
     def _mmi(self, pending: Pending, now_us: int) -> Send:
         """The MMI extension: `mmi.service` answers 200 when the named service has workers."""
@@ -455,6 +519,7 @@ class BrokerState:
         assert pending is not None  # _replying_worker checked it
         worker.expires_us = now_us + self._expiry_us
         worker.current = None
+        self._pending_bytes -= pending.size
         service = self._services[worker.service]
         service.idle[worker.peer] = worker
         self._observer.request_done(
@@ -612,13 +677,20 @@ class BrokerState:
 
     def _fail(self, pending: Pending, code: ErrorCode, now_us: int, message: str) -> Send:
         """The one FINAL of a request the broker answers itself, as a typed error body."""
+        self._pending_bytes -= pending.size
         self._observer.request_done(
             pending.service, code.value, now_us - pending.accepted_us, pending.body
         )
         return self._to_client(pending, tuple(self._error_reply(code, message, pending.body)))
 
-    @staticmethod
-    def _to_client(pending: Pending, body: Sequence[object], *, final: bool = True) -> Send:
+    def _to_client(self, pending: Pending, body: Sequence[object], *, final: bool = True) -> Send:
+        """A reply to the client of `pending`: counted, tracked when due, or discarded when the
+        client is a slow consumer."""
+        client = pending.client
+        unread = self._unread.get(client, 0)
+        if unread > self.limits.peer_unread_bytes_max:
+            self._observer.rejected("slow_consumer", client)
+            return Send(client, [])
         frames = mdp.client_reply(
             pending.service,
             body,
@@ -626,7 +698,15 @@ class BrokerState:
             dialect=pending.dialect,
             delimited=pending.delimited,
         )
-        return Send(pending.client, frames)
+        untracked = self._untracked.pop(client, 0) + sum(map(mdp.frame_size, body))
+        if untracked < self.limits.track_every_bytes:
+            if len(self._untracked) >= self.limits.untracked_peers_max:
+                self._untracked.clear()
+            self._untracked[client] = untracked
+            return Send(client, frames)
+        self._unread[client] = unread + untracked
+        self._unread_bytes += untracked
+        return Send(client, frames, untracked)
 
 
 def _service_name(frame: object) -> bytes:

@@ -386,6 +386,88 @@ class TestRefusedBody:
         assert (b"W9", [b"MDPW02", b"\x06"]) == (send.peer, send.frames)
 
 
+class TestByteBudget:
+    def test_requests_beyond_the_budget_are_refused_at_once_and_fit_again_once_answered(self):
+        """Held bodies count until their FINAL; past bytes_max a request gets
+        SERVICE_UNAVAILABLE with the reason, one larger than the whole budget PAYLOAD_TOO_LARGE."""
+        state, _ = make_state(bytes_max=100, request_queue_us_max=50)
+        assert [] == request(state, b"C1", b"a" * 60, now=0)
+        assert 60 == state.held_bytes
+
+        _, over = reply_to(only(request(state, b"C2", b"b" * 60, now=1)))
+        _, huge = reply_to(only(request(state, b"C3", b"c" * 101, now=2)))
+        reply_to(only(state.tick(50)))  # C1's request expires: its bytes are released
+        fits = request(state, b"C4", b"d" * 60, now=51)
+
+        assert (b"ERR", b"SERVICE_UNAVAILABLE") == over.body[:2]
+        assert (b"ERR", b"PAYLOAD_TOO_LARGE") == huge.body[:2]
+        assert ([], 60) == (fits, state.held_bytes)
+
+    def test_bytes_are_released_when_the_worker_answers(self):
+        state, _ = make_state(bytes_max=100)
+        ready(state, b"W1")
+        _, address, _ = dispatched(only(request(state, b"C1", b"a" * 60)))
+        assert 60 == state.held_bytes
+
+        final(state, b"W1", address, b"r")
+
+        assert 0 == state.held_bytes
+
+    def test_replies_are_tracked_once_per_track_every_bytes_and_count_until_read(self):
+        """Small replies accumulate; the one that crosses the threshold carries all of them."""
+        state, _ = make_state(track_every_bytes=100)
+        ready(state, b"W1")
+        tracked = []
+        for n in range(3):
+            _, address, _ = dispatched(only(request(state, b"C1", b"q%d" % n)))
+            tracked.append(only(final(state, b"W1", address, b"r" * 40)).tracked_bytes)
+
+        assert [0, 0, 120] == tracked
+        assert 120 == state.held_bytes
+        state.replies_read(b"C1", 120)
+        assert 0 == state.held_bytes
+
+    def test_a_slow_consumer_loses_replies_and_requests_until_it_reads(self):
+        """Past peer_unread_bytes_max a client's replies are discarded (counted) and its new
+        requests refused; other clients are served; once it reads it is served again."""
+        state, recorder = make_state(peer_unread_bytes_max=150, track_every_bytes=100)
+        ready(state, b"W1")
+        for n in range(2):  # two tracked replies of 100 bytes, never read
+            _, address, _ = dispatched(only(request(state, b"C1", b"q%d" % n)))
+            assert 100 == only(final(state, b"W1", address, b"r" * 100)).tracked_bytes
+
+        refused = only(request(state, b"C1", b"q2"))
+        _, address, _ = dispatched(only(request(state, b"C2", b"other")))
+        other = only(final(state, b"W1", address, b"fine"))
+        state.replies_read(b"C1", 200)
+        again = dispatched(only(request(state, b"C1", b"q3")))
+
+        assert (b"C1", []) == (refused.peer, refused.frames)
+        assert "slow_consumer" in recorder.rejects
+        assert ("svc", "SERVICE_UNAVAILABLE") == (recorder.done[2][0].decode(), recorder.done[2][1])
+        assert b"C2" == other.peer
+        assert (b"q3",) == again[2]
+
+    def test_the_untracked_table_is_bounded(self):
+        """Clients that got a few small replies each are remembered up to a bound."""
+        state, _ = make_state(track_every_bytes=1000, untracked_peers_max=4)
+        ready(state, b"W1")
+        for n in range(10):
+            _, address, _ = dispatched(only(request(state, b"C%d" % n)))
+            final(state, b"W1", address)
+
+        assert len(state._untracked) <= 4
+
+    def test_budget_comes_from_the_environment(self, monkeypatch):
+        from broker.settings import BrokerSettings
+
+        monkeypatch.setenv("LATENTMAS_BROKER_BYTES_MAX", "4096")
+        monkeypatch.setenv("LATENTMAS_PEER_UNREAD_BYTES_MAX", "1024")
+
+        limits = BrokerSettings().limits()
+        assert (4096, 1024) == (limits.bytes_max, limits.peer_unread_bytes_max)
+
+
 class TestMmi:
     @pytest.mark.parametrize(
         ("service", "body", "expected"),
@@ -574,6 +656,8 @@ class TestExactlyOnce:
             service_queue_depth_max=20,
             request_queue_us_max=queue_us,
             request_in_flight_us_max=in_flight_us,
+            bytes_max=50,  # about 7 held requests: the budget refuses some
+            track_every_bytes=20,  # every few replies tracked; the test releases each at once
         )
         finals: Counter[bytes] = Counter()
         busy: dict[bytes, bytes] = {}  # worker -> address it holds (and will answer)
@@ -585,6 +669,8 @@ class TestExactlyOnce:
 
         def absorb(sends):
             for send in sends:
+                if send.tracked_bytes:  # ZeroMQ took the reply
+                    state.replies_read(send.peer, send.tracked_bytes)
                 if send.peer.startswith(b"C"):
                     reply = mdp.parse_reply(send.frames)
                     assert reply.final
@@ -610,6 +696,7 @@ class TestExactlyOnce:
             for send in frames:
                 if send.peer == client and not too_long:
                     finals[b"req-" + client[1:]] += 1
+                    state.replies_read(client, send.tracked_bytes)
                 else:
                     absorb([send])
 
@@ -662,5 +749,7 @@ class TestExactlyOnce:
         assert outcomes["ok"] > 0
         assert outcomes["TIMEOUT"] > 0
         assert outcomes["PAYLOAD_TOO_LARGE"] > 0
+        assert outcomes["SERVICE_UNAVAILABLE"] > 0
+        assert 0 == state.held_bytes  # every body and reply counted was released once
         absorb(state.shutdown(now))
         assert {1} == set(finals.values())
