@@ -305,8 +305,15 @@ class RawWorker:
             return
         request_id = codec.request_id_of(cast(list[Frame], list(event.body)))  # what we received
         self._log.info("request_refused", request_id=request_id, reason=refused.reason)
-        self._reply(event.client_address, error_frames(refused.to_error(), request_id), now)
+        address = mdp.unpack_client_address(event.client_address)
+        context = RequestContext(request_id, self.service, address.identity, event.client_address)
+        self._reply(event.client_address, self.refusal(refused.to_error(), context), now)
         self._state.request_done(now)
+
+    def refusal(self, error: ProtocolError, context: RequestContext) -> Sequence[Frame]:
+        """The reply to a request refused before any handler saw it; a subclass that seals its
+        replies (the ledger) seals this one too."""
+        return error_frames(error, context.request_id)
 
     def _handler_loop(self, jobs: queue.SimpleQueue[_Job | None], address: str) -> None:
         pipe = self._context.socket(zmq.PAIR)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from latentmas_mesh import codec
 from latentmas_mesh.codec import Decoded
+from latentmas_mesh.errors import ProtocolError
 from latentmas_mesh.ledger import open_store
 from latentmas_mesh.ledger.sweeper import ReservationSweeper
 from latentmas_mesh.market import PriceSchedule
@@ -92,6 +93,13 @@ class LedgerWorker(Worker):
             body, limits=self._codec_limits
         )
         return self.sealer.seal(context.identity, request_id or "", reply)
+
+    def refusal(self, error: ProtocolError, context: RequestContext) -> Sequence[Frame]:
+        """A refused request's error, sealed like every other reply."""
+        reply = super().refusal(error, context)
+        if self.sealer is None:
+            return reply
+        return self.sealer.seal(context.identity, context.request_id or "", reply)
 
     def run(self) -> None:
         # A batch of 1,024 settlements makes ~100k short-lived, acyclic objects: at the default

@@ -12,7 +12,7 @@ import zmq
 from broker.server import Broker
 from broker.settings import BrokerSettings
 from latentmas_mesh import codec, mdp
-from latentmas_mesh.errors import Timeout, Unauthorized
+from latentmas_mesh.errors import PayloadTooLarge, Timeout, Unauthorized
 from latentmas_mesh.ledger.sweeper import ReservationSweeper
 from latentmas_mesh.protocol.ledger import (
     LEDGER_SERVICE,
@@ -32,6 +32,7 @@ from latentmas_mesh.transport import (
     public_key_of,
     use_curve,
 )
+from workers.base import RequestContext
 from workers.ledger import LedgerWorker, build_service, wall_clock_ms
 
 from .conftest import InProcessMesh
@@ -371,9 +372,14 @@ class TestLedgerAnswersAreSealed:
         sweeper = ReservationSweeper(service.store, clock=wall_clock_ms, interval_ms=1_000)
         worker_settings = bound_mesh.worker_settings(**curve_options(made, "ledger"))
         sealer = ReplySealer(made["ledger"][1])
-        bound_mesh.run_worker(LedgerWorker(service, sweeper, worker_settings, sealer=sealer))
+        worker = LedgerWorker(service, sweeper, worker_settings, sealer=sealer)
+        bound_mesh.run_worker(worker)
         transport, client = secure_ledger_client(bound_mesh, made, root)
         me = public_key_of(made["client"][0])
+        # A request refused before any handler ran (over-long body from a foreign broker).
+        refusal = worker.refusal(
+            PayloadTooLarge("too many frames"), RequestContext("r-9", LEDGER_SERVICE, me, b"")
+        )
 
         undecodable = [*codec.encode(BalanceRequest(), request_id="bad-1"), b"stray frame"]
         verifier = ReplyVerifier(made["client"][1], [public_key_of(made["ledger"][0])])
@@ -389,3 +395,4 @@ class TestLedgerAnswersAreSealed:
         assert (f"agent:{me}", 250) == (balance.account, balance.balance_units)
         assert not isinstance(refused.value, UnverifiedReply)
         assert "INVALID_REQUEST" == codec.decode(answer).message.code
+        assert "PAYLOAD_TOO_LARGE" == codec.decode(verifier.open("r-9", refusal)).message.code

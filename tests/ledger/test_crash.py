@@ -94,6 +94,7 @@ class Emitters:
             env={
                 **os.environ,
                 "LATENTMAS_LOG_LEVEL": "warning",
+                "LATENTMAS_LEDGER_KEYS_DIR": str(self.net.ledger_keys_dir),
                 CRASH_AFTER_SENDS: str(crash_after),
             },
         )
