@@ -66,7 +66,10 @@ def broker(
         Path | None, typer.Option(help="Directory of allowed clients' .key files.")
     ] = None,
     curve_worker_keys: Annotated[
-        Path | None, typer.Option(help="Directory of allowed workers' .key files.")
+        Path | None,
+        typer.Option(
+            help="Workers' keys as DIR/<service>/<name>.key: each serves its folders' services."
+        ),
     ] = None,
 ) -> None:
     """Run an MDP/0.2 broker in the foreground until SIGTERM or Ctrl-C (`python -m broker`).

@@ -170,3 +170,17 @@ def test_curve_examples_bind_each_worker_kind_to_its_own_key_and_trust_the_ledge
     units = {p.name: p.read_text() for p in (DEPLOY / "systemd").glob("*.service")}
     assert "/etc/latentmas/broker.env" in units["latentmas-broker.service"]
     assert "/etc/latentmas/worker-%i.env" in units["latentmas-worker@.service"]
+
+
+def test_broker_liveness_probe_is_the_cheap_health_endpoint():
+    """A metrics flood once made GET /metrics take 16 s: the probe must not depend on a scrape."""
+    from broker.http import HEALTH_PATH
+
+    broker = next(
+        doc
+        for doc in _yaml_documents(DEPLOY / "kubernetes" / "broker.yaml")
+        if doc["kind"] == "Deployment"
+    )
+    container = broker["spec"]["template"]["spec"]["containers"][0]
+
+    assert HEALTH_PATH == container["livenessProbe"]["httpGet"]["path"]
