@@ -376,7 +376,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per small-message run")
     parser.add_argument("--repeats", type=int, default=2, help="runs per stack; best is kept")
     args = parser.parse_args()
-    from latentmas_mesh.transport import wire
+    from latentmas_mesh import wire
 
     context = mp.get_context("spawn")
     stacks = ("raw", "floor", "majortomo", "ours")
