@@ -136,3 +136,29 @@ def test_the_rules_can_fail():
         assert "os" in set(imports_of(planted))
     finally:
         planted.unlink()
+
+
+def _project_imports(path: pathlib.Path) -> Iterator[tuple[str, str]]:
+    """(module, name) of every `from <project module> import name`, at any depth of the file."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        project = isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        if project and node.module.split(".")[0] in {LIBRARY, "broker", "workers"}:
+            yield from ((node.module, alias.name) for alias in node.names)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench").glob("*.py")), ids=lambda p: p.name)
+def test_every_name_a_benchmark_imports_exists(path):
+    """Benchmarks import inside functions and run only under `make bench`: a module moved by a
+    renovation must fail here, not months later (bench/broker.py once imported a moved `wire`)."""
+    import importlib
+
+    missing = []
+    for module_name, name in _project_imports(path):
+        module = importlib.import_module(module_name)
+        if not hasattr(module, name):
+            try:
+                importlib.import_module(f"{module_name}.{name}")
+            except ImportError:
+                missing.append(f"{module_name}.{name}")
+
+    assert [] == missing
