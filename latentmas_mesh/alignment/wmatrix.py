@@ -34,11 +34,13 @@ class NotFittedError(RuntimeError):
 
 @dataclass(frozen=True)
 class _Charts:
-    """Each side's principal chart into R^d_u, fitted on the fit rows only.
+    """Each side's chart into R^d_u, fitted on the fit rows only.
 
     source_encoder: [d_s, d_u] = [P_s, 0] / σ_s; target_encoder: [d_t, d_u] = [P_t, 0] / σ_t;
     target_decoder: [d_u, d_t] = σ_t [P_t, 0]ᵀ. σ is the RMS norm of the projected fit rows, so
-    each side's chart coordinates have unit mean squared norm.
+    each side's chart coordinates have unit mean squared norm. P_s holds the source's principal
+    directions; P_t the target's, or (a predicted chart) those of the source's ridge prediction
+    of the target.
     """
 
     source_mean: F64
@@ -48,12 +50,26 @@ class _Charts:
     target_decoder: F64
 
 
+@dataclass(frozen=True)
+class _Choices:
+    """What the first fit chose on train / validation rows; the refit on every row reuses it."""
+
+    alpha: float | None  # the map's relative α (None: orthogonal, which has none)
+    scaling: F64
+    chart_alpha: float | None  # the pilot ridge's relative α for a predicted chart; None: PCA
+
+
 class WMatrix:
     """A fitted map W = decoder ∘ (core · diag(scaling)) ∘ encoder, scikit-learn style.
 
     transform(x) = (((x − μ_s) E) C ⊙ s) D + μ_t with E: [d_s, d_u], C: [d_u, d_u], s: [d_u],
-    D: [d_u, d_t]. The unified space R^d_u is the target's principal chart (top-d_u principal
-    directions of the target rows, scaled to unit RMS norm); D = σ_t P_tᵀ maps it back.
+    D: [d_u, d_t]. The unified space R^d_u is a chart of the target (d_u orthonormal directions
+    P_t, scaled to unit RMS norm); D = σ_t P_tᵀ maps it back. For ``orthogonal`` P_t holds the
+    target's top-d_u principal directions. For ``learned`` and ``hybrid`` below full rank they
+    are the principal directions of a pilot ridge's prediction of the target from the source
+    (reduced-rank ridge): a target direction of large variance that the source cannot predict
+    would waste a dimension of the chart, so such a map is at least as good as reduced-rank
+    ridge on the same rows (the pilot's α is chosen on validation rows like the map's).
 
     Methods (section 4.3.2):
 
@@ -133,7 +149,8 @@ class WMatrix:
         everything = np.arange(x.shape[0], dtype=np.int64)
         parts, _ = self._fit_parts(x, y, split, everything, chosen)
         self._set_parts(**parts)
-        self.alpha_: float | None = chosen[0]
+        self.alpha_: float | None = chosen.alpha
+        self.chart_alpha_: float | None = chosen.chart_alpha
         self.split_: RowSplit | None = split
         self.quality_: AlignmentQuality | None = quality
         return self
@@ -144,11 +161,17 @@ class WMatrix:
         y: F64,
         split: RowSplit,
         fit_rows: npt.NDArray[np.int64],
-        chosen: tuple[float | None, F64] | None,
-    ) -> tuple[dict[str, F64], tuple[float | None, F64]]:
-        """The map's arrays fitted on `fit_rows`, with (relative α, scaling) chosen on the
+        chosen: _Choices | None,
+    ) -> tuple[dict[str, F64], _Choices]:
+        """The map's arrays fitted on `fit_rows`, with α, scaling and chart chosen on the
         split's train / validation rows, or `chosen` when given (the refit)."""
-        charts = _fit_charts(x[fit_rows], y[fit_rows], self.unified_dim)
+        if chosen is not None:
+            chart_alpha = chosen.chart_alpha
+        elif self.method == "orthogonal":
+            chart_alpha = None
+        else:
+            chart_alpha = _chart_alpha(x, y, split, self.unified_dim, self.relative_alphas)
+        charts = _fit_charts(x[fit_rows], y[fit_rows], self.unified_dim, chart_alpha)
         if self.method == "orthogonal":
             encoder, core, scaling, alpha = _fit_orthogonal(x, y, fit_rows, charts)
         else:
@@ -164,7 +187,7 @@ class WMatrix:
             "decoder": charts.target_decoder,
             "target_mean": charts.target_mean,
         }
-        return parts, (alpha, scaling)
+        return parts, _Choices(alpha, scaling, chart_alpha)
 
     def _check_hyperparameters(self) -> None:
         if self.method not in METHODS:
@@ -205,6 +228,7 @@ class WMatrix:
         wmatrix = cls(method=method, unified_dim=unified_dim)
         wmatrix._set_parts(**parts)
         wmatrix.alpha_ = alpha
+        wmatrix.chart_alpha_ = None  # a choice of the fit, not part of the stored map
         wmatrix.split_ = None
         wmatrix.quality_ = quality
         return wmatrix
@@ -424,13 +448,15 @@ def _paired_rows(source: npt.ArrayLike, target: npt.ArrayLike) -> tuple[F64, F64
     return x, y
 
 
-def _fit_charts(x: F64, y: F64, unified_dim: int) -> _Charts:
-    """Both sides' principal charts (see _Charts) from the fit rows x [m, d_s], y [m, d_t]."""
+def _fit_charts(x: F64, y: F64, unified_dim: int, chart_alpha: float | None) -> _Charts:
+    """Both sides' charts (see _Charts) from the fit rows x [m, d_s], y [m, d_t]: principal, or
+    for the target with `chart_alpha` the principal directions of ridge(α)'s prediction."""
     source_mean, target_mean = x.mean(axis=0), y.mean(axis=0)
     xc, yc = x - source_mean, y - target_mean
     rank_max = x.shape[0] - 1
     source_basis = orthonormal_basis(xc, min(unified_dim, x.shape[1], rank_max))
-    target_basis = orthonormal_basis(yc, min(unified_dim, y.shape[1], rank_max))
+    spanned = yc if chart_alpha is None else xc @ fit_ridge(xc, yc, chart_alpha)
+    target_basis = orthonormal_basis(spanned, min(unified_dim, y.shape[1], rank_max))
     source_scale = _rms_norm(xc @ source_basis)
     target_scale = _rms_norm(yc @ target_basis)
     target_embed = pad_columns(target_basis, unified_dim)
@@ -446,6 +472,23 @@ def _fit_charts(x: F64, y: F64, unified_dim: int) -> _Charts:
 def _rms_norm(rows: F64) -> float:
     value = float(np.sqrt(np.mean(np.sum(rows * rows, axis=1))))
     return value if value > 0.0 else 1.0
+
+
+def _chart_alpha(
+    x: F64, y: F64, split: RowSplit, unified_dim: int, relative_alphas: Sequence[float]
+) -> float | None:
+    """The pilot ridge's α for a predicted target chart, chosen on train / validation rows;
+    None at full rank, where every chart spans the whole target and PCA's is kept."""
+    train, validation = split.train, split.validation
+    if unified_dim >= min(y.shape[1], train.size - 1):
+        return None
+    source_mean, target_mean = x[train].mean(axis=0), y[train].mean(axis=0)
+    choice = choose_ridge(
+        (x[train] - source_mean, y[train] - target_mean),
+        (x[validation] - source_mean, y[validation] - target_mean),
+        relative_alphas=relative_alphas,
+    )
+    return choice.relative_alpha
 
 
 def _fit_orthogonal(
@@ -467,12 +510,12 @@ def _fit_ridge(
     *,
     method: Method,
     relative_alphas: Sequence[float],
-    chosen: tuple[float | None, F64] | None,
+    chosen: _Choices | None,
 ) -> tuple[F64, F64, F64, float]:
     """Learned or hybrid: α and scaling chosen on validation (or `chosen`), fit on fit_rows."""
     xc = x - charts.source_mean
     uc = (y - charts.target_mean) @ charts.target_encoder
-    if chosen is None or chosen[0] is None:
+    if chosen is None or chosen.alpha is None:
         train, validation = split.train, split.validation
         choice = choose_ridge(
             (xc[train], uc[train]),
@@ -484,7 +527,7 @@ def _fit_ridge(
         alpha = choice.relative_alpha
         scaling = validated_scaling(xc[validation] @ choice.weight, uc[validation])
     else:
-        alpha, scaling = chosen[0], chosen[1]
+        alpha, scaling = chosen.alpha, chosen.scaling
     base = _base_encoder(xc[fit_rows], uc[fit_rows], charts, method)
     encoder = fit_ridge(xc[fit_rows], uc[fit_rows], alpha, prior=base)
     if method == "learned":
