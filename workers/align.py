@@ -52,6 +52,7 @@ def build_service(
             creator=options.alignment_creator,
             validators=options.alignment_validators,
             thresholds=QualityThresholds() if options.alignment_enforce_quality else None,
+            request_bytes_max=options.alignment_request_bytes_max,
         ),
         hub=HubFile(options.path(options.alignment_hub_file)),
         payments=payments,

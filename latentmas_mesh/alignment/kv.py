@@ -8,11 +8,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
 from latentmas_mesh.alignment._types import F32, F64, IntArray
-from latentmas_mesh.alignment.kernels import HeadMaps, align_heads, align_heads_reference
+from latentmas_mesh.alignment.kernels import (
+    HeadMaps,
+    align_heads,
+    align_heads_reference,
+    tile_positions,
+)
 from latentmas_mesh.alignment.quality import AlignmentQuality
 from latentmas_mesh.alignment.rope import RotarySpec, RotaryTables, apply_rotary, rotary_tables
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
@@ -20,6 +26,11 @@ from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
 Granularity = Literal["head", "layer"]
 Backend = Literal["kernel", "numpy"]
 KV_FORMAT: Final = "latentmas-kv-aligner/1"
+# What `align` allocates beside its output (KVAligner.align_bytes): per position, the int64
+# positions; per angle while one layer spec's table is built (rope.cos_sin), the float64 angles
+# and sine beside the float32 cosine and sine.
+POSITION_BYTES: Final = 8
+ANGLE_BUILD_BYTES: Final = 8 + 8 + 4 + 4
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,11 @@ class KVGeometry:
     def value_width(self) -> int:
         return self.value_dim or self.head_dim
 
+    def cache_bytes(self, seq: int, dtype: npt.DTypeLike) -> tuple[int, int]:
+        """Bytes of the keys and of the values of this geometry for `seq` positions in `dtype`."""
+        row = self.layers * self.kv_heads * seq * np.dtype(dtype).itemsize
+        return row * self.head_dim, row * self.value_width
+
     def check_cache(self, keys: npt.NDArray[Any], values: npt.NDArray[Any]) -> int:
         """Raise DimensionMismatch unless keys/values fit this geometry; returns seq length."""
         expected_keys = (self.layers, self.kv_heads, self.head_dim)
@@ -110,6 +126,40 @@ class KVGeometry:
             for spec in data["rotary"]
         )  # fmt: skip
         return cls(**{**data, "rotary": rotary})
+
+
+@dataclass(frozen=True)
+class AlignBytes:
+    """What one `KVAligner.align` call allocates, predicted from shapes before it runs.
+
+    output: the aligned keys and values, exact; working: what is alive beside them at the peak
+    (positions, rotary angle tables, the kernel's tiles as if every thread held one), to within
+    the call's few KiB of Python objects.
+    """
+
+    output: int
+    working: int
+
+    @property
+    def total(self) -> int:
+        return self.output + self.working
+
+
+def _table_bytes(geometry: KVGeometry, seq: int) -> tuple[int, int]:
+    """(one cos or sin array of `geometry.tables` at `seq` positions, the transient peak of
+    building one layer spec's angles), as rope.rotary_tables allocates them."""
+    half_max = max(spec.rotated_dims(geometry.head_dim) for spec in geometry.rotary) // 2
+    distinct = len(dict.fromkeys(geometry.rotary))
+    return distinct * seq * half_max * 4, seq * half_max * ANGLE_BUILD_BYTES
+
+
+def _tile_bytes(maps: HeadMaps, seq: int, threads: int) -> int:
+    """The fused kernel's buffers of the work items running at once (one a thread): each holds
+    [tile, n_in·D_s] input bits, the sgemm's [tile, D_t] product and a [D_t] scratch row."""
+    inner, outer = int(maps.weight.shape[2]), maps.target_dim
+    rows = min(tile_positions(inner, outer), seq)
+    items = maps.target_layers * maps.target_heads * -(-seq // rows)
+    return min(threads, items) * (rows * (inner + outer) + outer) * 4
 
 
 def proportional_layer_map(source_layers: int, target_layers: int) -> IntArray:
@@ -345,6 +395,34 @@ class KVAligner:
         what an exchange retains."""
         qualities = [q for q in (self.keys_.quality, self.values_.quality) if q is not None]
         return mean_quality(qualities) if qualities else None
+
+    def align_bytes(
+        self, seq: int, dtype: npt.DTypeLike, *, threads: int | None = None
+    ) -> AlignBytes:
+        """What `align(keys, values, positions=...)` allocates for a C-contiguous cache of `seq`
+        positions in `dtype` (the codec decodes such caches), the target at the source's
+        positions and out_dtype left as the cache's: a caller checks it before the call.
+
+        The kernel path's peak is one of its steps: the source's angle tables being built; the
+        target's being built beside them; the keys mapped beside both and the source's negated
+        sine; the values mapped beside the keys. threads: the kernel's (default: numba's).
+        """
+        out_keys, out_values = self.target.cache_bytes(seq, dtype)
+        positions = seq * POSITION_BYTES
+        if self.exact_identity_:
+            return AlignBytes(out_keys + out_values, positions)
+        source_table, source_build = _table_bytes(self.source, seq)
+        target_table, target_build = _table_bytes(self.target, seq)
+        workers = numba.get_num_threads() if threads is None else threads
+        key_tiles = _tile_bytes(self.keys_.heads, seq, workers)
+        value_tiles = _tile_bytes(self.values_.heads, seq, workers)
+        peak = max(
+            2 * source_table + source_build,
+            2 * source_table + 2 * target_table + target_build,
+            3 * source_table + 2 * target_table + out_keys + key_tiles,
+            out_keys + out_values + value_tiles,
+        )
+        return AlignBytes(out_keys + out_values, positions + peak - out_keys - out_values)
 
     def align(
         self,

@@ -47,6 +47,7 @@ from latentmas_mesh.protocol.quality import WMatrixQualityMetrics
 from latentmas_mesh.protocol.v1 import AlignVectorRequest, AlignVectorResponse
 from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest, GenerateWMatrixResponse
 from latentmas_mesh.registry import Registry
+from latentmas_mesh.services.alignment_settings import REQUEST_BYTES_MAX
 from latentmas_mesh.settlement.payments import Payments, Terms
 
 WMATRIX_SERVICE: Final = "latentmas.wmatrix"
@@ -69,7 +70,9 @@ class ServicePolicy:
     creator, validators: the identities a caller's reservation credits (80% and 5%; the ledger
     keeps 15% for the platform), stated in the error that asks for payment;
     thresholds: when set, a generated map below them is not stored (QUALITY_BELOW_THRESHOLD,
-    "Try different method"); the spec's targets are QualityThresholds().
+    "Try different method"); the spec's targets are QualityThresholds();
+    request_bytes_max: what one align request may hold at once (input, predicted output, working
+    arrays); one predicted past it is refused PAYLOAD_TOO_LARGE before anything is allocated.
     """
 
     unified_dim: int = 128
@@ -77,6 +80,7 @@ class ServicePolicy:
     creator: str = "operator"
     validators: tuple[str, ...] = ()
     thresholds: QualityThresholds | None = None
+    request_bytes_max: int = REQUEST_BYTES_MAX
 
     @property
     def terms(self) -> Terms:
@@ -288,7 +292,7 @@ class AlignmentService:
         source, target = self._model(source_name), self._model(target_name)
         source_geometry = self._geometry(source)
         self._geometry(target)  # closed / MLA targets are refused here
-        source_geometry.check_cache(cache.keys, cache.values)
+        seq = source_geometry.check_cache(cache.keys, cache.values)
         if source == target and version is None:
             aligner, quality, used = self._identity(source), EXACT, "identity"
         else:
@@ -296,6 +300,8 @@ class AlignmentService:
             if aligner.quality is None:
                 raise WMatrixNotFound(f"KV maps {used} carry no measured quality", details={})
             quality = aligner.quality
+        predicted = aligner.align_bytes(seq, cache.keys.dtype)
+        self._admit(f"aligning to {target}", cache.nbytes, predicted.output, predicted.working)
         positions = cache.position_encodings
         keys, values = aligner.align(
             cache.keys, cache.values, positions=None if positions is None else positions
@@ -338,6 +344,8 @@ class AlignmentService:
         rows = request.vector[None, :] if request.vector is not None else request.vectors
         assert rows is not None  # the request model guarantees exactly one payload
         resolved = self.wmatrices.resolve(source, target, compose=self.compose)
+        output, working = vector_bytes(rows, resolved.wmatrix.n_features_out_)
+        self._admit(f"mapping to {target}", rows.nbytes, output, working)
         mapped = resolved.wmatrix.transform(rows)
         aligned = mapped.astype(np.float32)
         self._log_cycle(source, target, rows, mapped, request_id)
@@ -345,6 +353,19 @@ class AlignmentService:
         if single:
             return AlignVectorResponse(aligned_vector=aligned[0], alignment_quality=quality)
         return AlignVectorResponse(aligned_vectors=aligned, alignment_quality=quality)
+
+    def _admit(self, what: str, input_bytes: int, output: int, working: int) -> None:
+        """PayloadTooLarge unless the request's input, predicted output and working arrays fit
+        policy.request_bytes_max together: called before any of them is allocated."""
+        predicted = input_bytes + output + working
+        limit = self.policy.request_bytes_max
+        if predicted > limit:
+            raise PayloadTooLarge(
+                f"{what} would hold {predicted} bytes at once; this worker allows {limit}",
+                details={"predicted_bytes": predicted, "bytes_max": limit,
+                         "input_bytes": input_bytes, "output_bytes": output,
+                         "working_bytes": working},
+            )  # fmt: skip
 
     def _log_cycle(
         self,
@@ -376,11 +397,22 @@ class AlignmentService:
                        euclidean_distance=round(cycle.euclidean_distance, 6))  # fmt: skip
 
 
+def vector_bytes(rows: npt.NDArray[Any], target_dim: int) -> tuple[int, int]:
+    """(output, working) bytes of align_vector on `rows` [n, d_s] (the sampled cycle check of
+    at most CYCLE_ROWS_MAX rows aside). WMatrix.transform works in float64: the rows cast (unless
+    float64 already), the product, the product plus bias; the float32 answer is cast from that
+    result after the cast rows are gone, so the peak is the float64 step's."""
+    count, width = rows.shape
+    cast = 0 if rows.dtype == np.float64 else 8 * count * width
+    return 4 * count * target_dim, cast + 12 * count * target_dim
+
+
 __all__ = [
     "ALIGN_SERVICE",
     "ANCHOR_ROWS_MAX",
     "WMATRIX_SERVICE",
     "AlignmentService",
     "ServicePolicy",
+    "vector_bytes",
     "wire_quality",
 ]

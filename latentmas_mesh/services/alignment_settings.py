@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 from pydantic import Field
 
 from latentmas_mesh.market import PRICE_UNITS_MAX, VALIDATORS_MAX
-from latentmas_mesh.settings import MeshSettings
+from latentmas_mesh.settings import MIB, MeshSettings
+
+REQUEST_BYTES_MAX: Final = 2048 * MIB  # twice the codec's default message_bytes_max
 
 
 class AlignmentSettings(MeshSettings):
@@ -54,6 +57,15 @@ class AlignmentSettings(MeshSettings):
         gt=0,
         description="How often the align worker re-sends outbox events the ledger has not taken.",
     )
+    alignment_request_bytes_max: int = Field(
+        default=REQUEST_BYTES_MAX,
+        gt=0,
+        description=(
+            "What one align request may hold at once: its input, its output predicted from the "
+            "target's geometry and the kernels' working arrays; a request predicted past it is "
+            "refused PAYLOAD_TOO_LARGE before anything is allocated."
+        ),
+    )
     alignment_enforce_quality: bool = Field(
         default=False,
         description="Refuse to store generated maps below the spec's quality targets (4.3.4).",
@@ -64,4 +76,4 @@ class AlignmentSettings(MeshSettings):
         return configured if configured.is_absolute() else self.cache_dir / configured
 
 
-__all__ = ["AlignmentSettings"]
+__all__ = ["REQUEST_BYTES_MAX", "AlignmentSettings"]

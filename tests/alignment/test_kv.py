@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import ml_dtypes
 import numpy as np
 import pytest
 
+from latentmas_mesh.alignment.geometry import geometry_from_registry
+from latentmas_mesh.alignment.kernels import HeadMaps
 from latentmas_mesh.alignment.kv import (
     KVAligner,
     KVGeometry,
@@ -246,3 +250,103 @@ class TestPersistence:
         aligned, _ = load_kv_aligner(tmp_path / "id.safetensors").align(keys, values)
 
         np.testing.assert_array_equal(keys.view(np.uint16), aligned.view(np.uint16))
+
+
+def _random_aligner(source: KVGeometry, target: KVGeometry, rng) -> KVAligner:
+    """Head maps of the right shapes with random weights (what align allocates ignores values)."""
+    inputs = KVMapping.build(source, target).inputs
+
+    def maps(source_dim: int, target_dim: int) -> HeadMaps:
+        shape = (target.layers, target.kv_heads, source_dim, target_dim)
+        weight = (rng.standard_normal(shape) / source_dim).astype(np.float32)
+        bias = np.zeros((target.layers, target.kv_heads, target_dim), np.float32)
+        return HeadMaps(inputs, weight, bias)
+
+    return KVAligner.from_head_maps(
+        source,
+        target,
+        maps(source.head_dim, target.head_dim),
+        maps(source.value_width, target.value_width),
+    )
+
+
+def _traced_peak(aligner: KVAligner, keys: np.ndarray, values: np.ndarray) -> tuple[int, int]:
+    """(bytes of the aligned cache, tracemalloc's peak during align; numba's buffers included)."""
+    aligner.align(keys[:, :, :1], values[:, :, :1])  # the kernel loaded before tracing
+    tracemalloc.start()
+    try:
+        aligned_keys, aligned_values = aligner.align(keys, values)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return aligned_keys.nbytes + aligned_values.nbytes, peak
+
+
+# Angle tables outweigh the cache: two rotations of 256-wide heads mapped onto 8 unrotated dims.
+WIDE_ROTARY = KVGeometry(2, 1, 256, (RotarySpec(1e4), RotarySpec(1e6)), name="wide-rotary")
+NARROW = KVGeometry.uniform(1, 1, 8, RotarySpec.none(), name="narrow")
+
+
+def _case(name: str, models: SyntheticModels, rng) -> tuple[KVAligner, KVGeometry, int]:
+    """(aligner, its source geometry, positions) of one TestAlignBytes case."""
+    if name in ("head", "layer"):
+        return _fit(models, rng, granularity=name), SOURCE, 20_000
+    if name == "identity":
+        return KVAligner.identity(SOURCE), SOURCE, 20_000
+    if name == "tables":
+        return _random_aligner(WIDE_ROTARY, NARROW, rng), WIDE_ROTARY, 20_000
+    source, target = (geometry_from_registry(model) for model in name.split(" -> "))
+    return _random_aligner(source, target, rng), source, 1000
+
+
+OBJECTS_SLACK = 16 * 1024  # tracemalloc also counts the call's small Python objects
+
+
+class TestAlignBytes:
+    @pytest.mark.parametrize(
+        ("name", "dtype"),
+        [
+            ("head", np.float32),
+            ("layer", np.float16),
+            ("identity", ml_dtypes.bfloat16),
+            ("tables", np.float32),
+            ("smollm2-135m-instruct -> gemma-3-270m", ml_dtypes.bfloat16),
+            ("gemma-3-270m -> smollm2-135m-instruct", np.float16),
+        ],
+    )
+    def test_prediction_is_the_output_and_the_peak_of_align(self, models, rng, name, dtype):
+        """Output bytes exactly; the peak to within the kernel's tiles (whether every thread
+        holds one at once is timing) and a few Python objects. Cases: partial and interleaved
+        rotation (SOURCE, TARGET), an identity, tables larger than the cache, and the registry's
+        gemma-3 (two layer rotations)."""
+        aligner, source, seq = _case(name, models, rng)
+        keys = rng.standard_normal((source.layers, source.kv_heads, seq, source.head_dim))
+        values = rng.standard_normal((source.layers, source.kv_heads, seq, source.value_width))
+
+        predicted = aligner.align_bytes(seq, dtype)
+        untiled = aligner.align_bytes(seq, dtype, threads=0)
+        output, peak = _traced_peak(aligner, keys.astype(dtype), values.astype(dtype))
+
+        assert output == predicted.output == untiled.output
+        assert untiled.total - OBJECTS_SLACK <= peak <= predicted.total + OBJECTS_SLACK
+
+    def test_a_large_target_geometry_is_predicted_without_allocating_it(self):
+        """Prediction is arithmetic: a 1,000-token smollm2 cache into llama-3.1-70b's geometry
+        (327,680 bfloat16 bytes a token) is 328 MB of output, predicted from shapes alone."""
+        source = geometry_from_registry("smollm2-135m-instruct")
+        target = geometry_from_registry("llama-3.1-70b")
+        aligner = KVAligner.from_head_maps(source, target, *[HeadMaps(
+            KVMapping.build(source, target).inputs,
+            np.broadcast_to(np.float32(0), (target.layers, target.kv_heads, 64, 128)),
+            np.broadcast_to(np.float32(0), (target.layers, target.kv_heads, 128)),
+        )] * 2)  # fmt: skip
+
+        tracemalloc.start()
+        try:
+            predicted = aligner.align_bytes(1000, ml_dtypes.bfloat16)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+        assert 80 * 8 * 1000 * (128 + 128) * 2 == predicted.output
+        assert peak < 1_000_000

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from latentmas_mesh.alignment import AlignmentQuality, geometry_from_registry
+from latentmas_mesh.alignment.kernels import HeadMaps
+from latentmas_mesh.alignment.kv import KVAligner, KVMapping
+from latentmas_mesh.alignment.wmatrix import WMatrix
 from latentmas_mesh.errors import (
     DimensionMismatch,
     InvalidRequest,
     ModelNotSupported,
+    PayloadTooLarge,
     WMatrixNotFound,
 )
 from latentmas_mesh.protocol.align import AlignKVCacheRequest, ExchangeMemoryRequest
 from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest
 from latentmas_mesh.protocol.v1 import AlignVectorRequest
 from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest
+from latentmas_mesh.services.alignment import vector_bytes
 from tests.workers_align.conftest import (
     GEMMA,
     SMOL,
@@ -23,6 +32,7 @@ from tests.workers_align.conftest import (
     make_service,
     paired_anchors,
 )
+from workers.align import build_service
 
 
 def _register_pair(service, rng, anchor_set="corpus:v1"):
@@ -228,3 +238,147 @@ class TestAlignKV:
             service.handle_align(ExchangeMemoryRequest(
                 kv_source=kv_cache(SMOL, rng), source_model=GEMMA, target_model=SMOL
             ), None, "r1")  # fmt: skip
+
+
+def _spy(monkeypatch, owner: type, name: str) -> list[int]:
+    """Count calls of owner.name (still calling it): [] proves a refusal came first."""
+    calls: list[int] = []
+    real = getattr(owner, name)
+
+    def spied(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spied)
+    return calls
+
+
+def _random_smol_to_gemma(rng) -> KVAligner:
+    """Random head maps of the pair's shapes with a stated quality (fitting is slow, and what
+    a request allocates does not depend on the weights)."""
+    source, target = geometry_from_registry(SMOL), geometry_from_registry(GEMMA)
+    inputs = KVMapping.build(source, target).inputs
+    shape = (target.layers, target.kv_heads, source.head_dim, target.head_dim)
+    maps = HeadMaps(
+        inputs,
+        rng.standard_normal(shape, dtype=np.float32) / 8,
+        np.zeros(shape[:2] + shape[3:], np.float32),
+    )
+    aligner = KVAligner.from_head_maps(source, target, maps, maps)
+    aligner.exchange_quality_ = AlignmentQuality(0.9, 0.2, 0.8, 0.7, 6)
+    return aligner
+
+
+def _limit(service, request_bytes_max: int) -> None:
+    service.policy = replace(service.policy, request_bytes_max=request_bytes_max)
+
+
+VECTOR_SLACK = 96 * 1024  # numpy's 64 KiB ufunc buffer (the broadcast bias) and Python objects
+
+
+class TestRequestBytes:
+    def test_a_cache_predicted_past_the_limit_is_refused_before_the_maps_run(
+        self, service, rng, monkeypatch
+    ):
+        """Input plus the output and working bytes predicted from gemma-3's geometry: one byte
+        over the limit is PAYLOAD_TOO_LARGE with the figures, and the maps never run; at the
+        limit the same request is served, with the predicted output."""
+        aligner = _random_smol_to_gemma(rng)
+        service.kv_maps.put(aligner, source=SMOL, target=GEMMA, version="1.0.0")
+        cache = kv_cache(SMOL, rng, seq=64, dtype=np.float16)
+        request = AlignKVCacheRequest(kv_cache=cache, target_model=GEMMA)
+        predicted = aligner.align_bytes(64, np.float16)
+        needed = cache.nbytes + predicted.total
+        calls = _spy(monkeypatch, KVAligner, "align")
+
+        _limit(service, needed - 1)
+        with pytest.raises(PayloadTooLarge) as raised:
+            service.handle_align(request, None, "r1")
+        refused_calls = len(calls)
+        _limit(service, needed)
+        aligned = service.handle_align(request, None, "r2").aligned_kv_cache
+
+        assert (0, 1) == (refused_calls, len(calls))
+        assert {
+            "predicted_bytes": needed,
+            "bytes_max": needed - 1,
+            "input_bytes": cache.nbytes,
+            "output_bytes": predicted.output,
+            "working_bytes": predicted.working,
+        } == raised.value.details
+        assert predicted.output == aligned.keys.nbytes + aligned.values.nbytes
+
+    def test_a_same_model_exchange_counts_its_copy(self, service, rng, monkeypatch):
+        """The identity returns a copy: input and output are the cache's size each."""
+        cache = kv_cache(SMOL, rng, seq=16)
+        calls = _spy(monkeypatch, KVAligner, "align")
+        _limit(service, 2 * cache.nbytes)
+
+        with pytest.raises(PayloadTooLarge) as raised:
+            service.handle_align(
+                ExchangeMemoryRequest(kv_source=cache, source_model=SMOL, target_model=SMOL),
+                None,
+                "r1",
+            )
+
+        assert [] == calls
+        assert cache.nbytes == raised.value.details["output_bytes"]
+
+    def test_vectors_predicted_past_the_limit_are_refused_before_the_map_runs(
+        self, service, rng, monkeypatch
+    ):
+        """align_vector: the float64 work of 400 vectors into 32 dimensions, one byte over the
+        limit, is refused before the map runs; at the limit it is served."""
+        x, _ = _register_pair(service, rng)
+        service.generate(
+            GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="learned")
+        )
+        request = AlignVectorRequest(vectors=x, source_model=SMOL, target_model=GEMMA)
+        output, working = vector_bytes(x, 32)
+        needed = x.nbytes + output + working
+        calls = _spy(monkeypatch, WMatrix, "transform")
+
+        _limit(service, needed - 1)
+        with pytest.raises(PayloadTooLarge) as raised:
+            service.handle_align(request, None, "r1")
+        refused_calls = len(calls)
+        _limit(service, needed)
+        reply = service.handle_align(request, None, "r2")
+
+        assert 0 == refused_calls < len(calls)  # served: the map and the sampled cycle check
+        assert (needed, output) == (
+            raised.value.details["predicted_bytes"],
+            raised.value.details["output_bytes"],
+        )
+        assert output == reply.aligned_vectors.nbytes
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_vector_prediction_is_the_peak_of_align_vector(self, service, rng, dtype):
+        """What align_vector allocates, traced, is the predicted output plus working bytes (a
+        second request: the first also samples the cycle check and composes its reverse map)."""
+        _register_pair(service, rng)
+        service.generate(
+            GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="learned")
+        )
+        rows = rng.standard_normal((20_000, 24)).astype(dtype)
+        request = AlignVectorRequest(vectors=rows, source_model=SMOL, target_model=GEMMA)
+        service.align_vector(request, "r1")
+
+        tracemalloc.start()
+        try:
+            service.align_vector(request, "r2")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+        predicted = sum(vector_bytes(rows, 32))
+        assert predicted <= peak <= predicted + VECTOR_SLACK
+
+
+def test_the_request_limit_comes_from_the_environment(monkeypatch, tmp_path):
+    """LATENTMAS_ALIGNMENT_REQUEST_BYTES_MAX reaches the align worker's policy (2 GiB unset)."""
+    monkeypatch.setenv("LATENTMAS_CACHE_DIR", str(tmp_path))
+    default = build_service().policy.request_bytes_max
+    monkeypatch.setenv("LATENTMAS_ALIGNMENT_REQUEST_BYTES_MAX", "12345")
+
+    assert (2 << 30, 12345) == (default, build_service().policy.request_bytes_max)
