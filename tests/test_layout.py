@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     | {"settlement"},
     "integrations": BASE | {"alignment", "anchors", "artifacts", "protocol", "registry"},
     "testing": BASE | {"transport", "codec", "protocol", "mdp"},
+    "gateway": BASE | {"codec", "protocol", "client", "agents"},
     "cli": set(),  # the top floor: anything in the library (never broker/ or workers/)
 }
 BROKER_MAY_IMPORT = {"mdp", "wire", "errors", "log", "settings"}
