@@ -5,7 +5,17 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Final
 
-from latentmas_mesh.protocol import align, anchors, errors, kv, ledger, quality, v1, wmatrix
+from latentmas_mesh.protocol import (
+    align,
+    anchors,
+    errors,
+    kv,
+    ledger,
+    quality,
+    registry,
+    v1,
+    wmatrix,
+)
 from latentmas_mesh.protocol.align import (
     AlignKVCacheRequest,
     AlignKVCacheResponse,
@@ -49,7 +59,7 @@ from latentmas_mesh.protocol.wmatrix import (
 )
 
 MESSAGE_MODULES: Final[tuple[ModuleType, ...]] = (
-    align, anchors, errors, kv, ledger, quality, v1, wmatrix
+    align, anchors, errors, kv, ledger, quality, registry, v1, wmatrix
 )  # fmt: skip
 """Every module whose @register_message models the codec decodes: importing this package
 registers them all. A new area adds `protocol/<area>.py` and names it here (a test checks that

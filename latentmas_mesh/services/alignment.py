@@ -29,21 +29,25 @@ from latentmas_mesh.errors import (
     DimensionMismatch,
     InternalError,
     InvalidRequest,
+    ModelNotSupported,
     PayloadTooLarge,
     WMatrixNotFound,
 )
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.protocol.align import (
+    REPREFILL_FALLBACK,
     AlignKVCacheRequest,
     AlignKVCacheResponse,
     ExchangeMemoryRequest,
     ExchangeMemoryResponse,
+    require_retention,
 )
 from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest, RegisterAnchorsResponse
 from latentmas_mesh.protocol.base import WireModel
 from latentmas_mesh.protocol.kv import KVCache, KVCacheMetadata
 from latentmas_mesh.protocol.quality import AlignmentQuality as WireQuality
 from latentmas_mesh.protocol.quality import WMatrixQualityMetrics
+from latentmas_mesh.protocol.registry import ModelReply, ModelRequest, ModelsReply, ModelsRequest
 from latentmas_mesh.protocol.v1 import AlignVectorRequest, AlignVectorResponse
 from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest, GenerateWMatrixResponse
 from latentmas_mesh.registry import Registry
@@ -145,9 +149,25 @@ class AlignmentService:
             return self.generate(message)
         if isinstance(message, RegisterAnchorsRequest):
             return self.register_anchors(message)
+        if isinstance(message, ModelsRequest):
+            return self.list_models(message)
+        if isinstance(message, ModelRequest):
+            return ModelReply(model=self.registry.get(message.name).model_dump(mode="json"))
         raise InvalidRequest(
             f"{WMATRIX_SERVICE} does not handle {type(message).__name__}",
-            details={"accepted": ["generate_w_matrix_request", "register_anchors_request"]},
+            details={"accepted": ["generate_w_matrix_request", "register_anchors_request",
+                                  "registry.models_request", "registry.model_request"]},
+        )  # fmt: skip
+
+    def list_models(self, request: ModelsRequest) -> ModelsReply:
+        """A page of the registry this service loaded (shipped file plus the operator's), so a
+        client learns the models of this mesh rather than of its own copy of the file."""
+        models = self.registry.models(request.family)
+        end = request.offset + request.limit
+        page = models[request.offset : end]
+        return ModelsReply(
+            models=tuple(spec.model_dump(mode="json") for spec in page),
+            next_offset=end if end < len(models) else None,
         )
 
     def register_anchors(self, request: RegisterAnchorsRequest) -> RegisterAnchorsResponse:
@@ -213,8 +233,8 @@ class AlignmentService:
         """Appendix C.1 Generate W-Matrix: fit on both models' registered anchors, store the new
         version, answer with its held-out quality."""
         source, target = self._model(request.source_model), self._model(request.target_model)
-        source_set, x = self.anchors.get(source)
-        target_set, y = self.anchors.get(target)
+        source_set, x = self._anchors_of(source)
+        target_set, y = self._anchors_of(target)
         if source_set != target_set or x.shape[0] != y.shape[0]:
             raise InvalidRequest(
                 "the two models registered activations on different anchor rows",
@@ -229,6 +249,22 @@ class AlignmentService:
             unified_dimension=record.unified_dimension,
             quality_metrics=WMatrixQualityMetrics(**record.quality_metrics()),
         )
+
+    def _anchors_of(self, model: str) -> tuple[str, npt.NDArray[np.float32]]:
+        """The model's registered anchor activations; for a closed model with none, the
+        refusal says why none can come (the spec's own gpt-4 example)."""
+        try:
+            return self.anchors.get(model)
+        except ModelNotSupported as missing:
+            spec = self.registry.get(model)
+            if spec.open_weights:
+                raise
+            msg = (
+                f"{model} is a closed model: it exports no activations, and none were "
+                "registered for it, so no W-matrix can be fitted on its side"
+            )
+            details = {**missing.details, "open_weights": False, "reason": spec.kv_export_note}
+            raise ModelNotSupported(msg, details=details) from missing
 
     # ------------------------------------------------------------------ latentmas.align
 
@@ -258,6 +294,7 @@ class AlignmentService:
             cache, quality = self._align_cache(
                 message.kv_cache, source_name=message.kv_cache.source_model,
                 target_name=message.target_model, version=message.w_matrix_version,
+                min_quality=message.min_quality,
             )  # fmt: skip
             return AlignKVCacheResponse(aligned_kv_cache=cache, alignment_quality=quality)
         if isinstance(message, ExchangeMemoryRequest):
@@ -270,6 +307,7 @@ class AlignmentService:
             cache, quality = self._align_cache(
                 message.kv_source, source_name=message.source_model,
                 target_name=message.target_model, version=message.w_matrix_version,
+                min_quality=message.min_quality,
             )  # fmt: skip
             return ExchangeMemoryResponse(kv_aligned=cache, quality=quality)
         if isinstance(message, AlignVectorRequest):
@@ -287,8 +325,13 @@ class AlignmentService:
         source_name: str,
         target_name: str,
         version: str | None,
+        min_quality: float | None = None,
     ) -> tuple[KVCache, WireQuality]:
-        """Section 3.5.3 step 2: the cache in the target's space, with the maps' quality."""
+        """Section 3.5.3 step 2: the cache in the target's space, with the maps' quality.
+
+        The maps' quality is known before they run, so maps below the caller's `min_quality`
+        are refused here, before any work (a priced exchange is then voided, not charged).
+        """
         source, target = self._model(source_name), self._model(target_name)
         source_geometry = self._geometry(source)
         self._geometry(target)  # closed / MLA targets are refused here
@@ -296,10 +339,12 @@ class AlignmentService:
         if source == target and version is None:
             aligner, quality, used = self._identity(source), EXACT, "identity"
         else:
-            aligner, used = self.kv_maps.get(source, target, version)
+            aligner, used = self._stored_maps(source, target, version)
             if aligner.quality is None:
                 raise WMatrixNotFound(f"KV maps {used} carry no measured quality", details={})
             quality = aligner.quality
+        measured = wire_quality(quality)
+        require_retention(measured, min_quality, maps=f"{source} -> {target} {used}")
         predicted = aligner.align_bytes(seq, cache.keys.dtype)
         self._admit(f"aligning to {target}", cache.nbytes, predicted.output, predicted.working)
         positions = cache.position_encodings
@@ -319,7 +364,17 @@ class AlignmentService:
                 generated_at=self.clock(),
             ),
         )
-        return aligned, wire_quality(quality)
+        return aligned, measured
+
+    def _stored_maps(self, source: str, target: str, version: str | None) -> tuple[KVAligner, str]:
+        """The pair's stored KV maps (newest, or `version`); the refusal for none names C.2's
+        fallback, since no hub composition can stand in for KV maps."""
+        try:
+            return self.kv_maps.get(source, target, version)
+        except WMatrixNotFound as missing:
+            details = {**missing.details, "fallback": REPREFILL_FALLBACK}
+            raise WMatrixNotFound(f"{missing.message}; fall back to {REPREFILL_FALLBACK}",
+                                  details=details) from missing  # fmt: skip
 
     def _geometry(self, model: str) -> KVGeometry:
         """The registry geometry of canonical `model`, built once (the registry is fixed for the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from dataclasses import replace
 
@@ -17,13 +18,21 @@ from latentmas_mesh.errors import (
     InvalidRequest,
     ModelNotSupported,
     PayloadTooLarge,
+    QualityBelowThreshold,
     WMatrixNotFound,
 )
-from latentmas_mesh.protocol.align import AlignKVCacheRequest, ExchangeMemoryRequest
+from latentmas_mesh.protocol.align import (
+    REPREFILL_FALLBACK,
+    AlignKVCacheRequest,
+    ExchangeMemoryRequest,
+)
 from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest
+from latentmas_mesh.protocol.registry import ModelRequest, ModelsRequest
 from latentmas_mesh.protocol.v1 import AlignVectorRequest
 from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest
+from latentmas_mesh.registry import ModelSpec
 from latentmas_mesh.services.alignment import vector_bytes
+from tests.registry.conftest import open_entry
 from tests.workers_align.conftest import (
     GEMMA,
     SMOL,
@@ -382,3 +391,117 @@ def test_the_request_limit_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LATENTMAS_ALIGNMENT_REQUEST_BYTES_MAX", "12345")
 
     assert (2 << 30, 12345) == (default, build_service().policy.request_bytes_max)
+
+
+class TestMinQuality:
+    def test_maps_below_min_quality_are_refused_before_aligning(self, service, rng, monkeypatch):
+        """Maps retaining 0.8 asked for 0.9: QUALITY_BELOW_THRESHOLD with the measured figure
+        and the re-prefill fallback, and the maps never run; asked for 0.8 they serve."""
+        service.kv_maps.put(fitted_smol_to_gemma(rng), source=SMOL, target=GEMMA, version="1.0.0")
+        cache = kv_cache(SMOL, rng)
+        calls = _spy(monkeypatch, KVAligner, "align")
+
+        with pytest.raises(QualityBelowThreshold) as raised:
+            service.handle_align(
+                AlignKVCacheRequest(kv_cache=cache, target_model=GEMMA, min_quality=0.9),
+                None,
+                "r1",
+            )
+        refused_calls = len(calls)
+        served = service.handle_align(
+            AlignKVCacheRequest(kv_cache=cache, target_model=GEMMA, min_quality=0.8), None, "r2"
+        )
+
+        assert (0, 1) == (refused_calls, len(calls))
+        assert (0.9, 0.8, REPREFILL_FALLBACK) == (
+            raised.value.details["min_quality"],
+            raised.value.details["measured"]["information_retention"],
+            raised.value.details["fallback"],
+        )
+        assert 0.8 == served.alignment_quality.information_retention
+
+    def test_exchange_memory_takes_the_same_floor(self, service, rng):
+        """EXCHANGE_MEMORY with min_quality above the maps' retention is refused the same way."""
+        service.kv_maps.put(fitted_smol_to_gemma(rng), source=SMOL, target=GEMMA, version="1.0.0")
+
+        with pytest.raises(QualityBelowThreshold):
+            service.handle_align(ExchangeMemoryRequest(
+                kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=GEMMA,
+                min_quality=0.95,
+            ), None, "r1")  # fmt: skip
+
+    def test_a_same_model_exchange_meets_any_floor(self, service, rng):
+        """The identity retains everything: min_quality 1.0 is served."""
+        reply = service.handle_align(ExchangeMemoryRequest(
+            kv_source=kv_cache(SMOL, rng), source_model=SMOL, target_model=SMOL, min_quality=1.0
+        ), None, "r1")  # fmt: skip
+
+        assert 1.0 == reply.quality.information_retention
+
+    def test_missing_maps_name_the_re_prefill_fallback(self, service, rng):
+        """W_MATRIX_NOT_FOUND for a pair without KV maps says what to do instead."""
+        with pytest.raises(WMatrixNotFound) as raised:
+            service.handle_align(
+                AlignKVCacheRequest(kv_cache=kv_cache(SMOL, rng), target_model=GEMMA), None, "r1"
+            )
+
+        assert REPREFILL_FALLBACK == raised.value.details["fallback"]
+        assert "Use fallback method" == raised.value.resolution
+
+
+class TestRegistryMessages:
+    def test_pages_of_models_are_the_whole_registry_in_order(self, service):
+        """Paging through registry.models_request gives every entry once, in file order."""
+        names, offset = [], 0
+        while offset is not None:
+            reply = service.handle_wmatrix(ModelsRequest(offset=offset, limit=20), None)
+            names.extend(entry["name"] for entry in reply.models)
+            offset = reply.next_offset
+
+        assert [spec.name for spec in service.registry.models()] == names
+
+    def test_a_family_filter_keeps_only_that_family(self, service):
+        """family="llama" lists the llama entries, each a valid ModelSpec document."""
+        reply = service.handle_wmatrix(ModelsRequest(family="llama"), None)
+
+        specs = [ModelSpec.model_validate(entry) for entry in reply.models]
+        assert [s.name for s in service.registry.models("llama")] == [s.name for s in specs]
+        assert {"llama"} == {s.family for s in specs}
+
+    def test_one_model_by_alias_answers_its_canonical_entry(self, service):
+        """registry.model_request resolves aliases and case like every other call."""
+        reply = service.handle_wmatrix(ModelRequest(name=SMOL.upper()), None)
+
+        assert service.registry.get(SMOL) == ModelSpec.model_validate(reply.model)
+
+    def test_an_unknown_model_is_not_supported_with_suggestions(self, service):
+        """A misspelt name gets MODEL_NOT_SUPPORTED naming the close registry names."""
+        with pytest.raises(ModelNotSupported) as raised:
+            service.handle_wmatrix(ModelRequest(name="gemma-3-27m"), None)
+
+        assert GEMMA in raised.value.details["suggestions"]
+
+    def test_the_operators_registry_file_is_what_the_service_lists(self, monkeypatch, tmp_path):
+        """LATENTMAS_REGISTRY_PATH reaches the worker's service: its models are listed."""
+        extra = tmp_path / "models.json"
+        extra.write_text(json.dumps({"models": [open_entry("acme-1b")]}), encoding="utf-8")
+        monkeypatch.setenv("LATENTMAS_CACHE_DIR", str(tmp_path))
+        monkeypatch.setenv("LATENTMAS_REGISTRY_PATH", str(extra))
+
+        reply = build_service().handle_wmatrix(ModelRequest(name="acme/acme-1b"), None)
+
+        assert "acme-1b" == reply.model["name"]
+
+    def test_generate_for_a_closed_model_says_it_exports_no_activations(self, service):
+        """The spec's own example, gpt-4 -> llama-3-70b: MODEL_NOT_SUPPORTED saying why."""
+        with pytest.raises(ModelNotSupported, match="closed model") as raised:
+            service.generate(
+                GenerateWMatrixRequest(
+                    source_model="gpt-4", target_model="llama-3-70b", method="orthogonal"
+                )
+            )
+
+        assert (False, "gpt-4") == (
+            raised.value.details["open_weights"],
+            raised.value.details["model"],
+        )
