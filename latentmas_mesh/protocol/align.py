@@ -20,6 +20,8 @@ from latentmas_mesh.protocol.ledger import EventId
 from latentmas_mesh.protocol.quality import AlignmentQuality
 from latentmas_mesh.protocol.wmatrix import VERSION_PATTERN
 
+ALIGN_SERVICE: Final = "latentmas.align"
+"""The service that answers these messages and v1's align_vector."""
 RESERVATION_ID_DESCRIPTION = (
     "Payment reference: the event id of a reservation the caller made on latentmas.ledger for"
     " this exchange's price (creator and validators as the service states them). Required when"
@@ -113,6 +115,7 @@ def require_retention(quality: AlignmentQuality, min_quality: float | None, *, m
 
 
 __all__ = [
+    "ALIGN_SERVICE",
     "MIN_QUALITY_DESCRIPTION",
     "REPREFILL_FALLBACK",
     "RESERVATION_ID_DESCRIPTION",

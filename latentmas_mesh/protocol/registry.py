@@ -15,6 +15,8 @@ from pydantic import Field, Strict
 
 from latentmas_mesh.protocol.base import ModelName, WireModel, WireStr, register_message
 
+WMATRIX_SERVICE: Final = "latentmas.wmatrix"
+"""The service that answers these messages (and Appendix C.1's Generate W-Matrix)."""
 MODELS_PER_REPLY_MAX: Final = 64
 """Entries in one reply (about 1 KB each): a page stays far below the codec's header limit."""
 FAMILY_CHARS_MAX: Final = 128
@@ -59,6 +61,7 @@ class ModelReply(WireModel):
 
 __all__ = [
     "MODELS_PER_REPLY_MAX",
+    "WMATRIX_SERVICE",
     "ModelEntry",
     "ModelReply",
     "ModelRequest",

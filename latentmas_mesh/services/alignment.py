@@ -35,6 +35,7 @@ from latentmas_mesh.errors import (
 )
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.protocol.align import (
+    ALIGN_SERVICE,
     REPREFILL_FALLBACK,
     AlignKVCacheRequest,
     AlignKVCacheResponse,
@@ -47,15 +48,19 @@ from latentmas_mesh.protocol.base import WireModel
 from latentmas_mesh.protocol.kv import KVCache, KVCacheMetadata
 from latentmas_mesh.protocol.quality import AlignmentQuality as WireQuality
 from latentmas_mesh.protocol.quality import WMatrixQualityMetrics
-from latentmas_mesh.protocol.registry import ModelReply, ModelRequest, ModelsReply, ModelsRequest
+from latentmas_mesh.protocol.registry import (
+    WMATRIX_SERVICE,
+    ModelReply,
+    ModelRequest,
+    ModelsReply,
+    ModelsRequest,
+)
 from latentmas_mesh.protocol.v1 import AlignVectorRequest, AlignVectorResponse
 from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest, GenerateWMatrixResponse
 from latentmas_mesh.registry import Registry
 from latentmas_mesh.services.alignment_settings import REQUEST_BYTES_MAX
 from latentmas_mesh.settlement.payments import Payments, Terms
 
-WMATRIX_SERVICE: Final = "latentmas.wmatrix"
-ALIGN_SERVICE: Final = "latentmas.align"
 ANCHOR_ROWS_MAX: Final = 1_000_000
 # align_vector's cycle check s -> t -> s (a log line, no ground truth needed) is a sample, not a
 # per-request cost: the first request of a pair and then every CYCLE_EVERY-th, on at most

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -19,6 +20,11 @@ from latentmas_mesh.protocol import DTYPES, KV_DTYPE_NAMES, KVCache, KVCacheMeta
 CONTEXT_TOKENS_MAX: Final = 8_192
 NEW_TOKENS_MAX: Final = 4_096
 _DESCRIPTION_CHARS_MAX: Final = 16_384
+_TORCH_WIRE_DTYPES: Final = {
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +84,54 @@ def extract_kv_cache(
     cache = DynamicCache()  # no config: full layers everywhere, so no layer drops old positions
     with torch.inference_mode():
         loaded.model(torch.from_numpy(tokens.ids)[None, :], cache=cache, use_cache=True)
+    return kv_cache_from_dynamic(
+        cache, loaded.name, dtype=dtype, context_description=context_description
+    )
+
+
+def kv_cache_from_dynamic(
+    cache: DynamicCache,
+    source_model: str,
+    *,
+    dtype: str | None = None,
+    context_description: str = "",
+) -> KVCache:
+    """A transformers cache of one sequence as a protocol KVCache in the canonical layout.
+
+    keys / values: [layers, kv_heads, seq, head_dim], each made by one torch.stack over the
+    layers' tensors and handed to numpy without a further copy (no per-layer or per-position
+    copy in Python). position_encodings = 0..seq-1: the cache must hold every position from the
+    start, as a prefill builds it. dtype: a wire dtype name, or None to keep the cache's own.
+    Raises InvalidRequest for a batch other than 1, an empty cache or an uncarried dtype,
+    DimensionMismatch when layers differ in shape (a sliding-window layer that dropped
+    positions), ModelNotSupported for layers without attention keys.
+    """
     layers = [layer_tensors(cache, index) for index in range(len(cache.layers))]
-    keys = np.stack([_numpy(k[0]) for k, _ in layers])
-    values = np.stack([_numpy(v[0]) for _, v in layers])
-    seq = len(tokens)
+    if not layers:
+        raise InvalidRequest("the cache holds no layers", details={})
+    try:
+        keys = torch.stack([k for k, _ in layers])  # [layers, batch, kv_heads, seq, head_dim]
+        values = torch.stack([v for _, v in layers])
+    except RuntimeError as exc:
+        shapes = sorted({tuple(k.shape) for k, _ in layers})
+        raise DimensionMismatch(
+            "the cache's layers differ in shape: every layer must hold every position "
+            "(a sliding-window layer that dropped old ones cannot be exported)",
+            details={"layer_key_shapes": [list(shape) for shape in shapes[:8]]},
+        ) from exc
+    if keys.shape[1] != 1 or values.shape[1] != 1:
+        raise InvalidRequest(
+            f"a KV cache message holds one sequence; this cache has a batch of {keys.shape[1]}",
+            details={"batch": int(keys.shape[1])},
+        )
+    wire = dtype or _TORCH_WIRE_DTYPES.get(keys.dtype, str(keys.dtype))
+    if wire not in KV_DTYPE_NAMES:
+        raise InvalidRequest(f"dtype must be one of {sorted(KV_DTYPE_NAMES)}, got {wire}")
+    seq = int(keys.shape[3])
     return KVCache(
-        source_model=loaded.name,
-        keys=keys.astype(DTYPES[dtype]),
-        values=values.astype(DTYPES[dtype]),
+        source_model=source_model,
+        keys=_wire_array(keys[:, 0], wire),
+        values=_wire_array(values[:, 0], wire),
         position_encodings=np.arange(seq, dtype=np.int64),
         metadata=KVCacheMetadata(
             sequence_length=seq,
@@ -282,13 +328,32 @@ def _positions(kv: KVCache) -> NDArray[np.int64]:
 
 
 def _tensor(array: NDArray[np.generic]) -> torch.Tensor:
-    """A numpy KV slice (float32, float16 or bfloat16) as a float32 torch tensor."""
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    """A numpy KV slice (float32, float16 or bfloat16) as a float32 torch tensor.
+
+    A cache received from the mesh is read-only (views of the message's frames); the tensor is
+    only read (`inject_kv_cache` concatenates it into new ones), so torch's warning about
+    non-writable arrays is silenced rather than paid for with a copy.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def _check_length(count: int, count_max: int, what: str) -> None:
     if count < 1 or count > count_max:
         raise InvalidRequest(f"{what}: {count} is outside 1..{count_max}")
+
+
+def _wire_array(tensor: torch.Tensor, wire: str) -> NDArray[np.generic]:
+    """`tensor` as a numpy array of wire dtype `wire`: its own memory when the dtypes agree
+    (bfloat16, which numpy lacks, is reinterpreted bit for bit), else one cast."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        array = tensor.contiguous().view(torch.int16).numpy().view(DTYPES["bfloat16"])
+    else:
+        array = tensor.numpy()
+    target = DTYPES[wire]
+    return array if array.dtype == target else array.astype(target)
 
 
 def _numpy(tensor: torch.Tensor) -> NDArray[np.float32]:
