@@ -16,7 +16,7 @@ import zmq
 from pydantic import BaseModel
 
 from latentmas_mesh import codec, mdp, wire
-from latentmas_mesh.errors import InternalError, ProtocolError
+from latentmas_mesh.errors import InternalError, ProtocolError, Unauthorized
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.protocol import ErrorBody
 from latentmas_mesh.transport._curve import use_curve
@@ -58,15 +58,43 @@ def limits_from(settings: WorkerSettings) -> Limits:
 class RequestContext:
     """What a handler knows about a request besides its body.
 
-    `identity` is the client's authenticated identity: the Z85 CURVE public key that the broker's
-    ZAP handler reported as User-Id, carried in the client address frame. It is None when the
-    broker runs without CURVE, or is not ours. Derive who pays from this, never from the body.
+    `identity` is who the request is for: the client's authenticated identity, the Z85 CURVE
+    public key that the broker's ZAP handler reported as User-Id (carried in the client address
+    frame), or the agent a gateway named in the header's `on_behalf_of` when that key is a
+    configured gateway's (`acting_for`; `gateway` then holds the gateway's key). It is None when
+    the broker runs without CURVE, or is not ours. Derive who pays from this, never from the
+    body. Raw handlers (no decode) always see the peer's own key.
     """
 
     request_id: str | None
     service: str
     identity: str | None
     client_address: bytes
+    gateway: str | None = None
+
+    @property
+    def peer(self) -> str | None:
+        """The key the request arrived with (the gateway's, for one made on an agent's behalf):
+        whom replies are sealed to."""
+        return self.gateway or self.identity
+
+
+def acting_for(
+    context: RequestContext, on_behalf_of: str | None, gateway_keys: frozenset[str]
+) -> RequestContext:
+    """The context for a request whose header names `on_behalf_of` (None: the peer itself).
+
+    Only a configured gateway key may name an agent: the gateway authenticated the agent (its
+    bearer token) and is trusted to say who it is. Anyone else naming one is refused, not served
+    as itself, so a request meant for one account can never be charged to another. A request
+    already acting for an agent is not re-delegated.
+    """
+    if on_behalf_of is None:
+        return context
+    if context.gateway is not None or context.identity not in gateway_keys:
+        msg = "only a gateway's key may act on behalf of an agent"
+        raise Unauthorized(msg, details={"on_behalf_of": on_behalf_of})
+    return replace(context, identity=on_behalf_of, gateway=context.identity)
 
 
 RawHandler: TypeAlias = Callable[[list[zmq.Frame], RequestContext], Sequence[Frame]]
@@ -377,7 +405,8 @@ class Worker(RawWorker):
     `Worker("latentmas.ledger", handle, settings)` with
     `def handle(request: Decoded, context: RequestContext) -> BaseModel`. Decoding errors and
     ProtocolErrors raised by `handle` reach the client as typed errors; one structlog event per
-    request carries its id, service, outcome and elapsed time.
+    request carries its id, service, outcome and elapsed time. Who the request is for is decided
+    here, once for every service, before `handle` runs (`acting_for`, LATENTMAS_GATEWAY_KEYS).
     """
 
     def __init__(
@@ -391,6 +420,7 @@ class Worker(RawWorker):
         super().__init__(service, self._handle_frames, settings, context=context)
         self.handler = handler
         self._limits = codec.CodecLimits.from_settings(self.settings)
+        self._gateway_keys = self.settings.gateway_keys
 
     def _handle_frames(self, body: list[zmq.Frame], context: RequestContext) -> Sequence[Frame]:
         started = time.perf_counter()
@@ -400,6 +430,7 @@ class Worker(RawWorker):
                 body, limits=self._limits, check_finite=self.settings.check_finite
             )
             context = replace(context, request_id=decoded.request_id)
+            context = acting_for(context, decoded.on_behalf_of, self._gateway_keys)
             reply = self.handler(decoded, context)
             return codec.encode(reply, request_id=decoded.request_id)
         except ProtocolError as error:
@@ -424,6 +455,7 @@ __all__ = [
     "RawWorker",
     "RequestContext",
     "Worker",
+    "acting_for",
     "error_frames",
     "limits_from",
     "now_ms",

@@ -1,12 +1,13 @@
-"""A worker process's settings: broker endpoint, heartbeats, reconnect backoff, framing, CURVE."""
+"""A worker process's settings: broker endpoint, heartbeats, backoff, framing, CURVE, gateways."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from latentmas_mesh.codec import is_agent_id
 from latentmas_mesh.settings import MeshSettings
 
 
@@ -40,6 +41,24 @@ class WorkerSettings(MeshSettings):
     curve_server_key_file: Path | None = Field(
         default=None, description="The broker's public .key file."
     )
+    gateway_keys: frozenset[str] = Field(
+        default=frozenset(),
+        description=(
+            "Z85 public keys of the HTTP gateways (JSON list): only a request authenticated with "
+            "one of them may act on behalf of an agent; anyone else sending on_behalf_of is "
+            "refused UNAUTHORIZED."
+        ),
+    )
+
+    @field_validator("gateway_keys")
+    @classmethod
+    def _gateway_keys_are_public_keys(cls, keys: frozenset[str]) -> frozenset[str]:
+        """A typo here would silently refuse every gateway call: fail at start instead."""
+        wrong = sorted(key for key in keys if not is_agent_id(key))
+        if wrong:
+            msg = f"gateway keys must be 40-character Z85 public keys, not {wrong[:3]}"
+            raise ValueError(msg)
+        return keys
 
 
 __all__ = ["WorkerSettings"]

@@ -22,18 +22,22 @@ from latentmas_mesh.protocol.dtypes import DTYPES, dtype_name
 from latentmas_mesh.settings import MeshSettings
 from latentmas_mesh.wire import replies
 from latentmas_mesh.wire.header import (
+    AGENT_ID_CHARS,
     ARRAY_KEYS,
     ARRAY_REF_BYTES,
     ARRAY_REF_EXT,
     CODEC_VERSION,
     CONTAINER_LEN_MAX,
     HEADER_KEYS,
+    ON_BEHALF_OF_KEY,
     REQUEST_ID_CHARS_MAX,
+    Z85_ALPHABET,
 )
 
 # The header layout (frame 0, a msgpack map) is written down in `latentmas_mesh.wire.header`,
 # beside its constants; the broker writes and peeks at headers from there without pydantic.
 _HEADER_KEYS: Final = frozenset(HEADER_KEYS)
+_HEADER_KEYS_ON_BEHALF: Final = _HEADER_KEYS | {ON_BEHALF_OF_KEY}
 _ARRAY_KEYS: Final = frozenset(ARRAY_KEYS)
 
 Frame: TypeAlias = bytes | memoryview | zmq.Frame
@@ -72,11 +76,20 @@ DEFAULT_LIMITS: Final = CodecLimits()
 
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded message with the request id and type name its header carried."""
+    """A decoded message with the request id and type name its header carried, and the agent
+    a gateway sent it for (None for a caller acting as itself)."""
 
     message: WireModel
     request_id: str
     type_name: str
+    on_behalf_of: str | None = None
+
+
+def is_agent_id(value: object) -> bool:
+    """Whether `value` is an agent id: a Z85 CURVE public key (40 characters)."""
+    return (
+        isinstance(value, str) and len(value) == AGENT_ID_CHARS and Z85_ALPHABET.issuperset(value)
+    )
 
 
 @dataclass(frozen=True)
@@ -95,13 +108,17 @@ class _ArraySpec:
 # ---------------------------------------------------------------- encode
 
 
-def encode(message: BaseModel, *, request_id: str) -> list[bytes | memoryview]:
+def encode(
+    message: BaseModel, *, request_id: str, on_behalf_of: str | None = None
+) -> list[bytes | memoryview]:
     """Frames [header, array 0, array 1, ...] for `message`, for `send_multipart(copy=False)`.
 
     Arrays are not copied: a C-contiguous little-endian array is sent as a memoryview of its own
     memory (keep the message alive until the send completes); any other layout is made contiguous
-    once. Raises TypeError for an unregistered type or an array dtype the wire cannot carry, and
-    ValueError for a bad request id: those are the sender's bugs, not the peer's.
+    once. `on_behalf_of` (a gateway's calls only) names the agent the request is for; without it
+    the header is exactly as before the field existed. Raises TypeError for an unregistered type
+    or an array dtype the wire cannot carry, and ValueError for a bad request id or agent id:
+    those are the sender's bugs, not the peer's.
     """
     if not isinstance(message, WireModel):
         msg = f"{type(message).__name__} is not a WireModel"
@@ -112,6 +129,9 @@ def encode(message: BaseModel, *, request_id: str) -> list[bytes | memoryview]:
         or not 0 < len(request_id) <= DEFAULT_LIMITS.request_id_chars_max
     ):
         msg = f"request_id must be a str of 1..{DEFAULT_LIMITS.request_id_chars_max} characters"
+        raise ValueError(msg)
+    if on_behalf_of is not None and not is_agent_id(on_behalf_of):
+        msg = f"on_behalf_of must be an agent id ({AGENT_ID_CHARS} Z85 characters)"
         raise ValueError(msg)
     arrays: list[np.ndarray[Any, np.dtype[Any]]] = []
 
@@ -124,14 +144,19 @@ def encode(message: BaseModel, *, request_id: str) -> list[bytes | memoryview]:
         return pydantic_core.to_jsonable_python(value)  # datetimes, enums, UUIDs, ...
 
     packer = msgpack.Packer(default=default, use_bin_type=True, datetime=False)
+    keys = _HEADER_KEYS if on_behalf_of is None else _HEADER_KEYS_ON_BEHALF
     parts = [
-        packer.pack_map_header(len(_HEADER_KEYS)),
+        packer.pack_map_header(len(keys)),
         packer.pack("version"),
         packer.pack(CODEC_VERSION),
         packer.pack("type"),
         packer.pack(type_name),
         packer.pack("request_id"),
         packer.pack(request_id),
+    ]
+    if on_behalf_of is not None:
+        parts += [packer.pack(ON_BEHALF_OF_KEY), packer.pack(on_behalf_of)]
+    parts += [
         packer.pack("body"),
         packer.pack(message.model_dump(mode="python")),
         packer.pack("arrays"),
@@ -196,7 +221,7 @@ def request_id_of(frames: Sequence[Frame], *, limits: CodecLimits = DEFAULT_LIMI
 def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) -> Decoded:
     buffers = _frame_buffers(frames, limits)
     header = _unpack_header(buffers[0], limits)
-    type_name, request_id, body, specs = _read_header(header, limits)
+    type_name, request_id, on_behalf_of, body, specs = _read_header(header, limits)
     cls = MESSAGE_TYPES.get(type_name)
     if cls is None:
         shown = type_name[:TYPE_NAME_CHARS_MAX]
@@ -220,7 +245,9 @@ def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) ->
     message = validate_message(cls, resolved)
     if check_finite:
         _check_finite(arrays)
-    return Decoded(message=message, request_id=request_id, type_name=type_name)
+    return Decoded(
+        message=message, request_id=request_id, type_name=type_name, on_behalf_of=on_behalf_of
+    )
 
 
 def _frame_buffers(frames: Sequence[Frame], limits: CodecLimits) -> list[memoryview]:
@@ -291,11 +318,13 @@ def _unpack_header(buffer: memoryview, limits: CodecLimits) -> object:
 
 def _read_header(
     header: object, limits: CodecLimits
-) -> tuple[str, str, dict[str, Any], list[_ArraySpec]]:
-    """Check the header map's fixed layout; returns (type, request id, body, array specs)."""
-    if not isinstance(header, dict) or set(header) != _HEADER_KEYS:
+) -> tuple[str, str, str | None, dict[str, Any], list[_ArraySpec]]:
+    """Check the header map's fixed layout; returns (type, request id, on behalf of, body,
+    array specs)."""
+    if not isinstance(header, dict) or set(header) not in (_HEADER_KEYS, _HEADER_KEYS_ON_BEHALF):
         keys = sorted(map(str, header)) if isinstance(header, dict) else type(header).__name__
-        msg = f"header must be a map with keys {sorted(_HEADER_KEYS)}"
+        optional = ON_BEHALF_OF_KEY
+        msg = f"header must be a map with keys {sorted(_HEADER_KEYS)} (and optionally {optional})"
         raise InvalidRequest(msg, details={"got": str(keys)[:200]})
     version = header["version"]
     if type(version) is not int or version != CODEC_VERSION:
@@ -307,6 +336,10 @@ def _read_header(
     if not isinstance(request_id, str) or not 0 < len(request_id) <= limits.request_id_chars_max:
         msg = f"request_id must be a string of 1..{limits.request_id_chars_max} characters"
         raise InvalidRequest(msg)
+    on_behalf_of = header.get(ON_BEHALF_OF_KEY)
+    if ON_BEHALF_OF_KEY in header and not is_agent_id(on_behalf_of):
+        msg = f"{ON_BEHALF_OF_KEY} must be an agent id ({AGENT_ID_CHARS} Z85 characters)"
+        raise InvalidRequest(msg)
     if not isinstance(body, dict):
         raise InvalidRequest("header body must be a map")
     descriptors = header["arrays"]
@@ -316,7 +349,7 @@ def _read_header(
         msg = f"{len(descriptors)} arrays declared; at most {limits.array_count_max}"
         raise PayloadTooLarge(msg, details={"array_count_max": limits.array_count_max})
     specs = [_read_array_spec(d, 1 + i, limits) for i, d in enumerate(descriptors)]
-    return type_name, request_id, body, specs
+    return type_name, request_id, on_behalf_of, body, specs
 
 
 def _read_array_spec(descriptor: object, frame: int, limits: CodecLimits) -> _ArraySpec:
@@ -462,5 +495,6 @@ __all__ = [
     "Frame",
     "decode",
     "encode",
+    "is_agent_id",
     "request_id_of",
 ]

@@ -65,9 +65,14 @@ class AsyncTransport:
         *,
         request_id: str | None = None,
         timeout_ms: int | None = None,
+        on_behalf_of: str | None = None,
     ) -> codec.Decoded:
-        """Send a message, return the decoded reply; an error reply raises its typed error."""
-        request_id, frames = _calls.encode_call(message, request_id)
+        """Send a message, return the decoded reply; an error reply raises its typed error.
+
+        `on_behalf_of` (an agent id) is for a gateway acting for an agent: workers take it only
+        from a key in their LATENTMAS_GATEWAY_KEYS and answer anyone else UNAUTHORIZED.
+        """
+        request_id, frames = _calls.encode_call(message, request_id, on_behalf_of)
         body = await self.request(service, frames, timeout_ms=timeout_ms, request_id=request_id)
         return _calls.decode_reply(body, self.settings)
 

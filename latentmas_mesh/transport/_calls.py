@@ -57,10 +57,13 @@ def decode_reply(frames: Sequence[Frame], settings: TransportSettings) -> codec.
     return decoded
 
 
-def encode_call(message: BaseModel, request_id: str | None) -> tuple[str, list[bytes | memoryview]]:
-    """The request id (given, or new) and the message's codec frames."""
+def encode_call(
+    message: BaseModel, request_id: str | None, on_behalf_of: str | None = None
+) -> tuple[str, list[bytes | memoryview]]:
+    """The request id (given, or new) and the message's codec frames, for `on_behalf_of`'s
+    agent when a gateway calls for one (see `codec.encode`)."""
     request_id = request_id or new_request_id()
-    return request_id, codec.encode(message, request_id=request_id)
+    return request_id, codec.encode(message, request_id=request_id, on_behalf_of=on_behalf_of)
 
 
 def mmi_found(body: Sequence[Frame]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from latentmas_mesh.errors import PayloadTooLarge, Timeout, Unauthorized
 from latentmas_mesh.ledger.sweeper import ReservationSweeper
 from latentmas_mesh.protocol.ledger import (
     LEDGER_SERVICE,
+    BalanceReply,
     BalanceRequest,
     DepositEvent,
     EventResult,
@@ -396,3 +398,111 @@ class TestLedgerAnswersAreSealed:
         assert not isinstance(refused.value, UnverifiedReply)
         assert "INVALID_REQUEST" == codec.decode(answer).message.code
         assert "PAYLOAD_TOO_LARGE" == codec.decode(verifier.open("r-9", refusal)).message.code
+
+
+WHOAMI = "secure.whoami-typed"
+
+
+@pytest.fixture
+def delegation_keys(tmp_path):
+    """Broker; clients `gateway`, `alice` and `bob`; a worker key listed for WHOAMI."""
+    made = {"broker": create_key_pair(tmp_path / "broker", "broker")}
+    for name in ("gateway", "alice", "bob"):
+        made[name] = create_key_pair(tmp_path / "clients", name)
+    made["worker"] = create_key_pair(tmp_path / "secrets", "worker")
+    list_worker_key(made["worker"][0], tmp_path / "workers", WHOAMI)
+    return made, tmp_path
+
+
+@pytest.fixture
+def delegation_mesh(delegation_keys):
+    made, root = delegation_keys
+    mesh = InProcessMesh(
+        "tcp://127.0.0.1:*",
+        curve_secret_key_file=made["broker"][1],
+        curve_client_keys_dir=root / "clients",
+        curve_worker_keys_dir=root / "workers",
+    )
+    yield mesh
+    mesh.close()
+
+
+def typed_whoami(seen):
+    """A typed handler answering who the request is for (account) and who sent it (currency),
+    recording each context it was given."""
+
+    def handle(request, context):
+        seen.append(context)
+        return BalanceReply(account=context.identity, balance_units=0, currency=context.peer)
+
+    return handle
+
+
+class TestOnBehalfOf:
+    def start(self, mesh, made, seen, gateways=("gateway",)):
+        keys = [public_key_of(made[name][0]) for name in gateways]
+        options = curve_options(made, "worker")
+        mesh.typed(WHOAMI, typed_whoami(seen), gateway_keys=frozenset(keys), **options)
+
+    def test_the_gateway_acting_for_alice_is_served_as_alice(
+        self, delegation_mesh, delegation_keys
+    ):
+        """The gateway's CURVE key names alice in the header: the worker's identity is alice's
+        key (what the ledger would charge), its peer the gateway's."""
+        made, _ = delegation_keys
+        seen = []
+        self.start(delegation_mesh, made, seen)
+        alice, gateway = (public_key_of(made[n][0]) for n in ("alice", "gateway"))
+
+        with delegation_mesh.transport(**curve_options(made, "gateway")) as transport:
+            reply = transport.call(WHOAMI, BalanceRequest(), on_behalf_of=alice).message
+
+        assert (alice, gateway) == (reply.account, reply.currency)
+        assert (alice, gateway) == (seen[0].identity, seen[0].gateway)
+
+    def test_without_on_behalf_of_every_peer_is_its_own_key(self, delegation_mesh, delegation_keys):
+        made, _ = delegation_keys
+        seen = []
+        self.start(delegation_mesh, made, seen)
+        answers = {}
+        for name in ("gateway", "alice"):
+            with delegation_mesh.transport(**curve_options(made, name)) as transport:
+                answers[name] = transport.call(WHOAMI, BalanceRequest()).message.account
+
+        assert {n: public_key_of(made[n][0]) for n in ("gateway", "alice")} == answers
+        assert [None, None] == [context.gateway for context in seen]
+
+    def test_a_client_key_sending_on_behalf_of_is_refused_unauthorized(
+        self, delegation_mesh, delegation_keys
+    ):
+        """Alice's own key naming bob is UNAUTHORIZED; the handler never runs."""
+        made, _ = delegation_keys
+        seen = []
+        self.start(delegation_mesh, made, seen)
+        bob = public_key_of(made["bob"][0])
+
+        with (
+            delegation_mesh.transport(**curve_options(made, "alice")) as transport,
+            pytest.raises(Unauthorized, match="gateway"),
+        ):
+            transport.call(WHOAMI, BalanceRequest(), on_behalf_of=bob)
+
+        assert [] == seen
+
+    def test_a_worker_not_told_of_the_gateway_refuses_it_too(
+        self, delegation_mesh, delegation_keys
+    ):
+        """Without LATENTMAS_GATEWAY_KEYS no key may act for another: fail closed."""
+        made, _ = delegation_keys
+        seen = []
+        self.start(delegation_mesh, made, seen, gateways=())
+        alice = public_key_of(made["alice"][0])
+
+        async def call_for_alice():
+            async with delegation_mesh.async_transport(**curve_options(made, "gateway")) as t:
+                return await t.call(WHOAMI, BalanceRequest(), on_behalf_of=alice)
+
+        with pytest.raises(Unauthorized):
+            asyncio.run(call_for_alice())
+
+        assert [] == seen
