@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     | {"settlement"},
     "integrations": BASE | {"alignment", "anchors", "artifacts", "protocol", "registry"},
     "testing": BASE | {"transport", "codec", "protocol", "mdp"},
+    "agents": {"errors", "settings", "artifacts", "transport"},
     # the SDK; `integrations` only lazily, to convert a transformers cache (the `hf` extra)
     "client": BASE | {"transport", "protocol", "settlement", "registry", "integrations"},
     "gateway": BASE | {"codec", "protocol", "client", "agents"},
