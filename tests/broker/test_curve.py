@@ -63,9 +63,8 @@ def keys(tmp_path):
     return made, tmp_path
 
 
-@pytest.fixture
-def secure_mesh(keys):
-    made, root = keys
+def curve_mesh(made, root):
+    """A CURVE mesh over `made`'s broker key and `root`'s clients/ and workers/ key folders."""
     mesh = InProcessMesh(
         "tcp://127.0.0.1:*",
         curve_secret_key_file=made["broker"][1],
@@ -74,6 +73,12 @@ def secure_mesh(keys):
     )
     yield mesh
     mesh.close()
+
+
+@pytest.fixture
+def secure_mesh(keys):
+    made, root = keys
+    yield from curve_mesh(made, root)
 
 
 def curve_options(made, who):
@@ -158,14 +163,7 @@ def bound_keys(tmp_path):
 @pytest.fixture
 def bound_mesh(bound_keys):
     made, root = bound_keys
-    mesh = InProcessMesh(
-        "tcp://127.0.0.1:*",
-        curve_secret_key_file=made["broker"][1],
-        curve_client_keys_dir=root / "clients",
-        curve_worker_keys_dir=root / "workers",
-    )
-    yield mesh
-    mesh.close()
+    yield from curve_mesh(made, root)
 
 
 def named(name):
@@ -417,14 +415,7 @@ def delegation_keys(tmp_path):
 @pytest.fixture
 def delegation_mesh(delegation_keys):
     made, root = delegation_keys
-    mesh = InProcessMesh(
-        "tcp://127.0.0.1:*",
-        curve_secret_key_file=made["broker"][1],
-        curve_client_keys_dir=root / "clients",
-        curve_worker_keys_dir=root / "workers",
-    )
-    yield mesh
-    mesh.close()
+    yield from curve_mesh(made, root)
 
 
 def typed_whoami(seen):
