@@ -9,7 +9,7 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 
-from latentmas_mesh.artifacts.files import read_tensors, write_tensors
+from latentmas_mesh.artifacts.files import read_meta, read_tensors, write_tensors
 from latentmas_mesh.errors import ModelNotSupported
 
 
@@ -31,13 +31,22 @@ class AnchorStore:
         write_tensors(self._path(model), {"activations": array}, meta)
         return int(array.shape[0]), int(array.shape[1]), digest
 
+    def describe(self, model: str) -> tuple[str, str]:
+        """(anchor set, content hash) from the file's header, without reading its rows;
+        ModelNotSupported when the model registered none."""
+        meta = read_meta(self._existing(model))
+        return str(meta["anchor_set"]), str(meta["content_hash"])
+
     def get(self, model: str) -> tuple[str, npt.NDArray[np.float32]]:
         """(anchor set, activations); ModelNotSupported when the model registered none."""
+        tensors, meta = read_tensors(self._existing(model))
+        return str(meta["anchor_set"]), tensors["activations"]
+
+    def _existing(self, model: str) -> Path:
         path = self._path(model)
         if not path.exists():
             raise ModelNotSupported(
                 f"{model} has no registered anchor activations; register them first",
                 details={"model": model},
             )
-        tensors, meta = read_tensors(path)
-        return str(meta["anchor_set"]), tensors["activations"]
+        return path

@@ -76,6 +76,17 @@ def fsync_tree(directory: Path) -> None:
     fsync_directory(directory)
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """The JSON description of a file written by `write_tensors`, without reading a tensor."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        raw = (handle.metadata() or {}).get(META_KEY)
+    if raw is None:
+        raise InvalidRequest(f"{path} is not a latentmas artifact", details={"path": str(path)})
+    return dict(json.loads(raw))
+
+
 def read_tensors(path: Path) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
     """The tensors and JSON description of a file written by `write_tensors`."""
     from safetensors import safe_open

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Callable
@@ -51,6 +52,8 @@ class WMatrixRecord:
     content_hash: str
     computational_cost: int
     quality: AlignmentQuality | None
+    fit_inputs: str | None = None
+    """Digest of what the fit read (`fit_inputs_digest`); None for maps stored without it."""
 
     def quality_metrics(self) -> dict[str, float | int]:
         """Section 4.3.3 qualityMetrics: expected_quality is the held-out mean cosine,
@@ -123,11 +126,13 @@ class WMatrixStore:
         source_model: str,
         target_model: str,
         version: str | None = None,
+        fit_inputs: str | None = None,
     ) -> WMatrixRecord:
         """Store a fitted map under the next version (or `version`); returns its record.
 
         Storing content already stored for the pair returns the existing record (idempotent).
         An explicit version that exists with different content raises InvalidRequest.
+        `fit_inputs` records what the fit read, so `fitted_from` finds the map again.
         """
         existing = self.records(source_model, target_model)
         for record in existing:
@@ -151,6 +156,7 @@ class WMatrixStore:
             content_hash=wmatrix.content_hash,
             computational_cost=wmatrix.computational_cost,
             quality=wmatrix.quality_,
+            fit_inputs=fit_inputs,
         )
         directory = self._pair_dir(source_model, target_model)
         # The tensors are durable before the record that names them is written.
@@ -162,6 +168,18 @@ class WMatrixStore:
     def records(self, source_model: str, target_model: str) -> list[WMatrixRecord]:
         """Every stored record of the pair, oldest version first (from memory while fresh)."""
         return list(self._listing.get(self._pair_dir(source_model, target_model)))
+
+    def fitted_from(
+        self, source_model: str, target_model: str, fit_inputs: str
+    ) -> WMatrixRecord | None:
+        """The newest stored map a fit of exactly `fit_inputs` made, if any: fitting the same
+        inputs again would only store another copy of it."""
+        directory = self._pair_dir(source_model, target_model)
+        for listing in (self._listing.get(directory), self._listing.get(directory, max_age_s=0)):
+            found = [record for record in listing if record.fit_inputs == fit_inputs]
+            if found:
+                return found[-1]
+        return None
 
     def get(
         self,
@@ -257,6 +275,13 @@ class WMatrixStore:
         while len(self._cache) > CACHE_ENTRIES_MAX:
             self._cache.popitem(last=False)
         return wmatrix
+
+
+def fit_inputs_digest(method: Method, unified_dim: int, *anchors: tuple[str, str, str]) -> str:
+    """The digest naming one fit: the method, the unified dimension and each side's (model,
+    anchor set, anchor content hash). Two fits of one digest read the same numbers."""
+    described = json.dumps([method, unified_dim, [list(side) for side in anchors]])
+    return f"sha256:{hashlib.sha256(described.encode()).hexdigest()}"
 
 
 def _next_version(existing: list[WMatrixRecord], unified_dimension: int) -> str:

@@ -15,9 +15,11 @@ from latentmas_mesh.protocol.base import (
     WireStr,
     register_message,
 )
-from latentmas_mesh.protocol.quality import WMatrixQualityMetrics
+from latentmas_mesh.protocol.quality import AlignmentQuality, WMatrixQualityMetrics
 
 UNIFIED_DIMENSION_MAX: Final = 1 << 16
+STORED_VERSIONS_MAX: Final = 256
+"""Versions of one kind one listing names at most (the newest ones)."""
 # "1.0.0" in the spec's examples: three dot-separated decimal numbers.
 VERSION_PATTERN: Final = r"^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}$"
 
@@ -67,11 +69,53 @@ class GenerateWMatrixResponse(WireModel):
     quality_metrics: WMatrixQualityMetrics
 
 
+class StoredWMatrix(WireModel):
+    """One stored W-matrix version (vectors and hidden states) and its held-out quality."""
+
+    version: WireStr = Field(pattern=VERSION_PATTERN)
+    method: WMatrixMethod
+    unified_dimension: WireInt = Field(ge=1, le=UNIFIED_DIMENSION_MAX)
+    quality_metrics: WMatrixQualityMetrics
+
+
+class StoredKVMaps(WireModel):
+    """One stored version of a pair's KV-cache maps (what align and exchange apply) and what
+    exchanges through it retained on the receiver, on passages held out from its fit (None for
+    maps stored without that measurement)."""
+
+    version: WireStr = Field(pattern=VERSION_PATTERN)
+    alignment_quality: AlignmentQuality | None
+
+
+@register_message("w_matrix_versions_request")
+class WMatrixVersionsRequest(WireModel):
+    """`GET /api/latentmas/w-matrix/{source}/{target}`: the pair's stored versions."""
+
+    source_model: ModelName
+    target_model: ModelName
+
+
+@register_message("w_matrix_versions_reply")
+class WMatrixVersionsReply(WireModel):
+    """The pair's stored maps, oldest version first (canonical model names): W-matrices for
+    vectors, KV maps for caches; both empty when nothing is stored for the pair."""
+
+    source_model: ModelName
+    target_model: ModelName
+    w_matrices: tuple[StoredWMatrix, ...] = Field(max_length=STORED_VERSIONS_MAX)
+    kv_maps: tuple[StoredKVMaps, ...] = Field(max_length=STORED_VERSIONS_MAX)
+
+
 __all__ = [
+    "STORED_VERSIONS_MAX",
     "VERSION_PATTERN",
     "GenerateWMatrixRequest",
     "GenerateWMatrixResponse",
+    "StoredKVMaps",
+    "StoredWMatrix",
     "TransformationRules",
     "WMatrixMethod",
     "WMatrixStandard",
+    "WMatrixVersionsReply",
+    "WMatrixVersionsRequest",
 ]

@@ -24,7 +24,7 @@ from latentmas_mesh.alignment.wmatrix import WMatrix, fit_w_matrix
 from latentmas_mesh.artifacts.anchor_store import AnchorStore
 from latentmas_mesh.artifacts.hub_file import HubFile
 from latentmas_mesh.artifacts.kv_map_store import KVMapStore
-from latentmas_mesh.artifacts.wmatrix_store import WMatrixStore
+from latentmas_mesh.artifacts.wmatrix_store import WMatrixRecord, WMatrixStore, fit_inputs_digest
 from latentmas_mesh.errors import (
     DimensionMismatch,
     InternalError,
@@ -56,7 +56,15 @@ from latentmas_mesh.protocol.registry import (
     ModelsRequest,
 )
 from latentmas_mesh.protocol.v1 import AlignVectorRequest, AlignVectorResponse
-from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest, GenerateWMatrixResponse
+from latentmas_mesh.protocol.wmatrix import (
+    STORED_VERSIONS_MAX,
+    GenerateWMatrixRequest,
+    GenerateWMatrixResponse,
+    StoredKVMaps,
+    StoredWMatrix,
+    WMatrixVersionsReply,
+    WMatrixVersionsRequest,
+)
 from latentmas_mesh.registry import Registry
 from latentmas_mesh.services.alignment_settings import REQUEST_BYTES_MAX
 from latentmas_mesh.settlement.payments import Payments, Terms
@@ -94,6 +102,15 @@ class ServicePolicy:
     @property
     def terms(self) -> Terms:
         return Terms(self.price_units, self.creator, self.validators)
+
+
+def _stored_w_matrix(record: WMatrixRecord) -> StoredWMatrix:
+    return StoredWMatrix(
+        version=record.version,
+        method=record.method,
+        unified_dimension=record.unified_dimension,
+        quality_metrics=WMatrixQualityMetrics(**record.quality_metrics()),
+    )
 
 
 def wire_quality(quality: AlignmentQuality) -> WireQuality:
@@ -158,11 +175,35 @@ class AlignmentService:
             return self.list_models(message)
         if isinstance(message, ModelRequest):
             return ModelReply(model=self.registry.get(message.name).model_dump(mode="json"))
+        if isinstance(message, WMatrixVersionsRequest):
+            return self.stored_versions(message)
         raise InvalidRequest(
             f"{WMATRIX_SERVICE} does not handle {type(message).__name__}",
             details={"accepted": ["generate_w_matrix_request", "register_anchors_request",
-                                  "registry.models_request", "registry.model_request"]},
+                                  "registry.models_request", "registry.model_request",
+                                  "w_matrix_versions_request"]},
         )  # fmt: skip
+
+    def stored_versions(self, request: WMatrixVersionsRequest) -> WMatrixVersionsReply:
+        """The pair's stored W-matrices and KV maps with their held-out quality (the newest
+        STORED_VERSIONS_MAX of each kind)."""
+        source, target = self._model(request.source_model), self._model(request.target_model)
+        records = self.wmatrices.records(source, target)[-STORED_VERSIONS_MAX:]
+        kv_versions = self.kv_maps.versions(source, target)[-STORED_VERSIONS_MAX:]
+        kv_maps = []
+        for version in kv_versions:
+            aligner, _ = self.kv_maps.get(source, target, version)
+            quality = aligner.quality
+            kv_maps.append(StoredKVMaps(
+                version=version,
+                alignment_quality=None if quality is None else wire_quality(quality),
+            ))  # fmt: skip
+        return WMatrixVersionsReply(
+            source_model=source,
+            target_model=target,
+            w_matrices=tuple(_stored_w_matrix(record) for record in records),
+            kv_maps=tuple(kv_maps),
+        )
 
     def list_models(self, request: ModelsRequest) -> ModelsReply:
         """A page of the registry this service loaded (shipped file plus the operator's), so a
@@ -236,8 +277,33 @@ class AlignmentService:
 
     def generate(self, request: GenerateWMatrixRequest) -> GenerateWMatrixResponse:
         """Appendix C.1 Generate W-Matrix: fit on both models' registered anchors, store the new
-        version, answer with its held-out quality."""
+        version, answer with its held-out quality.
+
+        A map already fitted from the same anchors, method and unified dimension is that
+        answer, at once: a second fit would read the same numbers (and a retried request must
+        not store a second version).
+        """
         source, target = self._model(request.source_model), self._model(request.target_model)
+        (source_set, source_hash), (target_set, target_hash) = (
+            self._anchors_described(source), self._anchors_described(target),
+        )  # fmt: skip
+        unified_dim = self.policy.unified_dim
+        fit_inputs = fit_inputs_digest(
+            request.method, unified_dim,
+            (source, source_set, source_hash), (target, target_set, target_hash),
+        )  # fmt: skip
+        record = self.wmatrices.fitted_from(source, target, fit_inputs)
+        if record is None:
+            record = self._fit(request, source, target, fit_inputs)
+        return GenerateWMatrixResponse(
+            version=record.version,
+            unified_dimension=record.unified_dimension,
+            quality_metrics=WMatrixQualityMetrics(**record.quality_metrics()),
+        )
+
+    def _fit(
+        self, request: GenerateWMatrixRequest, source: str, target: str, fit_inputs: str
+    ) -> WMatrixRecord:
         source_set, x = self._anchors_of(source)
         target_set, y = self._anchors_of(target)
         if source_set != target_set or x.shape[0] != y.shape[0]:
@@ -248,12 +314,18 @@ class AlignmentService:
         wmatrix = fit_w_matrix(x, y, method=request.method, unified_dim=self.policy.unified_dim)
         if self.policy.thresholds is not None:
             check_quality(wmatrix.quality, self.policy.thresholds, method=request.method)
-        record = self.wmatrices.put(wmatrix, source_model=source, target_model=target)
-        return GenerateWMatrixResponse(
-            version=record.version,
-            unified_dimension=record.unified_dimension,
-            quality_metrics=WMatrixQualityMetrics(**record.quality_metrics()),
+        return self.wmatrices.put(
+            wmatrix, source_model=source, target_model=target, fit_inputs=fit_inputs
         )
+
+    def _anchors_described(self, model: str) -> tuple[str, str]:
+        """(anchor set, content hash) of the model's registered anchors, with `_anchors_of`'s
+        refusals (a closed model's says why it has none)."""
+        try:
+            return self.anchors.describe(model)
+        except ModelNotSupported:
+            self._anchors_of(model)  # raises the refusal that names the reason
+            raise
 
     def _anchors_of(self, model: str) -> tuple[str, npt.NDArray[np.float32]]:
         """The model's registered anchor activations; for a closed model with none, the

@@ -29,7 +29,7 @@ from latentmas_mesh.protocol.align import (
 from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest
 from latentmas_mesh.protocol.registry import ModelRequest, ModelsRequest
 from latentmas_mesh.protocol.v1 import AlignVectorRequest
-from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest
+from latentmas_mesh.protocol.wmatrix import GenerateWMatrixRequest, WMatrixVersionsRequest
 from latentmas_mesh.registry import ModelSpec
 from latentmas_mesh.services.alignment import vector_bytes
 from tests.registry.conftest import open_entry
@@ -67,6 +67,62 @@ class TestWMatrixService:
         assert ("1.0.0", 16) == (reply.version, reply.unified_dimension)
         assert reply.quality_metrics.expected_quality > 0.99
         assert 24 * 16 + 16 * 32 == reply.quality_metrics.computational_cost
+
+    def test_a_fit_of_the_same_inputs_answers_the_stored_map_without_fitting(
+        self, service, rng, monkeypatch
+    ):
+        """Generate twice with the same anchors and method: one fit, one version; new anchors
+        or another method fit anew (a retried generate never stores a second copy)."""
+        x, _ = _register_pair(service, rng)
+        fits = _spy(monkeypatch, type(service), "_fit")
+        request = GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="hybrid")
+
+        first = service.handle_wmatrix(request, None)
+        again = service.handle_wmatrix(request, None)
+        other_method = service.handle_wmatrix(
+            request.model_copy(update={"method": "learned"}), None
+        )
+        service.handle_wmatrix(
+            RegisterAnchorsRequest(model=SMOL, anchor_set="corpus:v1", activations=x * 2), None
+        )
+        new_anchors = service.handle_wmatrix(request, None)
+
+        assert first == again
+        assert ["1.0.0", "1.1.0", "1.2.0"] == [
+            first.version,
+            other_method.version,
+            new_anchors.version,
+        ]
+        assert 3 == len(fits)
+
+    def test_stored_versions_list_both_kinds_with_their_quality(self, service, rng):
+        """w_matrix_versions_request: the pair's W-matrices and KV maps, oldest first, with
+        their held-out figures; a pair with nothing stored lists nothing."""
+        _register_pair(service, rng)
+        generated = service.handle_wmatrix(
+            GenerateWMatrixRequest(source_model=SMOL, target_model=GEMMA, method="orthogonal"),
+            None,
+        )
+        aligner = fitted_smol_to_gemma(rng)
+        service.kv_maps.put(aligner, source=SMOL, target=GEMMA, version="1.0.0")
+        service.kv_maps.put(aligner, source=SMOL, target=GEMMA, version="1.2.0")
+
+        listed = service.handle_wmatrix(
+            WMatrixVersionsRequest(source_model=SMOL.upper(), target_model=GEMMA), None
+        )
+        empty = service.handle_wmatrix(
+            WMatrixVersionsRequest(source_model=GEMMA, target_model=SMOL), None
+        )
+
+        assert (SMOL, GEMMA) == (listed.source_model, listed.target_model)
+        assert [(generated.version, "orthogonal", generated.quality_metrics)] == [
+            (m.version, m.method, m.quality_metrics) for m in listed.w_matrices
+        ]
+        assert ["1.0.0", "1.2.0"] == [m.version for m in listed.kv_maps]
+        assert aligner.quality.information_retention == pytest.approx(
+            listed.kv_maps[0].alignment_quality.information_retention
+        )
+        assert ((), ()) == (empty.w_matrices, empty.kv_maps)
 
     def test_aliases_resolve_to_the_registry_name(self, service, rng):
         """Anchors registered under any case of a name land under the canonical name."""
