@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 $(STAMP): pyproject.toml scripts/install_hf.sh latentmas_mesh/wire/_envelope.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,hf]'
+	$(BIN)/pip install --quiet -e '.[dev,hf,gateway]'
 	bash scripts/install_hf.sh $(VENV)
 	touch $(STAMP)
 

@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL"
     RESERVATION_NOT_FOUND = "RESERVATION_NOT_FOUND"
     RESERVATION_CLOSED = "RESERVATION_CLOSED"
+    NOT_FOUND = "NOT_FOUND"
 
 
 RESOLUTIONS: dict[ErrorCode, str] = {
@@ -49,6 +50,7 @@ RESOLUTIONS: dict[ErrorCode, str] = {
     ErrorCode.RESERVATION_CLOSED: (
         "The reservation was already posted, voided or expired: make a new reservation to pay"
     ),
+    ErrorCode.NOT_FOUND: "Check the path or id: nothing by that name exists here",
 }
 
 
@@ -166,6 +168,12 @@ class ReservationClosed(ProtocolError):
     code = ErrorCode.RESERVATION_CLOSED
 
 
+class NotFound(ProtocolError):
+    """The path, job or record asked for does not exist (or is not the caller's to see)."""
+
+    code = ErrorCode.NOT_FOUND
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ProtocolError]] = {
     cls.code: cls
     for cls in (
@@ -183,6 +191,7 @@ ERROR_CLASSES: dict[ErrorCode, type[ProtocolError]] = {
         InternalError,
         ReservationNotFound,
         ReservationClosed,
+        NotFound,
     )
 }
 

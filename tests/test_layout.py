@@ -36,11 +36,11 @@ ALLOWED: dict[str, set[str]] = {
     | {"alignment", "artifacts", "codec", "ledger", "market", "protocol", "registry"}
     | {"settlement"},
     "integrations": BASE | {"alignment", "anchors", "artifacts", "protocol", "registry"},
-    "testing": BASE | {"transport", "codec", "protocol", "mdp"},
+    "testing": BASE | {"transport", "codec", "protocol", "mdp", "agents"},
     "agents": {"errors", "settings", "artifacts", "transport"},
     # the SDK; `integrations` only lazily, to convert a transformers cache (the `hf` extra)
     "client": BASE | {"transport", "protocol", "settlement", "registry", "integrations"},
-    "gateway": BASE | {"codec", "protocol", "client", "agents"},
+    "gateway": BASE | {"codec", "protocol", "client", "agents", "transport", "settlement"},
     "cli": set(),  # the top floor: anything in the library (never broker/ or workers/)
 }
 BROKER_MAY_IMPORT = {"mdp", "wire", "errors", "log", "settings"}

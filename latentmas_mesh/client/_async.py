@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import zmq
 
-from latentmas_mesh.client import _calls as calls
+from latentmas_mesh.client import calls
 from latentmas_mesh.client._connection import (
     TIMEOUT_MS_DEFAULT,
     MeshKeys,
@@ -20,7 +20,7 @@ from latentmas_mesh.client._kv import KVInput
 from latentmas_mesh.protocol.align import AlignKVCacheResponse, ExchangeMemoryResponse
 from latentmas_mesh.protocol.ledger import BalanceReply, StatementReply
 from latentmas_mesh.protocol.v1 import AlignVectorResponse
-from latentmas_mesh.protocol.wmatrix import WMatrixMethod, WMatrixStandard
+from latentmas_mesh.protocol.wmatrix import WMatrixMethod, WMatrixStandard, WMatrixVersionsReply
 from latentmas_mesh.registry import ModelSpec
 from latentmas_mesh.settlement.ledger_client import LedgerClient
 from latentmas_mesh.transport import AsyncTransport, Transport
@@ -93,6 +93,10 @@ class AsyncMeshClient:
     ) -> WMatrixStandard:
         """See `MeshClient.generate_w_matrix`."""
         return await self._run(calls.generate_w_matrix(source, target, method))
+
+    async def w_matrix_versions(self, source: str, target: str) -> WMatrixVersionsReply:
+        """See `MeshClient.w_matrix_versions`."""
+        return await self._run(calls.w_matrix_versions(source, target))
 
     async def align_kv_cache(
         self,

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import zmq
 
-from latentmas_mesh.client import _calls as calls
+from latentmas_mesh.client import calls
 from latentmas_mesh.client._connection import (
     TIMEOUT_MS_DEFAULT,
     MeshKeys,
@@ -18,7 +18,7 @@ from latentmas_mesh.client._kv import KVInput
 from latentmas_mesh.protocol.align import AlignKVCacheResponse, ExchangeMemoryResponse
 from latentmas_mesh.protocol.ledger import BalanceReply, StatementReply
 from latentmas_mesh.protocol.v1 import AlignVectorResponse
-from latentmas_mesh.protocol.wmatrix import WMatrixMethod, WMatrixStandard
+from latentmas_mesh.protocol.wmatrix import WMatrixMethod, WMatrixStandard, WMatrixVersionsReply
 from latentmas_mesh.registry import ModelSpec
 from latentmas_mesh.settlement.ledger_client import LedgerClient
 from latentmas_mesh.transport import Transport
@@ -93,9 +93,15 @@ class MeshClient:
     def generate_w_matrix(
         self, source: str, target: str, method: WMatrixMethod = "hybrid"
     ) -> WMatrixStandard:
-        """Fit and store a new W-matrix version from both models' registered anchors; its
-        quality is measured on held-out anchors. Each call fits (and stores) anew."""
+        """Fit and store a W-matrix from both models' registered anchors; its quality is
+        measured on held-out anchors. A map already fitted from the same anchors and method is
+        answered at once, without fitting again."""
         return self._run(calls.generate_w_matrix(source, target, method))
+
+    def w_matrix_versions(self, source: str, target: str) -> WMatrixVersionsReply:
+        """The pair's stored W-matrices (vectors) and KV maps (caches), oldest version first,
+        each with its held-out quality: which `w_matrix_version` an exchange can pin."""
+        return self._run(calls.w_matrix_versions(source, target))
 
     def align_kv_cache(
         self,

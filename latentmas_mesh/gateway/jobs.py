@@ -67,6 +67,10 @@ class JobTable:
         self._ttl_s = finished_ttl_s
         self._clock = clock
 
+    def now(self) -> float:
+        """The table's clock (what `Job.describe` measures elapsed time against)."""
+        return self._clock()
+
     async def run(
         self,
         kind: str,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from latentmas_mesh.settings import MIB, MeshSettings
+from latentmas_mesh.agents.settings import AgentSettings
+from latentmas_mesh.settings import MIB
 
 
-class GatewaySettings(MeshSettings):
-    """Where the gateway listens, which broker it calls, and what it accepts."""
+class GatewaySettings(AgentSettings):
+    """Where the gateway listens, which broker it calls, and what it accepts. The agent
+    registry it authenticates against is `state_dir`'s; its CURVE key is the registry's
+    gateway pair; the broker's public key and the ledger keys come as for every client
+    (LATENTMAS_CURVE_SERVER_KEY_FILE, LATENTMAS_LEDGER_KEYS_DIR)."""
 
     connect: str = Field(
         default="tcp://127.0.0.1:5555", description="The broker the gateway is a client of."
@@ -28,10 +32,18 @@ class GatewaySettings(MeshSettings):
     job_wait_ms: int = Field(
         default=2_000,
         ge=0,
-        description="How long a call may take before the gateway answers 202 with a job.",
+        description="How long a generate may take before the gateway answers 202 with a job.",
     )
     call_timeout_ms: int = Field(
         default=600_000, gt=0, description="Deadline of one call through the mesh."
+    )
+    attempt_timeout_ms: int = Field(
+        default=120_000,
+        gt=0,
+        description=(
+            "Silence after which a call is sent again under the same request id (a broker "
+            "restart); long enough that a slow fit is not sent to a second worker."
+        ),
     )
 
 

@@ -14,6 +14,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.MODEL_NOT_SUPPORTED: 404,
     ErrorCode.W_MATRIX_NOT_FOUND: 404,
     ErrorCode.RESERVATION_NOT_FOUND: 404,
+    ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
     ErrorCode.RESERVATION_CLOSED: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,

@@ -109,7 +109,7 @@ class LedgerService:
             return self.events(message.events, identity, now_ms)
         if isinstance(message, BalanceRequest):
             account = self._readable(message.account, identity)
-            units = self.store.balance_units(account)
+            units = self._balance_units(account, identity) or 0
             return BalanceReply(account=account, balance_units=units, currency=self.policy.currency)
         if isinstance(message, StatementRequest):
             return self.statement(message, identity)
@@ -186,6 +186,10 @@ class LedgerService:
 
     def statement(self, request: StatementRequest, identity: str) -> StatementReply:
         account = self._readable(request.account, identity)
+        if self._balance_units(account, identity) is None:  # never funded: no entries
+            return StatementReply(
+                account=account, currency=self.policy.currency, entries=(), next_after=None
+            )
         page = self.store.statement(account, request.after_entry_id, request.limit)
         entries = tuple(
             StatementEntry(
@@ -231,6 +235,17 @@ class LedgerService:
         return Quote(**_terms_fields(signed.terms), signature=signed.signature)
 
     # --- helpers ---------------------------------------------------------------------------
+    def _balance_units(self, account: str, identity: str) -> int | None:
+        """The account's balance; None for the sender's own agent account not yet opened (its
+        first deposit opens it): an agent never funded has nothing, where anyone else's
+        unknown account stays an error (InvalidRequest)."""
+        try:
+            return self.store.balance_units(account)
+        except InvalidRequest:
+            if account != agent_account(identity):
+                raise
+            return None
+
     def _readable(self, account: str | None, identity: str) -> str:
         """The sender's own account, or one it owns, or any account for an operator."""
         if account is None:

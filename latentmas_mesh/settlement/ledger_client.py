@@ -31,7 +31,7 @@ from latentmas_mesh.protocol.ledger import (
     StatementRequest,
 )
 from latentmas_mesh.settlement.outbox import RETRYABLE_CODES
-from latentmas_mesh.transport import ReplyVerifier, Transport, trusted_keys
+from latentmas_mesh.transport import ReplyVerifier, Transport, TransportSettings, trusted_keys
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -75,7 +75,7 @@ def raise_for_result(result: EventResult) -> EventResult:
     raise InvalidRequest(f"event {result.event_id}: unknown status {result.status}")
 
 
-def reply_verifier(transport: Transport) -> ReplyVerifier | None:
+def reply_verifier(settings: TransportSettings) -> ReplyVerifier | None:
     """How this client checks that a ledger worker wrote each answer; None without CURVE.
 
     Under CURVE the broker routes the answers but is not trusted for them: each must carry the
@@ -83,7 +83,6 @@ def reply_verifier(transport: Transport) -> ReplyVerifier | None:
     unset, that is Unauthorized here, before any call (fail closed). Without CURVE there are no
     keys to seal with: a plaintext mesh's ledger answers cannot be verified, only trusted.
     """
-    settings = transport.settings
     if settings.curve_secret_key_file is None:
         return None
     if settings.ledger_keys_dir is None:
@@ -114,7 +113,7 @@ class LedgerClient:
         self.timeout_ms = timeout_ms
         self._sealed: tuple[Transport, ReplyVerifier] | None = None
         if isinstance(caller, Transport):
-            verifier = reply_verifier(caller)
+            verifier = reply_verifier(caller.settings)
             self._sealed = None if verifier is None else (caller, verifier)
 
     def _call(self, message: BaseModel, reply_type: type[R]) -> R:

@@ -44,6 +44,13 @@ class LedgerNet:
     workers: int = 1
     heartbeat_ms: int = 500
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    client_keys_dir: Path | None = None
+    """The broker's allow list of clients (an agent registry's keys/clients); by default the
+    net's own folder of the named clients' keys."""
+    operator_ids: tuple[str, ...] = ()
+    """Identities trusted as operators besides the named operators (a registry's)."""
+    gateway_ids: tuple[str, ...] = ()
+    """Keys the workers let act on behalf of agents (LATENTMAS_GATEWAY_KEYS)."""
     mesh: LocalMesh | None = None
 
     def __post_init__(self) -> None:
@@ -76,7 +83,10 @@ class LedgerNet:
             "LATENTMAS_LEDGER_KEYS_DIR": str(self.ledger_keys_dir),
             "LATENTMAS_LEDGER_URL": self.ledger_url,
             "LATENTMAS_LEDGER_QUOTE_KEY_FILE": str(self.root / "quote.key"),
-            "LATENTMAS_LEDGER_OPERATORS": json.dumps([self.identity(n) for n in self.operators]),
+            "LATENTMAS_LEDGER_OPERATORS": json.dumps(
+                [*(self.identity(n) for n in self.operators), *self.operator_ids]
+            ),
+            "LATENTMAS_GATEWAY_KEYS": json.dumps(list(self.gateway_ids)),
             "LATENTMAS_LEDGER_SERVICES": json.dumps([self.identity(n) for n in self.services]),
             "LATENTMAS_LOG_LEVEL": "warning",
             **self.extra_env,
@@ -89,7 +99,7 @@ class LedgerNet:
             "--curve-secret-key",
             str(keys / "broker" / "broker.key_secret"),
             "--curve-client-keys",
-            str(keys / "clients"),
+            str(self.client_keys_dir or keys / "clients"),
             "--curve-worker-keys",
             str(keys / "workers"),
         )

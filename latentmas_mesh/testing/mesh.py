@@ -22,7 +22,7 @@ from latentmas_mesh.transport import Transport, TransportSettings
 
 CLI = (sys.executable, "-c", "from latentmas_mesh.cli import main; main()")
 """The `latentmas` command, run by this interpreter (tests of the CLI itself use it)."""
-PROCESS_MODULES = {"broker": "broker", "worker": "workers"}
+PROCESS_MODULES = {"broker": "broker", "worker": "workers", "gateway": "latentmas_mesh.gateway"}
 """The mesh's processes start as `python -m broker|workers` directly: one interpreter start
 each (the CLI would exec the same module after importing itself), which matters when many
 workers start at once on a loaded machine."""
@@ -74,6 +74,9 @@ class LocalMesh:
     metrics_url: str = ""
     broker: MeshProcess | None = None
     worker_processes: list[MeshProcess] = field(default_factory=list)
+    gateway: MeshProcess | None = None
+    gateway_url: str = ""
+    _gateways: list[MeshProcess] = field(default_factory=list)
     _broker_port: int = 0
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -127,6 +130,24 @@ class LocalMesh:
         self.worker_processes.append(process)
         return process
 
+    def start_gateway(
+        self, env: Mapping[str, str] | None = None, timeout_s: float = START_TIMEOUT_S
+    ) -> MeshProcess:
+        """Start the HTTP gateway (`python -m latentmas_mesh.gateway`) on a free loopback port,
+        as a client of the broker; `env` adds its settings (state dir, CURVE files)."""
+        self.gateway, self.gateway_url = self.spawn_gateway(env, timeout_s)
+        return self.gateway
+
+    def spawn_gateway(
+        self, env: Mapping[str, str] | None = None, timeout_s: float = START_TIMEOUT_S
+    ) -> tuple[MeshProcess, str]:
+        """One more gateway process (other settings, same broker) and its URL; `stop()`
+        stops it with the rest."""
+        args = ["gateway", "--connect", self.broker_url, "--http-host", self.host]
+        process = self._spawn("gateway", [*args, "--http-port", "0"], env)
+        self._gateways.append(process)
+        return process, json.loads(_read_line(process, timeout_s))["url"]
+
     def kill(self, process: MeshProcess, signum: int = signal.SIGKILL) -> None:
         """Send a signal to one process and wait for it to exit."""
         if process.alive():
@@ -134,8 +155,10 @@ class LocalMesh:
         process.popen.wait(STOP_TIMEOUT_S)
 
     def stop(self) -> None:
-        """SIGTERM workers then the broker; SIGKILL whatever outlives the timeout."""
-        for group in (self.worker_processes, [self.broker] if self.broker else []):
+        """SIGTERM the gateway, the workers, then the broker; SIGKILL whatever outlives the
+        timeout."""
+        groups = (self._gateways, self.worker_processes, [self.broker] if self.broker else [])
+        for group in groups:
             for process in group:
                 if process.alive():
                     process.popen.send_signal(signal.SIGTERM)
@@ -181,6 +204,8 @@ class LocalMesh:
     def describe(self) -> str:
         """Where everything listens, one line per process (what `latentmas up` prints)."""
         lines = [f"broker   {self.broker_url}   metrics {self.metrics_url}"]
+        if self.gateway_url:
+            lines.append(f"gateway  {self.gateway_url}   docs {self.gateway_url}/docs")
         lines.extend(f"worker   {p.role:<10} pid {p.pid}" for p in self.worker_processes)
         lines.append(f"logs     {self.log_dir}")
         return "\n".join(lines)
@@ -203,7 +228,7 @@ class LocalMesh:
         }
         popen = subprocess.Popen(
             [sys.executable, "-m", PROCESS_MODULES[args[0]], *args[1:]],
-            stdout=subprocess.PIPE if role == "broker" else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if role in ("broker", "gateway") else subprocess.DEVNULL,
             stderr=log,
             env=env,
             start_new_session=True,  # Ctrl-C reaches `up`, which stops children in order
@@ -211,16 +236,17 @@ class LocalMesh:
         return MeshProcess(role, popen, log_path)
 
     def _check_alive(self) -> None:
-        for process in [self.broker, *self.worker_processes]:
+        for process in [self.broker, *self.worker_processes, self.gateway]:
             if process is not None and not process.alive():
                 tail = process.log_path.read_text(errors="replace")[-2000:]
                 raise ServiceUnavailable(f"{process.role} exited early:\n{tail}")
 
 
 def _read_line(process: MeshProcess, timeout_s: float) -> str:
-    """The first stdout line of a process (the broker's JSON announcement), with a timeout."""
+    """The first stdout line of a process (the broker's or gateway's JSON announcement), with a
+    timeout."""
     stdout = process.popen.stdout
-    assert stdout is not None  # the broker is started with a stdout pipe
+    assert stdout is not None  # the broker and the gateway are started with a stdout pipe
     os.set_blocking(stdout.fileno(), False)
     deadline = time.monotonic() + timeout_s
     buffer = b""
@@ -234,7 +260,7 @@ def _read_line(process: MeshProcess, timeout_s: float) -> str:
             break
         time.sleep(0.02)
     tail = process.log_path.read_text(errors="replace")[-2000:]
-    raise ServiceUnavailable(f"the broker did not announce its endpoints:\n{tail}")
+    raise ServiceUnavailable(f"the {process.role} did not announce its address:\n{tail}")
 
 
 __all__ = ["CLI", "PROCESS_MODULES", "LocalMesh", "MeshProcess"]

@@ -2,7 +2,7 @@
 CURVE keys, and the seals that let a client verify who wrote a reply."""
 
 from latentmas_mesh.transport._async import AsyncTransport
-from latentmas_mesh.transport._calls import new_request_id
+from latentmas_mesh.transport._calls import decode_reply, encode_call, new_request_id
 from latentmas_mesh.transport._curve import (
     create_key_pair,
     list_worker_key,
@@ -29,6 +29,8 @@ __all__ = [
     "TransportSettings",
     "UnverifiedReply",
     "create_key_pair",
+    "decode_reply",
+    "encode_call",
     "is_sealed",
     "list_worker_key",
     "new_request_id",

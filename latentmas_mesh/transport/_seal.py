@@ -174,17 +174,30 @@ class ReplyVerifier:
         return body
 
     def call(
-        self, transport: Transport, service: str, message: BaseModel, *, timeout_ms: int | None
+        self,
+        transport: Transport,
+        service: str,
+        message: BaseModel,
+        *,
+        timeout_ms: int | None,
+        on_behalf_of: str | None = None,
     ) -> codec.Decoded:
         """`transport.call`, with the reply's seal checked before its body is decoded."""
-        request_id, frames = _calls.encode_call(message, None)
+        request_id, frames = _calls.encode_call(message, None, on_behalf_of)
         body = transport.request(service, frames, timeout_ms=timeout_ms, request_id=request_id)
+        return self.read(request_id, body, transport.settings)
+
+    def read(
+        self, request_id: str, body: Sequence[Frame], settings: TransportSettings
+    ) -> codec.Decoded:
+        """The decoded reply to `request_id` once its seal checks out (an error reply raises
+        its typed error); for callers that send the request themselves, e.g. asyncio ones."""
         if not is_sealed(body):
-            raise self._unsealed(body, request_id, transport.settings)
-        return _calls.decode_reply(self.open(request_id, body), transport.settings)
+            raise self._unsealed(body, request_id, settings)
+        return _calls.decode_reply(self.open(request_id, body), settings)
 
     def _unsealed(
-        self, body: Sequence[zmq.Frame], request_id: str, settings: TransportSettings
+        self, body: Sequence[Frame], request_id: str, settings: TransportSettings
     ) -> ProtocolError:
         """What an unsealed reply may be: an error of `unsealed_codes`, or UnverifiedReply."""
         try:

@@ -16,7 +16,6 @@ from latentmas_mesh.settlement.outbox import RETRYABLE_CODES
 from latentmas_mesh.transport import (
     ReplySealer,
     ReplyVerifier,
-    Transport,
     TransportSettings,
     UnverifiedReply,
     create_key_pair,
@@ -238,7 +237,7 @@ class TestVerifiedCall:
 class TestLedgerClientVerifier:
     def test_a_plaintext_transport_has_no_verifier(self):
         """Without CURVE there are no keys: the SDK cannot verify, and says so by None."""
-        assert reply_verifier(Transport(TransportSettings())) is None
+        assert reply_verifier(TransportSettings()) is None
 
     def test_curve_without_ledger_keys_is_unauthorized(self, keys):
         settings = TransportSettings(
@@ -246,4 +245,4 @@ class TestLedgerClientVerifier:
         )
 
         with pytest.raises(Unauthorized, match="LATENTMAS_LEDGER_KEYS_DIR"):
-            reply_verifier(Transport(settings))
+            reply_verifier(settings)

@@ -8,8 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from latentmas_mesh.client import MeshKeys
-from latentmas_mesh.client import _calls as calls
+from latentmas_mesh.client import MeshKeys, calls
 from latentmas_mesh.client._connection import acting_agent, transport_settings
 from latentmas_mesh.errors import InvalidRequest, QualityBelowThreshold, Timeout, Unauthorized
 from latentmas_mesh.protocol.align import AlignKVCacheResponse, ExchangeMemoryResponse

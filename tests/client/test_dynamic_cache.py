@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentmas_mesh.client import _calls as calls
+from latentmas_mesh.client import calls
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
 from tests.workers_align.conftest import GEMMA, SMOL
 

@@ -30,6 +30,19 @@ class TestExchanges:
         assert standard.quality_metrics.information_retention > 0.99
         assert standard.version.startswith("1.0.")
 
+    def test_w_matrix_versions_name_what_a_request_can_pin(self, client):
+        """After a generate, the pair lists that W-matrix and the stored KV maps with their
+        held-out quality; generating the same again adds no version."""
+        standard = client.generate_w_matrix(SMOL, GEMMA, method="orthogonal")
+        again = client.generate_w_matrix(SMOL, GEMMA, method="orthogonal")
+
+        listed = client.w_matrix_versions(SMOL, GEMMA)
+
+        assert standard == again
+        assert 1 == [m.version for m in listed.w_matrices].count(standard.version)
+        assert [MAPS_VERSION] == [m.version for m in listed.kv_maps]
+        assert listed.kv_maps[0].alignment_quality.information_retention == pytest.approx(0.8)
+
     def test_align_vector_maps_one_vector_and_a_batch(self, client, rng):
         """The v1 call, for a vector [24] and a batch [3, 24], lands in gemma's 32 dimensions
         with the map's measured quality."""

@@ -119,6 +119,23 @@ class TestService:
 
         assert [1_000] == [e.amount_units for e in page.entries]
 
+    def test_an_agent_never_funded_has_nothing_but_anothers_unknown_account_is_refused(self, mesh):
+        """A new agent reads its own account as 0 units and no entries before its first
+        deposit opens it; an operator asking for an account nobody opened gets the error."""
+        client, _ = mesh
+        newcomer = client("carol")
+
+        balance, statement = newcomer.balance(), newcomer.statement()
+
+        assert ("agent:carol", 0, (), None) == (
+            balance.account,
+            balance.balance_units,
+            statement.entries,
+            statement.next_after,
+        )
+        with pytest.raises(InvalidRequest, match="unknown account"):
+            client("op").balance("agent:nobody")
+
     def test_only_operators_fund_accounts(self, mesh):
         """An agent cannot mint money for itself."""
         client, _ = mesh

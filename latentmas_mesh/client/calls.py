@@ -1,7 +1,7 @@
 """Every SDK call as data: the service, the request, and how its reply is read and checked.
 
-The blocking and the asyncio client only send a `Call` and hand the reply to `Call.read`, so
-what a call means is written once, here, with no socket in sight.
+The blocking and the asyncio client, and the HTTP gateway, only send a `Call` and hand the reply
+to `Call.read`, so what a call means is written once, here, with no socket in sight.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from latentmas_mesh.protocol.wmatrix import (
     TransformationRules,
     WMatrixMethod,
     WMatrixStandard,
+    WMatrixVersionsReply,
+    WMatrixVersionsRequest,
 )
 from latentmas_mesh.registry import ModelSpec
 
@@ -47,18 +49,19 @@ MODEL_PAGES_MAX: Final = 1_024
 
 VectorInput: TypeAlias = np.ndarray[Any, Any] | Sequence[float] | Sequence[Sequence[float]]
 """A vector [d] or a batch [n, d]: a float numpy array, or numbers (taken as float32)."""
-T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 R = TypeVar("R", bound=BaseModel)
 W = TypeVar("W", bound=WireModel)
 
 
 @dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One request to `service` and the reading of its reply into what the SDK returns."""
+class Call(Generic[T_co]):
+    """One request to `service` and the reading of its reply into what the SDK returns
+    (covariant: a call answering a subtype stands in for one answering its base)."""
 
     service: str
     message: BaseModel
-    read: Callable[[BaseModel], T]
+    read: Callable[[BaseModel], T_co]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,11 @@ def align_vector(
         target_model=target,
         reservation_id=reservation_id,
     )
+    return vector_alignment(request)
+
+
+def vector_alignment(request: AlignVectorRequest) -> Call[AlignVectorResponse]:
+    """The call of a built v1 request (the gateway's, parsed from HTTP)."""
     return Call(ALIGN_SERVICE, request, lambda reply: expect(reply, AlignVectorResponse))
 
 
@@ -124,6 +132,17 @@ def generate_w_matrix(source: str, target: str, method: WMatrixMethod) -> Call[W
     return Call(WMATRIX_SERVICE, request, read)
 
 
+def w_matrix_generation(request: GenerateWMatrixRequest) -> Call[GenerateWMatrixResponse]:
+    """The call of a built generate request, answered as Appendix C.1's response body."""
+    return Call(WMATRIX_SERVICE, request, lambda reply: expect(reply, GenerateWMatrixResponse))
+
+
+def w_matrix_versions(source: str, target: str) -> Call[WMatrixVersionsReply]:
+    """The pair's stored W-matrices and KV maps with their held-out quality."""
+    request = build(WMatrixVersionsRequest, source_model=source, target_model=target)
+    return Call(WMATRIX_SERVICE, request, lambda reply: expect(reply, WMatrixVersionsReply))
+
+
 def align_kv_cache(
     kv_cache: KVInput,
     source: str,
@@ -142,11 +161,16 @@ def align_kv_cache(
         min_quality=min_quality,
         reservation_id=reservation_id,
     )
-    maps = _maps_name(source, target, w_matrix_version)
+    return kv_cache_alignment(request)
+
+
+def kv_cache_alignment(request: AlignKVCacheRequest) -> Call[AlignKVCacheResponse]:
+    """The call of a built Align KV-Cache request; its reply is held to `min_quality` again."""
+    maps = _maps_name(request.kv_cache.source_model, request.target_model, request.w_matrix_version)
 
     def read(reply: BaseModel) -> AlignKVCacheResponse:
         aligned = expect(reply, AlignKVCacheResponse)
-        require_retention(aligned.alignment_quality, min_quality, maps=maps)
+        require_retention(aligned.alignment_quality, request.min_quality, maps=maps)
         return aligned
 
     return Call(ALIGN_SERVICE, request, read)
@@ -172,11 +196,16 @@ def exchange_memory(
         min_quality=min_quality,
         reservation_id=reservation_id,
     )
-    maps = _maps_name(source, target, w_matrix_version)
+    return memory_exchange(request)
+
+
+def memory_exchange(request: ExchangeMemoryRequest) -> Call[ExchangeMemoryResponse]:
+    """The call of a built EXCHANGE_MEMORY request; its reply is held to `min_quality` again."""
+    maps = _maps_name(request.source_model, request.target_model, request.w_matrix_version)
 
     def read(reply: BaseModel) -> ExchangeMemoryResponse:
         exchanged = expect(reply, ExchangeMemoryResponse)
-        require_retention(exchanged.quality, min_quality, maps=maps)
+        require_retention(exchanged.quality, request.min_quality, maps=maps)
         return exchanged
 
     return Call(ALIGN_SERVICE, request, read)
@@ -239,7 +268,12 @@ __all__ = [
     "expect",
     "following",
     "generate_w_matrix",
+    "kv_cache_alignment",
+    "memory_exchange",
     "model",
     "model_spec",
     "models_page",
+    "vector_alignment",
+    "w_matrix_generation",
+    "w_matrix_versions",
 ]
