@@ -125,10 +125,21 @@ def up(
     smoke: Annotated[
         int, typer.Option(help="Send N echo requests through the mesh, report, and stop.")
     ] = 0,
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve the HTTP gateway on this loopback port (0: a free one): a CURVE "
+            "mesh with ledger, align and wmatrix workers for the agents of `latentmas agents` "
+            "(LATENTMAS_STATE_DIR)."
+        ),
+    ] = None,
 ) -> None:
     """Start a broker and workers on loopback; print where they listen; Ctrl-C stops all."""
     stop = threading.Event()
     _on_stop_signals(stop.set)
+    if http_port is not None:
+        _up_with_gateway(http_port, workers, heartbeat_ms, stop)
+        return
     kinds = _parse_workers(workers or ["echo=1"])
     if smoke and "echo" not in kinds:
         kinds["echo"] = 1
@@ -138,13 +149,42 @@ def up(
         if smoke:
             _smoke(mesh, smoke)
             return
-        typer.echo("Ctrl-C stops everything.")
-        while not stop.wait(0.5):
-            for process in [mesh.broker, *mesh.worker_processes]:
-                if process is not None and not process.alive():
-                    typer.echo(f"{process.role} (pid {process.pid}) exited; stopping", err=True)
-                    stop.set()
+        _watch(mesh, stop)
     typer.echo("stopped")
+
+
+def _up_with_gateway(
+    http_port: int, workers: list[str] | None, heartbeat_ms: int, stop: threading.Event
+) -> None:
+    """`up --http-port`: every process an agent's HTTP or SDK call needs (AgentMesh)."""
+    from latentmas_mesh.agents import AgentSettings
+    from latentmas_mesh.testing.agent_mesh import WORKERS_DEFAULT, AgentMesh
+
+    kinds = _parse_workers(workers) if workers else dict(WORKERS_DEFAULT)
+    ledger_workers = kinds.pop("ledger", 1)
+    state_dir = AgentSettings().state_dir
+    agents = AgentMesh(
+        state_dir, workers=kinds, ledger_workers=ledger_workers, heartbeat_ms=heartbeat_ms,
+        http_port=http_port,
+    )  # fmt: skip
+    mesh = agents.start()
+    try:
+        typer.echo(mesh.describe())
+        typer.echo(f"agents   {state_dir} (latentmas agents add NAME prints a token)")
+        _watch(mesh, stop)
+    finally:
+        agents.stop()
+    typer.echo("stopped")
+
+
+def _watch(mesh: LocalMesh, stop: threading.Event) -> None:
+    """Wait for Ctrl-C or SIGTERM; stop too when a process of the mesh exits."""
+    typer.echo("Ctrl-C stops everything.")
+    while not stop.wait(0.5):
+        for process in [mesh.broker, *mesh.worker_processes, mesh.gateway]:
+            if process is not None and not process.alive():
+                typer.echo(f"{process.role} (pid {process.pid}) exited; stopping", err=True)
+                stop.set()
 
 
 def _smoke(mesh: LocalMesh, count: int) -> None:
@@ -165,6 +205,29 @@ def _smoke(mesh: LocalMesh, count: int) -> None:
     typer.echo(
         f"smoke: {count} echo requests through broker and worker processes OK; "
         f"p50 {latencies_us[count // 2]:.0f} us, p99 {latencies_us[int(count * 0.99)]:.0f} us"
+    )
+
+
+@app.command()
+def gateway(
+    *,
+    connect: Annotated[str | None, typer.Option(help="The broker's endpoint.")] = None,
+    http_host: Annotated[
+        str | None, typer.Option(help="Address to bind (default loopback).")
+    ] = None,
+    http_port: Annotated[int | None, typer.Option(help="Port to serve (0: a free one).")] = None,
+) -> None:
+    """Serve the HTTP gateway (Appendix C's endpoints; docs at /docs) as a client of a broker,
+    until SIGTERM or Ctrl-C (`python -m latentmas_mesh.gateway`).
+
+    Agents are those of `latentmas agents` (LATENTMAS_STATE_DIR); the gateway connects with its
+    own key (`latentmas agents gateway`), which the workers must list in LATENTMAS_GATEWAY_KEYS,
+    and needs LATENTMAS_CURVE_SERVER_KEY_FILE and LATENTMAS_LEDGER_KEYS_DIR. Prints one JSON
+    line once listening: {"url": ..., "agent": ...}.
+    """
+    _exec_module(
+        "latentmas_mesh.gateway",
+        _flags(connect=connect, http_host=http_host, http_port=http_port),
     )
 
 

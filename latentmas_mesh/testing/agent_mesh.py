@@ -31,6 +31,7 @@ class AgentMesh:
     workers: Mapping[str, int] = field(default_factory=lambda: dict(WORKERS_DEFAULT))
     ledger_workers: int = 1
     heartbeat_ms: int = 500
+    http_port: int = 0
     extra_env: Mapping[str, str] = field(default_factory=dict)
     net: LedgerNet | None = None
 
@@ -63,7 +64,7 @@ class AgentMesh:
                 for _ in range(count):
                     mesh.start_worker(kind)
             mesh.wait_for_workers(self.ledger_workers + sum(self.workers.values()), timeout_s)
-            mesh.start_gateway(mesh.env, timeout_s)
+            mesh.start_gateway(mesh.env, timeout_s, http_port=self.http_port)
         except BaseException:
             mesh.stop()
             raise

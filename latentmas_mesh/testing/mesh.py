@@ -131,20 +131,28 @@ class LocalMesh:
         return process
 
     def start_gateway(
-        self, env: Mapping[str, str] | None = None, timeout_s: float = START_TIMEOUT_S
+        self,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = START_TIMEOUT_S,
+        *,
+        http_port: int = 0,
     ) -> MeshProcess:
-        """Start the HTTP gateway (`python -m latentmas_mesh.gateway`) on a free loopback port,
-        as a client of the broker; `env` adds its settings (state dir, CURVE files)."""
-        self.gateway, self.gateway_url = self.spawn_gateway(env, timeout_s)
+        """Start the HTTP gateway (`python -m latentmas_mesh.gateway`) on loopback (port 0: a
+        free one), as a client of the broker; `env` adds its settings (state dir, CURVE)."""
+        self.gateway, self.gateway_url = self.spawn_gateway(env, timeout_s, http_port=http_port)
         return self.gateway
 
     def spawn_gateway(
-        self, env: Mapping[str, str] | None = None, timeout_s: float = START_TIMEOUT_S
+        self,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = START_TIMEOUT_S,
+        *,
+        http_port: int = 0,
     ) -> tuple[MeshProcess, str]:
         """One more gateway process (other settings, same broker) and its URL; `stop()`
         stops it with the rest."""
         args = ["gateway", "--connect", self.broker_url, "--http-host", self.host]
-        process = self._spawn("gateway", [*args, "--http-port", "0"], env)
+        process = self._spawn("gateway", [*args, "--http-port", str(http_port)], env)
         self._gateways.append(process)
         return process, json.loads(_read_line(process, timeout_s))["url"]
 
