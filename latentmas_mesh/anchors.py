@@ -15,6 +15,10 @@ from latentmas_mesh.errors import InvalidRequest
 ANCHOR_FILE: Final = "anchors.jsonl"
 HELD_OUT_FRACTION_DEFAULT: Final = 0.25
 ANCHOR_PASSAGES_MAX: Final = 100_000
+KIND_FILE: Final = "text_kinds.jsonl"
+TEXT_KINDS: Final = ("narrative", "technical", "code", "dialogue", "formal", "structured")
+KIND_PASSAGES_MAX: Final = 100_000
+_KIND_FIELDS: Final = ("id", "kind", "source", "title", "licence", "origin", "text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +130,104 @@ def interleave_works(passages: tuple[AnchorPassage, ...]) -> tuple[AnchorPassage
     return tuple(g[i] for i in range(rounds) for g in by_work.values() if i < len(g))
 
 
+@dataclass(frozen=True, slots=True)
+class KindPassage:
+    """One passage of the kinds corpus: consecutive text of one source, labelled by its kind.
+
+    The anchors are all 19th-century prose; these passages (data/TEXT_KINDS.md) let a map be
+    fitted on some kinds of text and measured on a kind it never saw (leave one kind out).
+    """
+
+    id: str
+    kind: str
+    source: str
+    title: str
+    licence: str
+    origin: str
+    text: str
+
+
+def kind_corpus_path() -> Path:
+    """Where the shipped kinds corpus lies inside the installed package."""
+    return Path(str(files("latentmas_mesh").joinpath("data", KIND_FILE)))
+
+
+def load_kind_passages(path: Path | None = None) -> tuple[KindPassage, ...]:
+    """Every passage of the kinds corpus at `path` (default: the shipped one), in file order.
+
+    Raises InvalidRequest when a line is not a passage record (a field missing or not a string,
+    a kind not in TEXT_KINDS, an id not `<kind>-<source>-...`), or the file holds more than
+    KIND_PASSAGES_MAX passages or repeats an id: a measurement must not silently run on a
+    corpus other than the one it names.
+    """
+    if path is None:
+        return _shipped_kind_passages()
+    return _read_kind_passages(path)
+
+
+@cache
+def _shipped_kind_passages() -> tuple[KindPassage, ...]:
+    return _read_kind_passages(kind_corpus_path())
+
+
+def _read_kind_passages(path: Path) -> tuple[KindPassage, ...]:
+    passages: list[KindPassage] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if len(passages) >= KIND_PASSAGES_MAX:
+                raise InvalidRequest(f"{path}: more than {KIND_PASSAGES_MAX} passages")
+            passage = _kind_passage_of(line, f"{path}:{number}")
+            if passage.id in seen:
+                raise InvalidRequest(f"{path}:{number}: passage id {passage.id!r} repeated")
+            seen.add(passage.id)
+            passages.append(passage)
+    return tuple(passages)
+
+
+def _kind_passage_of(line: str, where: str) -> KindPassage:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise InvalidRequest(f"{where}: not a kind passage record ({exc})") from exc
+    if not isinstance(record, dict):
+        raise InvalidRequest(f"{where}: not a kind passage record (not a JSON object)")
+    values: dict[str, str] = {}
+    for field in _KIND_FIELDS:
+        value = record.get(field)
+        if not isinstance(value, str) or not value:
+            raise InvalidRequest(f"{where}: field {field!r} missing or not a non-empty string")
+        values[field] = value
+    passage = KindPassage(**values)
+    if passage.kind not in TEXT_KINDS:
+        raise InvalidRequest(f"{where}: unknown kind {passage.kind!r}, not one of {TEXT_KINDS}")
+    if not passage.id.startswith(f"{passage.kind}-{passage.source}-"):
+        raise InvalidRequest(f"{where}: id {passage.id!r} does not name its kind and source")
+    return passage
+
+
+def kind_corpus_sha256(path: Path | None = None) -> str:
+    """Content hash of a kinds corpus file, so a measurement names the exact passages it used."""
+    data = (path or kind_corpus_path()).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
 __all__ = [
     "ANCHOR_FILE",
     "HELD_OUT_FRACTION_DEFAULT",
+    "KIND_FILE",
+    "KIND_PASSAGES_MAX",
+    "TEXT_KINDS",
     "AnchorPassage",
+    "KindPassage",
     "anchor_corpus_path",
     "anchor_corpus_sha256",
     "interleave_works",
+    "kind_corpus_path",
+    "kind_corpus_sha256",
     "load_anchor_passages",
+    "load_kind_passages",
     "split_anchor_passages",
 ]
