@@ -67,13 +67,59 @@ class AllowedKeys:
         return key.decode("ascii", errors="replace") in self.keys
 
 
+class ClientKeys:
+    """The allow list, kept in step with the client key folder while the broker runs.
+
+    Agents come and go (`latentmas agents add` / `revoke` write and remove `*.key` files), so the
+    folder is looked at again when its modification time changes (one stat per `refresh`). The
+    new set governs both new handshakes (ZAP) and every later message: a key withdrawn from the
+    folder is refused from its next request on, though its connection was admitted before.
+    Worker keys are fixed for the broker's life.
+    """
+
+    __slots__ = ("_mtime_ns", "allowed", "directory", "worker_keys")
+
+    def __init__(self, directory: Path | None, worker_keys: frozenset[str]) -> None:
+        self.directory = directory
+        self.worker_keys = worker_keys
+        self._mtime_ns = self._stamp()
+        self.allowed = AllowedKeys(worker_keys | load_public_keys(directory))
+
+    def _stamp(self) -> int | None:
+        if self.directory is None:
+            return None
+        try:
+            return self.directory.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def refresh(self) -> bool:
+        """Reload the folder if it changed since the last look; whether the set changed."""
+        stamp = self._stamp()
+        if stamp == self._mtime_ns or stamp is None:
+            return False
+        self._mtime_ns = stamp
+        try:
+            keys = self.worker_keys | load_public_keys(self.directory)
+        except (OSError, ValueError, Unauthorized):  # a file mid-write: try again next time
+            self._mtime_ns = None
+            return False
+        changed = keys != self.allowed.keys
+        self.allowed.keys = keys  # one reference swap: the ZAP thread reads either set whole
+        return changed
+
+    def admits(self, identity: str) -> bool:
+        return identity in self.allowed.keys
+
+
 def serve_curve(
     socket: zmq.Socket[bytes],
     context: zmq.Context[zmq.Socket[bytes]],
     secret_key_file: Path,
-    allowed: frozenset[str],
+    allowed: AllowedKeys,
 ) -> ThreadAuthenticator:
-    """Make `socket` a CURVE server admitting only `allowed` keys; call before bind.
+    """Make `socket` a CURVE server admitting only `allowed`'s keys (read at each handshake,
+    so they may change); call before bind.
 
     Returns the running authenticator thread; stop it when the socket is closed.
     """
@@ -82,7 +128,7 @@ def serve_curve(
         raise Unauthorized(f"{secret_key_file} holds no secret key (use the .key_secret file)")
     authenticator = ThreadAuthenticator(context)
     authenticator.start()
-    authenticator.configure_curve_callback(domain="*", credentials_provider=AllowedKeys(allowed))
+    authenticator.configure_curve_callback(domain="*", credentials_provider=allowed)
     socket.curve_secretkey = secret
     socket.curve_publickey = public
     socket.curve_server = True
@@ -98,4 +144,11 @@ def user_id(frame: zmq.Frame) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-__all__ = ["AllowedKeys", "load_public_keys", "load_worker_keys", "serve_curve", "user_id"]
+__all__ = [
+    "AllowedKeys",
+    "ClientKeys",
+    "load_public_keys",
+    "load_worker_keys",
+    "serve_curve",
+    "user_id",
+]

@@ -21,6 +21,7 @@ from broker.metrics import BrokerMetrics
 from broker.replies import Replies
 from broker.state import BrokerState, ErrorReply, Send
 from latentmas_mesh import mdp
+from latentmas_mesh.errors import ErrorCode
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.wire import recv_frames, send_routed
 
@@ -80,6 +81,7 @@ class Broker:
         )
         self._socket: zmq.Socket[bytes] | None = None
         self._authenticator: ThreadAuthenticator | None = None
+        self._client_keys: security.ClientKeys | None = None
         self._http: WSGIServer | None = None
         self._last_loop_us = now_us()  # set by every loop iteration; read by /healthz
         # Tracked replies per client, oldest first (ZeroMQ releases one peer's messages in order).
@@ -103,12 +105,13 @@ class Broker:
         socket.setsockopt(zmq.RCVHWM, self.settings.socket_hwm_max)
         socket.setsockopt(zmq.LINGER, LINGER_MS)
         if self.settings.curve_secret_key_file is not None:
-            allowed = frozenset(self._worker_keys) | security.load_public_keys(
-                self.settings.curve_client_keys_dir
+            self._client_keys = security.ClientKeys(
+                self.settings.curve_client_keys_dir, frozenset(self._worker_keys)
             )
             self._authenticator = security.serve_curve(
-                socket, self._context, self.settings.curve_secret_key_file, allowed
-            )
+                socket, self._context, self.settings.curve_secret_key_file,
+                self._client_keys.allowed,
+            )  # fmt: skip
         self._socket = socket
         for endpoint in self.settings.bind:
             socket.bind(endpoint)
@@ -179,6 +182,8 @@ class Broker:
                         self._send(self.state.shutdown(now), now)
                         break
                 if now >= next_tick_us:
+                    if self._client_keys is not None:
+                        self._client_keys.refresh()
                     self._send(self.state.tick(now), now)
                     self.metrics.requests.publish()
                     next_tick_us = now + tick_us
@@ -224,7 +229,21 @@ class Broker:
         except mdp.MalformedFrame as error:
             self.metrics.rejected_frame(error.reason, peer, error.message)
             return
+        if identity is not None and self._client_keys and not self._client_keys.admits(identity):
+            self._refuse_withdrawn(peer, event, identity, now)
+            return
         self._send(self.state.apply(peer, event, now, identity), now)
+
+    def _refuse_withdrawn(
+        self, peer: bytes, event: mdp.BrokerEvent[Any], identity: str, now: int
+    ) -> None:
+        """A message under a key withdrawn since its connection was admitted (a revoked
+        agent): a request is answered UNAUTHORIZED, anything else dropped."""
+        message = "this key was withdrawn from the broker's allow list (revoked)"
+        self.metrics.rejected_frame("key_withdrawn", peer, message)
+        if isinstance(event, mdp.ClientRequest):
+            refused = mdp.RefusedBody("key_withdrawn", message, event, code=ErrorCode.UNAUTHORIZED)
+            self._send(self.state.refuse(peer, refused, now, identity), now)
 
     def _send(self, sends: Sequence[Send], now: int) -> None:
         """Send each message; a full or vanished peer loses it; a vanished worker is dropped.

@@ -111,6 +111,54 @@ class TestCurve:
 
         assert (0, 0) == (worker.handled, secure_mesh.broker.state.in_flight)
 
+    def test_a_key_withdrawn_while_connected_is_refused_from_its_next_request(
+        self, secure_mesh, keys
+    ):
+        """Revoking an agent removes its key file: the broker re-reads the folder and answers
+        the still-connected client's requests UNAUTHORIZED from then on; the worker sees none."""
+        made, _ = keys
+        served = []
+
+        def counting(body, context):
+            served.append(1)
+            return whoami(body, context)
+
+        secure_mesh.raw(SERVICE, counting, **curve_options(made, "worker"))
+        secure_mesh.wait_for_service(SERVICE)
+        with secure_mesh.transport(**curve_options(made, "client"), retries_max=0) as transport:
+            transport.request(SERVICE, [b"?"])
+            made["client"][0].unlink()
+
+            def refused():
+                body = transport.request(SERVICE, [b"?"], timeout_ms=2_000)
+                if body[0].bytes == public_key_of(made["client"][1]).encode():
+                    return False  # still served: the broker has not looked again yet
+                return "UNAUTHORIZED" == codec.decode(body).message.code
+
+            assert wait_for(refused)
+            before = len(served)
+            assert refused()
+
+        assert before == len(served)
+
+    def test_a_key_added_while_running_is_admitted(self, secure_mesh, keys):
+        """`latentmas agents add` writes a key file after the broker started: it connects."""
+        made, root = keys
+        secure_mesh.raw(SERVICE, whoami, **curve_options(made, "worker"))
+        secure_mesh.wait_for_service(SERVICE)
+        shutil.copy(made["stranger"][0], root / "clients" / "stranger.key")
+
+        def admitted():
+            with secure_mesh.transport(
+                **curve_options(made, "stranger"), retries_max=0
+            ) as transport:
+                try:
+                    return bool(transport.request(SERVICE, [b"?"], timeout_ms=500))
+                except Timeout:
+                    return False
+
+        assert wait_for(admitted)
+
     def test_plaintext_client_gets_nothing_through(self, secure_mesh, keys):
         """A client without CURVE cannot complete the handshake at all."""
         made, _ = keys
