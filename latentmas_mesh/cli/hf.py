@@ -107,3 +107,51 @@ def fit_pair(
         "passages": len(report.fit_passages),
         "quality": None if quality is None else quality.to_dict(),
     }))  # fmt: skip
+
+
+@hf_app.command("register-anchors")
+def register_anchors(
+    model: Annotated[str, typer.Argument(help="Registry name of the model to run.")],
+    *,
+    connect: Annotated[str, typer.Option(help="The broker's endpoint.")] = "tcp://127.0.0.1:5555",
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            help="Connect as this agent of LATENTMAS_STATE_DIR (a `latentmas up --http-port` "
+            "mesh); without it the LATENTMAS_CURVE_* variables apply."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N anchor passages.")] = None,
+    tokens_max: Annotated[int, typer.Option(help="Text tokens read per passage.")] = 256,
+) -> None:
+    """Register MODEL's passage embeddings on the shipped anchor corpus with a mesh, so that
+    `generate` (Appendix C.1) can fit W-matrices between it and other registered models.
+
+    Each row is the mean of the last layer's hidden states over one passage; the anchor set
+    names the corpus, its length and the token budget, so only rows of the same passages pair.
+    """
+    from rich.progress import Progress
+
+    from latentmas_mesh.agents import AgentSettings
+    from latentmas_mesh.anchors import anchor_corpus_sha256, load_anchor_passages
+    from latentmas_mesh.client import MeshClient, MeshKeys
+    from latentmas_mesh.integrations.hf import load_model, passage_embeddings
+    from latentmas_mesh.testing.agent_mesh import AgentMesh
+
+    keys = None
+    if agent is not None:
+        secret, broker_key, ledger_keys = AgentMesh.client_files(AgentSettings().state_dir, agent)
+        keys = MeshKeys(secret, broker_key, ledger_keys)
+    passages = load_anchor_passages()
+    chosen = passages if limit is None else passages[:limit]
+    anchor_set = f"corpus:{anchor_corpus_sha256()[:12]}:{len(chosen)}:mean-hidden:{tokens_max}"
+    loaded = load_model(model)
+    with Progress() as progress:
+        task = progress.add_task(f"{loaded.name} on anchors", total=len(chosen))
+        rows = passage_embeddings(
+            loaded, chosen, tokens_max=tokens_max,
+            on_passage=lambda done, _total: progress.update(task, completed=done),
+        )  # fmt: skip
+    with MeshClient(connect, keys=keys, timeout_ms=120_000) as client:
+        stored = client.register_anchors(loaded.name, anchor_set, rows)
+    typer.echo(f"registered {stored.model}: {stored.rows} x {stored.dim} on {stored.anchor_set}")

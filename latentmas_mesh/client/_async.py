@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
 import zmq
 
 from latentmas_mesh.client import calls
@@ -18,6 +19,7 @@ from latentmas_mesh.client._connection import (
 )
 from latentmas_mesh.client._kv import KVInput
 from latentmas_mesh.protocol.align import AlignKVCacheResponse, ExchangeMemoryResponse
+from latentmas_mesh.protocol.anchors import RegisterAnchorsResponse
 from latentmas_mesh.protocol.ledger import BalanceReply, StatementReply
 from latentmas_mesh.protocol.v1 import AlignVectorResponse
 from latentmas_mesh.protocol.wmatrix import WMatrixMethod, WMatrixStandard, WMatrixVersionsReply
@@ -93,6 +95,12 @@ class AsyncMeshClient:
     ) -> WMatrixStandard:
         """See `MeshClient.generate_w_matrix`."""
         return await self._run(calls.generate_w_matrix(source, target, method))
+
+    async def register_anchors(
+        self, model: str, anchor_set: str, activations: np.ndarray[Any, Any]
+    ) -> RegisterAnchorsResponse:
+        """See `MeshClient.register_anchors`."""
+        return await self._run(calls.register_anchors(model, anchor_set, activations))
 
     async def w_matrix_versions(self, source: str, target: str) -> WMatrixVersionsReply:
         """See `MeshClient.w_matrix_versions`."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
 import zmq
 
 from latentmas_mesh.client import calls
@@ -16,6 +17,7 @@ from latentmas_mesh.client._connection import (
 )
 from latentmas_mesh.client._kv import KVInput
 from latentmas_mesh.protocol.align import AlignKVCacheResponse, ExchangeMemoryResponse
+from latentmas_mesh.protocol.anchors import RegisterAnchorsResponse
 from latentmas_mesh.protocol.ledger import BalanceReply, StatementReply
 from latentmas_mesh.protocol.v1 import AlignVectorResponse
 from latentmas_mesh.protocol.wmatrix import WMatrixMethod, WMatrixStandard, WMatrixVersionsReply
@@ -97,6 +99,14 @@ class MeshClient:
         measured on held-out anchors. A map already fitted from the same anchors and method is
         answered at once, without fitting again."""
         return self._run(calls.generate_w_matrix(source, target, method))
+
+    def register_anchors(
+        self, model: str, anchor_set: str, activations: np.ndarray[Any, Any]
+    ) -> RegisterAnchorsResponse:
+        """Register `model`'s activations [n, d] on the rows of `anchor_set` (e.g. passage
+        embeddings from `integrations.hf.passage_embeddings`): generate_w_matrix fits maps
+        between two models registered on the same rows. Registering again replaces them."""
+        return self._run(calls.register_anchors(model, anchor_set, activations))
 
     def w_matrix_versions(self, source: str, target: str) -> WMatrixVersionsReply:
         """The pair's stored W-matrices (vectors) and KV maps (caches), oldest version first,

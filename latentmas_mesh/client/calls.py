@@ -23,6 +23,7 @@ from latentmas_mesh.protocol.align import (
     ExchangeMemoryResponse,
     require_retention,
 )
+from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest, RegisterAnchorsResponse
 from latentmas_mesh.protocol.base import WireModel, validate_message
 from latentmas_mesh.protocol.registry import (
     WMATRIX_SERVICE,
@@ -135,6 +136,16 @@ def generate_w_matrix(source: str, target: str, method: WMatrixMethod) -> Call[W
 def w_matrix_generation(request: GenerateWMatrixRequest) -> Call[GenerateWMatrixResponse]:
     """The call of a built generate request, answered as Appendix C.1's response body."""
     return Call(WMATRIX_SERVICE, request, lambda reply: expect(reply, GenerateWMatrixResponse))
+
+
+def register_anchors(
+    model: str, anchor_set: str, activations: np.ndarray[Any, Any]
+) -> Call[RegisterAnchorsResponse]:
+    """A model owner's activations [n, d] on the rows of `anchor_set` (the model itself never
+    reaches the mesh); registering again replaces them."""
+    request = build(RegisterAnchorsRequest, model=model, anchor_set=anchor_set,
+                    activations=activations)  # fmt: skip
+    return Call(WMATRIX_SERVICE, request, lambda reply: expect(reply, RegisterAnchorsResponse))
 
 
 def w_matrix_versions(source: str, target: str) -> Call[WMatrixVersionsReply]:
@@ -273,6 +284,7 @@ __all__ = [
     "model",
     "model_spec",
     "models_page",
+    "register_anchors",
     "vector_alignment",
     "w_matrix_generation",
     "w_matrix_versions",

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from latentmas_mesh.agents import AgentRegistry
+from latentmas_mesh.agents import AgentRegistry, KeyFolders
+from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
 from latentmas_mesh.testing.ledger_mesh import LedgerNet
 from latentmas_mesh.testing.mesh import START_TIMEOUT_S, LocalMesh
 
@@ -69,6 +70,14 @@ class AgentMesh:
             mesh.stop()
             raise
         return mesh
+
+    @staticmethod
+    def client_files(state_dir: Path, name: str) -> tuple[Path, Path, Path]:
+        """(agent `name`'s secret key, the broker's public key, the ledger keys folder): what
+        an SDK client of this mesh connects with as that agent (`MeshKeys`)."""
+        keys = state_dir / MESH_KEYS / "keys"
+        secret = KeyFolders(state_dir / "keys").secret_file(name)
+        return secret, keys / "broker" / "broker.key", keys / "workers" / LEDGER_SERVICE
 
     def stop(self) -> None:
         if self.net is not None:

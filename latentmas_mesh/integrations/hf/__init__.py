@@ -7,6 +7,10 @@ from latentmas_mesh.integrations.hf._activations import (
     export_anchor_activations,
     passage_activations,
 )
+from latentmas_mesh.integrations.hf._embeddings import (
+    EMBEDDING_TOKENS_DEFAULT,
+    passage_embeddings,
+)
 from latentmas_mesh.integrations.hf._exchange import Exchanged, align_kv_cache, exchange_context
 from latentmas_mesh.integrations.hf._kv import (
     CONTEXT_TOKENS_MAX,
@@ -56,6 +60,7 @@ from latentmas_mesh.integrations.hf._retention import (
 
 __all__ = [
     "CONTEXT_TOKENS_MAX",
+    "EMBEDDING_TOKENS_DEFAULT",
     "FIT_PASSAGES_DEFAULT",
     "FIT_TOKENS_DEFAULT",
     "MODEL_SOURCES",
@@ -90,6 +95,7 @@ __all__ = [
     "measure_exchange",
     "measure_passages",
     "passage_activations",
+    "passage_embeddings",
     "prefill_cache",
     "read_anchor_activations",
     "resolve_model",
