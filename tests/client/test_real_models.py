@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-# The integration tests' session models (loaded once per run) and their one-thread guard.
-from tests.integrations.conftest import _one_thread_each, model_a, model_b  # noqa: F401
 from tests.workers_align.conftest import GEMMA, SMOL
 
-pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
+pytestmark = [pytest.mark.realmodel, pytest.mark.slow, pytest.mark.usefixtures("one_thread_each")]
 pytest.importorskip("transformers")
 NEW_TOKENS = 12
 
@@ -20,7 +18,7 @@ def held_out_text() -> str:
     return split_anchor_passages(load_anchor_passages())[1][0].text[:400]
 
 
-def test_a_same_model_round_trip_continues_exactly_as_generate(client, model_a):  # noqa: F811
+def test_a_same_model_round_trip_continues_exactly_as_generate(client, model_a):
     """smollm2's own prefill as a DynamicCache, through align_kv_cache smollm2 -> smollm2 and
     back into a DynamicCache: greedy tokens equal generate()'s on the whole text."""
     import torch
@@ -49,7 +47,7 @@ def test_a_same_model_round_trip_continues_exactly_as_generate(client, model_a):
     assert 1.0 == reply.alignment_quality.information_retention
 
 
-def test_a_cross_model_cache_lands_in_the_receivers_geometry(client, model_a, model_b):  # noqa: F811
+def test_a_cross_model_cache_lands_in_the_receivers_geometry(client, model_a, model_b):
     """smollm2's DynamicCache aligned to gemma-3 by the stored maps is injected into gemma-3,
     which continues from it with finite logits of its own vocabulary."""
     from latentmas_mesh.integrations.hf import (

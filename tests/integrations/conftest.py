@@ -1,47 +1,11 @@
-"""Session-wide real models for the integration tests: loaded once, shared by every test."""
+"""The integration tests run the real models (tests/conftest.py's model_a and model_b) with one
+thread each, module by module."""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
 import pytest
-from threadpoolctl import threadpool_limits
-
-if TYPE_CHECKING:
-    from latentmas_mesh.integrations.hf import LoadedModel
-
-MODEL_A = "smollm2-135m-instruct"
-MODEL_B = "gemma-3-270m"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread_each() -> Iterator[None]:
-    """One BLAS and one torch thread: on a shared 2-core machine more threads thrash (5-10x)."""
-    torch = None
-    if importlib.util.find_spec("torch") is not None:  # pure tests run without the hf extra
-        import torch
-    threads = torch.get_num_threads() if torch is not None else 0
-    if torch is not None:
-        torch.set_num_threads(1)
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-    if torch is not None:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def model_a() -> LoadedModel:
-    """SmolLM2-135M-Instruct (llama: 30 layers, 3 KV heads, head_dim 64)."""
-    from latentmas_mesh.integrations.hf import load_model
-
-    return load_model(MODEL_A)
-
-
-@pytest.fixture(scope="session")
-def model_b() -> LoadedModel:
-    """Gemma-3-270M (gemma3_text: 18 layers, 1 KV head, head_dim 256, sliding windows)."""
-    from latentmas_mesh.integrations.hf import load_model
-
-    return load_model(MODEL_B)
+def _one_thread_each(one_thread_each: None) -> None:
+    """Every module of this folder runs under `one_thread_each`."""
