@@ -14,9 +14,9 @@ PROTOCOL_VERSION = "LatentMAS/2.0"
 PROTOCOL_VERSION_V1 = "LatentMAS/1.0"
 
 if TYPE_CHECKING:
-    from latentmas_mesh.client import AsyncMeshClient, MeshClient
+    from latentmas_mesh.client import AsyncMeshClient, MeshClient, MeshKeys
 
-_SDK_NAMES = frozenset({"AsyncMeshClient", "MeshClient"})
+_SDK_NAMES = frozenset({"AsyncMeshClient", "MeshClient", "MeshKeys"})
 
 
 def __getattr__(name: str) -> object:
@@ -35,5 +35,6 @@ __all__ = [
     "PROTOCOL_VERSION_V1",
     "AsyncMeshClient",
     "MeshClient",
+    "MeshKeys",
     "__version__",
 ]

@@ -79,12 +79,17 @@ class JobTable:
         *,
         wait_s: float,
     ) -> Job:
-        """Start `call`; return its job once it finished or after `wait_s`, whichever is first."""
+        """Start `call`; return its job once it finished or after `wait_s`, whichever is first.
+
+        A job that finished within the wait is answered at once and not kept (nobody will ask
+        for it by id), so quick calls cost the table nothing."""
         self._make_room()
         job = Job(secrets.token_urlsafe(12), owner, kind, self._clock())
         job.task = asyncio.ensure_future(self._complete(job, call))
         self._jobs[job.id] = job
         await asyncio.wait({job.task}, timeout=wait_s)
+        if job.finished_s is not None:
+            del self._jobs[job.id]
         return job
 
     def get(self, job_id: str, owner: str | None) -> Job | None:

@@ -76,7 +76,8 @@ class TestJobs:
 
         async def scenario():
             table = JobTable(finished_ttl_s=10, clock=clock)
-            job = await table.run("generate", "a", lambda: value(1), wait_s=1.0)
+            job = await table.run("generate", "a", lambda: value(1, 0.05), wait_s=0.0)
+            await asyncio.sleep(0.1)  # finished in the background, at clock 0
             clock.now = 9.9
             kept = table.get(job.id, "a")
             clock.now = 10.0
@@ -86,10 +87,19 @@ class TestJobs:
         assert kept is not None
         assert expired is None
 
+    def test_a_call_answered_within_the_wait_is_not_kept(self):
+        async def scenario():
+            table = JobTable(jobs_max=1)
+            quick = [await table.run("g", "a", lambda: value(n), wait_s=1.0) for n in range(3)]
+            return [job.result for job in quick], table.get(quick[0].id, "a")
+
+        assert ([0, 1, 2], None) == run(scenario())
+
     def test_the_table_is_bounded_and_evicts_finished_jobs_first(self):
         async def scenario():
             table = JobTable(jobs_max=2)
-            done = await table.run("g", "a", lambda: value(1), wait_s=1.0)
+            done = await table.run("g", "a", lambda: value(1, 0.01), wait_s=0.0)
+            await asyncio.sleep(0.05)
             await table.run("g", "a", lambda: value(2, 5), wait_s=0.0)
             await table.run("g", "a", lambda: value(3, 5), wait_s=0.0)  # evicts `done`
             evicted = table.get(done.id, "a")
