@@ -59,6 +59,26 @@ def ledger_router(schemas: Schemas) -> APIRouter:
         return json_response(reply)
 
     @router.post(
+        "/events",
+        summary="Ledger events for the caller: reserve (to pay a priced exchange), void, settle",
+        description=(
+            "The caller is the payer of every event; the ledger decides what it may do. Each "
+            "event gets its result (applied, or its status or error), idempotent by event_id. "
+            "Send a reservation's event_id as an exchange's `reservation_id` to pay for it."
+        ),
+        openapi_extra=schemas.body(LedgerEventsRequest, binary=False),
+        responses=schemas.responses(LedgerEventsReply, 409),
+    )
+    async def events(request: Request, agent: CurrentAgent) -> Response:
+        gateway = gateway_of(request)
+        incoming = await read_message(
+            request.headers, request.stream(), LedgerEventsRequest, gateway.settings,
+            binary_allowed=False,
+        )  # fmt: skip
+        reply = await gateway.mesh.ledger(incoming.message, LedgerEventsReply, agent.agent_id)
+        return json_response(reply)
+
+    @router.post(
         "/deposit",
         summary="Fund an agent's account (operators only; idempotent by event_id)",
         openapi_extra=schemas.body(DepositEvent, binary=False),

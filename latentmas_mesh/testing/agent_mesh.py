@@ -59,6 +59,7 @@ class AgentMesh:
             heartbeat_ms=self.heartbeat_ms, extra_env=env, client_keys_dir=clients,
             operator_ids=operators, gateway_ids=(gateway.identity,),
         )  # fmt: skip
+        self.net.service_ids = (self.net.worker_identity("align"),)  # it posts what it sells
         mesh = self.net.start()
         try:
             for kind, count in self.workers.items():

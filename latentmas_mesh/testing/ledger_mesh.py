@@ -51,6 +51,8 @@ class LedgerNet:
     """Identities trusted as operators besides the named operators (a registry's)."""
     gateway_ids: tuple[str, ...] = ()
     """Keys the workers let act on behalf of agents (LATENTMAS_GATEWAY_KEYS)."""
+    service_ids: tuple[str, ...] = ()
+    """Identities trusted as platform services besides the named ones (e.g. a worker's key)."""
     mesh: LocalMesh | None = None
 
     def __post_init__(self) -> None:
@@ -87,7 +89,9 @@ class LedgerNet:
                 [*(self.identity(n) for n in self.operators), *self.operator_ids]
             ),
             "LATENTMAS_GATEWAY_KEYS": json.dumps(list(self.gateway_ids)),
-            "LATENTMAS_LEDGER_SERVICES": json.dumps([self.identity(n) for n in self.services]),
+            "LATENTMAS_LEDGER_SERVICES": json.dumps(
+                [*(self.identity(n) for n in self.services), *self.service_ids]
+            ),
             "LATENTMAS_LOG_LEVEL": "warning",
             **self.extra_env,
         }
