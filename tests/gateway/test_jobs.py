@@ -90,7 +90,7 @@ class TestJobs:
     def test_a_call_answered_within_the_wait_is_not_kept(self):
         async def scenario():
             table = JobTable(jobs_max=1)
-            quick = [await table.run("g", "a", lambda: value(n), wait_s=1.0) for n in range(3)]
+            quick = [await table.run("g", "a", lambda n=n: value(n), wait_s=1.0) for n in range(3)]
             return [job.result for job in quick], table.get(quick[0].id, "a")
 
         assert ([0, 1, 2], None) == run(scenario())
