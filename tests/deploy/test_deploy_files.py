@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 from broker.metrics import BrokerMetrics
 from broker.settings import BrokerSettings
 from latentmas_mesh.cli import _register_subcommands, app
+from latentmas_mesh.gateway.settings import GatewaySettings
 from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
 from latentmas_mesh.services.alignment_settings import AlignmentSettings
 from latentmas_mesh.services.ledger_settings import LedgerSettings
@@ -26,6 +27,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SETTINGS: tuple[type[BaseSettings], ...] = (
     AlignmentSettings,
     BrokerSettings,
+    GatewaySettings,
     LedgerSettings,
     TransportSettings,
     WorkerSettings,
