@@ -20,6 +20,7 @@ from latentmas_mesh.integrations.hf import (
     greedy_continue,
     inject_kv_cache,
     load_model,
+    pair_provenance,
     prefill_cache,
     start_entry_cache,
     tokenize_context,
@@ -106,8 +107,11 @@ def ensure_pair_maps(
         version = f"{major}.{minor + 1}.0"
     except WMatrixNotFound:
         pass
-    aligner, _ = fit_pair_from_anchors(sender, receiver, passages=fit_passages)
-    store.put(aligner, source=sender.name, target=receiver.name, version=version)
+    aligner, report = fit_pair_from_anchors(sender, receiver, passages=fit_passages)
+    store.put(
+        aligner, source=sender.name, target=receiver.name, version=version,
+        provenance=pair_provenance(sender, receiver, report),
+    )  # fmt: skip
     return version, True
 
 

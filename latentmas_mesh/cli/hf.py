@@ -89,7 +89,7 @@ def fit_pair(
     import json
 
     from latentmas_mesh.artifacts.kv_map_store import KVMapStore
-    from latentmas_mesh.integrations.hf import fit_pair_from_anchors, load_model
+    from latentmas_mesh.integrations.hf import fit_pair_from_anchors, load_model, pair_provenance
     from latentmas_mesh.services.alignment_settings import AlignmentSettings
 
     sender, receiver = load_model(source), load_model(target)
@@ -98,7 +98,10 @@ def fit_pair(
     )
     settings = AlignmentSettings()
     store = KVMapStore(settings.path(settings.alignment_kv_maps_dir))
-    path = store.put(aligner, source=sender.name, target=receiver.name, version=version)
+    path = store.put(
+        aligner, source=sender.name, target=receiver.name, version=version,
+        provenance=pair_provenance(sender, receiver, report),
+    )  # fmt: skip
     quality = aligner.quality
     typer.echo(json.dumps({
         "path": str(path),

@@ -417,6 +417,7 @@ class AlignmentService:
             aligner, quality, used = self._identity(source), EXACT, "identity"
         else:
             aligner, used = self._stored_maps(source, target, version)
+            self._check_geometries(aligner, source, target, used)
             if aligner.quality is None:
                 raise WMatrixNotFound(f"KV maps {used} carry no measured quality", details={})
             quality = aligner.quality
@@ -452,6 +453,19 @@ class AlignmentService:
             details = {**missing.details, "fallback": REPREFILL_FALLBACK}
             raise WMatrixNotFound(f"{missing.message}; fall back to {REPREFILL_FALLBACK}",
                                   details=details) from missing  # fmt: skip
+
+    def _check_geometries(self, aligner: KVAligner, source: str, target: str, used: str) -> None:
+        """Fail closed: maps fitted for other geometries (another revision of a model, an
+        edited registry) are refused, never applied to caches they do not describe."""
+        for side, model, fitted in (("source", source, aligner.source),
+                                    ("target", target, aligner.target)):  # fmt: skip
+            if fitted != self._geometry(model):
+                msg = (
+                    f"KV maps {source} -> {target} {used} were fitted for another {side} "
+                    f"geometry than the registry's {model}: regenerate them"
+                )
+                details = {"side": side, "model": model, "version": used}
+                raise DimensionMismatch(msg, details=details)
 
     def _geometry(self, model: str) -> KVGeometry:
         """The registry geometry of canonical `model`, built once (the registry is fixed for the

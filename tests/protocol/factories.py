@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from latentmas_mesh import protocol as p
 from latentmas_mesh.errors import ERROR_CLASSES
+from latentmas_mesh.protocol import wmatrix as wm
 
 KV_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 GENERATED_AT = dt.datetime(2026, 1, 25, 12, 30, 5, 123456, tzinfo=dt.UTC)
@@ -80,6 +81,25 @@ def example_messages(rng: np.random.Generator) -> dict[str, p.WireModel]:
         ),
         "generate_w_matrix_response": p.GenerateWMatrixResponse(
             version="1.0.0", unified_dimension=128, quality_metrics=w_quality()
+        ),
+        "w_matrix_versions_request": wm.WMatrixVersionsRequest(
+            source_model="smollm2-135m-instruct", target_model="gemma-3-270m"
+        ),
+        "w_matrix_versions_reply": wm.WMatrixVersionsReply(
+            source_model="smollm2-135m-instruct",
+            target_model="gemma-3-270m",
+            w_matrices=(
+                wm.StoredWMatrix(
+                    version="1.0.0",
+                    method="orthogonal",
+                    unified_dimension=128,
+                    quality_metrics=w_quality(),
+                ),
+            ),
+            kv_maps=(
+                wm.StoredKVMaps(version="1.0.0", alignment_quality=quality()),
+                wm.StoredKVMaps(version="1.1.0", alignment_quality=None),
+            ),
         ),
         "align_kv_cache_request": p.AlignKVCacheRequest(
             kv_cache=kv, target_model="llama-3-70b", w_matrix_version="1.0.0"
@@ -251,6 +271,32 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         version=versions,
         unified_dimension=st.integers(1, 4096),
         quality_metrics=w_qualities,
+    ),
+    "w_matrix_versions_request": models(
+        wm.WMatrixVersionsRequest, source_model=names, target_model=names
+    ),
+    "w_matrix_versions_reply": models(
+        wm.WMatrixVersionsReply,
+        source_model=names,
+        target_model=names,
+        w_matrices=st.lists(
+            models(
+                wm.StoredWMatrix,
+                version=versions,
+                method=methods,
+                unified_dimension=st.integers(1, 4096),
+                quality_metrics=w_qualities,
+            ),
+            max_size=3,
+        ).map(tuple),
+        kv_maps=st.lists(
+            models(
+                wm.StoredKVMaps,
+                version=versions,
+                alignment_quality=st.one_of(st.none(), alignment_qualities),
+            ),
+            max_size=3,
+        ).map(tuple),
     ),
     "align_kv_cache_request": models(
         p.AlignKVCacheRequest,

@@ -561,3 +561,25 @@ class TestRegistryMessages:
             raised.value.details["open_weights"],
             raised.value.details["model"],
         )
+
+
+def test_the_service_refuses_maps_fitted_for_another_geometry(service, rng):
+    """Maps whose stored source geometry differs from the registry's are never applied."""
+    from dataclasses import replace
+
+    from latentmas_mesh.alignment import KVAligner
+
+    aligner = fitted_smol_to_gemma(rng)
+    other = replace(
+        aligner.source, rotary=tuple(replace(r, theta=10_000.0) for r in aligner.source.rotary)
+    )
+    moved = KVAligner.from_head_maps(
+        other, aligner.target, aligner.keys_.heads, aligner.values_.heads
+    )
+    moved.exchange_quality_ = aligner.quality
+    service.kv_maps.put(moved, source=SMOL, target=GEMMA, version="1.0.0")
+
+    with pytest.raises(DimensionMismatch, match="another source geometry"):
+        service.handle_align(
+            AlignKVCacheRequest(kv_cache=kv_cache(SMOL, rng), target_model=GEMMA), None, "r1"
+        )

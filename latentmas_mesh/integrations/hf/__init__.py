@@ -46,6 +46,8 @@ from latentmas_mesh.integrations.hf._pairfit import (
     fit_pair_from_anchors,
     fit_passages,
     measure_passages,
+    model_signature,
+    pair_provenance,
 )
 from latentmas_mesh.integrations.hf._retention import (
     Case,
@@ -94,6 +96,8 @@ __all__ = [
     "load_model",
     "measure_exchange",
     "measure_passages",
+    "model_signature",
+    "pair_provenance",
     "passage_activations",
     "passage_embeddings",
     "prefill_cache",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from latentmas_mesh.alignment import KVAligner
 from latentmas_mesh.alignment.kv_fit import (
@@ -28,7 +30,7 @@ from latentmas_mesh.artifacts.activations import (
 from latentmas_mesh.artifacts.files import write_json
 from latentmas_mesh.errors import InvalidRequest
 from latentmas_mesh.integrations.hf._activations import export_anchor_activations
-from latentmas_mesh.integrations.hf._load import LoadedModel
+from latentmas_mesh.integrations.hf._load import LoadedModel, resolve_model
 from latentmas_mesh.integrations.hf._retention import measure_exchange
 from latentmas_mesh.settings import MeshSettings
 
@@ -96,6 +98,56 @@ def _record_passages(directory: Path, passage_ids: list[str]) -> None:
     manifest["passage_ids"] = passage_ids
     manifest["anchor_corpus_sha256"] = anchor_corpus_sha256()
     write_json(directory / MANIFEST, manifest)
+
+
+def model_signature(loaded: LoadedModel) -> dict[str, Any]:
+    """What a map's manifest records of one model: registry name and family, the weights'
+    source and version, and a hash of the tokenizer's vocabulary (a map is meaningless with
+    another tokenizer, even for the same geometry)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    _, source = resolve_model(loaded.name)
+    try:
+        revision = f"{source.distribution}=={version(source.distribution)}:{source.gguf_file}"
+    except PackageNotFoundError:
+        revision = f"{source.distribution}:{source.gguf_file}"
+    vocabulary = json.dumps(sorted(loaded.tokenizer.get_vocab().items()))
+    return {
+        "name": loaded.name,
+        "family": loaded.spec.family,
+        "revision": revision,
+        "tokenizer_sha256": hashlib.sha256(vocabulary.encode()).hexdigest(),
+        "start_token_id": loaded.start_token_id,
+    }
+
+
+def pair_provenance(
+    sender: LoadedModel,
+    receiver: LoadedModel,
+    report: PairFitReport,
+    *,
+    tokens_max: int = FIT_TOKENS_DEFAULT,
+    measured_passages: int = MEASURE_PASSAGES_DEFAULT,
+) -> dict[str, Any]:
+    """The manifest's account of a pair fit: both models, the method, the fit data and the
+    penalties the validation passages chose, and how the published quality was measured."""
+    return {
+        "method": f"closed-form ridge per target layer over {2 * report.neighbour_layers + 1} "
+        "source layers; keys de-rotated before and re-rotated after mapping",
+        "source": model_signature(sender),
+        "target": model_signature(receiver),
+        "fit": {
+            "anchor_corpus_sha256": anchor_corpus_sha256(),
+            "tokens_max": tokens_max,
+            "rows": report.rows,
+            "fit_passages": list(report.fit_passages),
+            "validation_passages": list(report.validation_passages),
+            "test_passages": list(report.test_passages),
+            "key_alphas": list(report.key_alphas),
+            "value_alphas": list(report.value_alphas),
+        },
+        "measured_on": {"split": "held-out anchor passages", "passages": measured_passages},
+    }
 
 
 def fit_pair_from_anchors(
