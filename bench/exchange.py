@@ -29,6 +29,7 @@ evaluates. Run: .venv/bin/python bench/exchange.py [--fit-passages N] [--eval-pa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import tempfile
@@ -239,24 +240,100 @@ def mesh_timing(
     return {"mesh_ms": 1000 * statistics.median(round_trips), "mesh_max_abs_diff": worst}
 
 
-def kind_sample(per_kind: int) -> dict[str, tuple[KindPassage, ...]]:
-    """`per_kind` passages of each kind of the kinds corpus (data/TEXT_KINDS.md), taken in
-    turn from its sources so that no one document stands for a kind. None of them is read by
-    any fit: the maps are fitted on novels' anchor passages only."""
-    sample = {}
+def _by_kind_in_turn() -> dict[str, list[KindPassage]]:
+    """Each kind's passages ordered by taking one from each of its sources in turn, so that
+    any prefix spreads over the kind's documents."""
+    ordered = {}
     for kind in TEXT_KINDS:
         by_source: dict[str, list[KindPassage]] = {}
         for passage in load_kind_passages():
             if passage.kind == kind:
                 by_source.setdefault(passage.source, []).append(passage)
-        queues = list(by_source.values())
-        chosen: list[KindPassage] = []
-        while len(chosen) < per_kind and any(queues):
-            for queue in queues:
-                if queue and len(chosen) < per_kind:
-                    chosen.append(queue.pop(0))
-        sample[kind] = tuple(chosen)
-    return sample
+        queues, turn = list(by_source.values()), []
+        while any(queues):
+            turn.extend(queue.pop(0) for queue in queues if queue)
+        ordered[kind] = turn
+    return ordered
+
+
+def kind_sample(per_kind: int) -> dict[str, tuple[KindPassage, ...]]:
+    """`per_kind` held-out passages of each kind of the kinds corpus (data/TEXT_KINDS.md),
+    spread over its sources. No fit ever reads them (`kind_fit_passages` takes the others)."""
+    return {kind: tuple(turn[:per_kind]) for kind, turn in _by_kind_in_turn().items()}
+
+
+def kind_fit_passages(held_out: int, per_kind: int) -> dict[str, tuple[KindPassage, ...]]:
+    """Up to `per_kind` fit passages of each kind: those after its `held_out` measured ones."""
+    return {
+        kind: tuple(turn[held_out : held_out + per_kind])
+        for kind, turn in _by_kind_in_turn().items()
+    }
+
+
+def kinds_fit(args: argparse.Namespace) -> None:
+    """`--kinds-fit`: maps fitted on novels plus several kinds of text (A -> B, the declared
+    method), measured per kind on held-out passages: fitted on every kind, and leave one kind
+    out (fitted on all kinds but the one measured). Activations and maps are cached."""
+    started = time.perf_counter()
+    a, b = load_model(MODEL_A), load_model(MODEL_B)
+    warm_up()
+    novels = fit_passages(args.fit_passages, seed=args.seed)
+    held_out = kind_sample(args.kinds)
+    fit_kinds = kind_fit_passages(args.kinds, args.kind_fit_passages)
+    everything = [*novels, *(p for kind in TEXT_KINDS for p in fit_kinds[kind])]
+    acts = {}
+    for model in (a, b):
+        rows = cached_anchor_activations(
+            model, everything, tokens_max=FIT_TOKENS_DEFAULT, cache_dir=args.cache_dir
+        )
+        acts[model.name] = dict(zip([p.id for p in everything], rows, strict=True))
+    print(f"activations of {len(everything)} fit passages ready in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+
+    def fitted_on(kinds: tuple[str, ...]) -> KVAligner:
+        chosen = [*novels, *(p for kind in kinds for p in fit_kinds[kind])]
+        tag = hashlib.sha256(" ".join(p.id for p in chosen).encode()).hexdigest()[:16]
+        path = (
+            args.cache_dir
+            / "bench-maps"
+            / f"kinds__{a.name}__{b.name}__{BEST_METHOD}__{tag}.safetensors"
+        )
+        if path.is_file():
+            return load_kv_aligner(path)
+        aligner, report = fit_kv_aligner(
+            [acts[a.name][p.id] for p in chosen], [acts[b.name][p.id] for p in chosen],
+            source_model=a.name, target_model=b.name, neighbour_layers=METHODS[BEST_METHOD],
+        )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_kv_aligner(path, aligner)
+        print(
+            f"  fitted on novels + {','.join(kinds) or 'nothing'}: {report.rows} rows", flush=True
+        )
+        return aligner
+
+    every = fitted_on(TEXT_KINDS)
+    all_kinds = kind_scores(a, b, b, every, held_out)
+    left_out = {
+        kind: kind_scores(a, b, b, fitted_on(tuple(k for k in TEXT_KINDS if k != kind)),
+                          {kind: held_out[kind]})[kind]
+        for kind in TEXT_KINDS
+    }  # fmt: skip
+    figures = kind_table(
+        {"a_to_b": all_kinds}, args, f"{BEST_METHOD} fitted on novels + every kind"
+    )
+    loko = kind_table(
+        {"a_to_b": left_out}, args, f"{BEST_METHOD} fitted on novels + every other kind"
+    )
+    figures = {key.replace("a_to_b", "a_to_b_all_kinds"): value for key, value in figures.items()}
+    figures.update({key.replace("a_to_b", "a_to_b_left_out"): value for key, value in loko.items()})
+    figures["retention_left_out_kind_min_a_to_b"] = loko.get("retention_kind_min_a_to_b")
+    figures.update({
+        "fit_novel_passages": len(novels),
+        "fit_passages_per_kind": args.kind_fit_passages,
+        "held_out_passages_per_kind": args.kinds,
+        "wall_s": round(time.perf_counter() - started, 1),
+    })  # fmt: skip
+    print(json.dumps(figures))
 
 
 def kind_scores(
@@ -343,6 +420,12 @@ def main() -> None:
         help="Passages per kind of text (data/TEXT_KINDS.md) measured with the declared method.",
     )  # fmt: skip
     parser.add_argument(
+        "--kinds-fit", action="store_true",
+        help="Only fit on novels + kinds of text and measure per kind (all kinds, and leave one "
+        "kind out), A -> B.",
+    )  # fmt: skip
+    parser.add_argument("--kind-fit-passages", type=int, default=24)
+    parser.add_argument(
         "--stored-maps-kinds", action="store_true",
         help="Only measure the stored A -> B maps (make run's) per kind of text; fit nothing.",
     )  # fmt: skip
@@ -351,6 +434,8 @@ def main() -> None:
     with threadpool_limits(limits=1, user_api="blas"):
         if args.stored_maps_kinds:
             stored_maps_by_kind(args)
+        elif args.kinds_fit:
+            kinds_fit(args)
         else:
             run(args)
 
