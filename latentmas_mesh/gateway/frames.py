@@ -16,7 +16,9 @@ FRAMES_MAX: Final = 4096
 """As many frames as an MDP body may carry (`mdp.BODY_FRAMES_MAX`)."""
 
 
-def split_frames(body: bytes | memoryview, *, frames_max: int = FRAMES_MAX) -> list[memoryview]:
+def split_frames(
+    body: bytes | bytearray | memoryview, *, frames_max: int = FRAMES_MAX
+) -> list[memoryview]:
     """The frames of a binary body, as views into it (nothing is copied)."""
     view = memoryview(body).cast("B")
     frames: list[memoryview] = []

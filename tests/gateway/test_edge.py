@@ -118,6 +118,11 @@ class TestBoundedBody:
 
         assert b"abcd" == body
 
+    @pytest.mark.parametrize("chunks", [[b"ab"], [b"ab", b"cde"]], ids=["short", "long"])
+    def test_a_body_that_is_not_its_declared_length_is_invalid(self, chunks):
+        with pytest.raises(InvalidRequest, match="Content-Length"):
+            asyncio.run(read_limited({"content-length": "4"}, chunks_of(chunks, []), 10))
+
     def test_a_garbled_length_is_invalid(self):
         with pytest.raises(InvalidRequest):
             asyncio.run(read_limited({"content-length": "4x"}, chunks_of([], []), 4))
