@@ -24,6 +24,16 @@ after mapping, separate key and value maps, fitted on the fit split's anchor act
   ridge-w5  ... and the two next neighbours on each side too
 Anchor activations and fitted maps are cached under the cache directory, so a second run only
 evaluates. Run: .venv/bin/python bench/exchange.py [--fit-passages N] [--eval-passages N]
+
+Kinds of text (data/TEXT_KINDS.md: narrative, technical, code, dialogue, formal, structured;
+the anchors are 19th-century novels only). Each kind's first --kinds passages (taken in turn
+from its sources) are held out from every fit:
+  default run     the declared method, fitted on novels, also measured per kind (both ways);
+  --stored-maps-kinds   only the A -> B maps of the KV map store (what `make run` serves), per
+                  kind and on held-out novels; nothing is fitted;
+  --kinds-fit     A -> B maps fitted on --fit-passages novels plus --kind-fit-passages of each
+                  kind (the passages after the held-out ones), measured per kind; and leave one
+                  kind out: for each kind, maps fitted on novels and every other kind only.
 """
 
 from __future__ import annotations
