@@ -55,14 +55,15 @@ from latentmas_mesh.alignment import KVAligner, geometry_from_registry, warm_up
 from latentmas_mesh.alignment.kv_fit import PairFitReport, fit_kv_aligner
 from latentmas_mesh.alignment.quality import retention_interval, retention_ratio
 from latentmas_mesh.anchors import (
+    KIND_HELD_OUT_DEFAULT,
     TEXT_KINDS,
     AnchorPassage,
     KindPassage,
     anchor_corpus_sha256,
     interleave_works,
     load_anchor_passages,
-    load_kind_passages,
     split_anchor_passages,
+    split_kind_passages,
 )
 from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.artifacts.maps import load_kv_aligner, save_kv_aligner
@@ -250,34 +251,17 @@ def mesh_timing(
     return {"mesh_ms": 1000 * statistics.median(round_trips), "mesh_max_abs_diff": worst}
 
 
-def _by_kind_in_turn() -> dict[str, list[KindPassage]]:
-    """Each kind's passages ordered by taking one from each of its sources in turn, so that
-    any prefix spreads over the kind's documents."""
-    ordered = {}
-    for kind in TEXT_KINDS:
-        by_source: dict[str, list[KindPassage]] = {}
-        for passage in load_kind_passages():
-            if passage.kind == kind:
-                by_source.setdefault(passage.source, []).append(passage)
-        queues, turn = list(by_source.values()), []
-        while any(queues):
-            turn.extend(queue.pop(0) for queue in queues if queue)
-        ordered[kind] = turn
-    return ordered
-
-
 def kind_sample(per_kind: int) -> dict[str, tuple[KindPassage, ...]]:
-    """`per_kind` held-out passages of each kind of the kinds corpus (data/TEXT_KINDS.md),
-    spread over its sources. No fit ever reads them (`kind_fit_passages` takes the others)."""
-    return {kind: tuple(turn[:per_kind]) for kind, turn in _by_kind_in_turn().items()}
+    """`per_kind` held-out passages of each kind (`anchors.split_kind_passages`: the same split
+    every fit uses, so no map of this project has read them)."""
+    _, held_out = split_kind_passages(max(per_kind, KIND_HELD_OUT_DEFAULT))
+    return {kind: passages[:per_kind] for kind, passages in held_out.items()}
 
 
-def kind_fit_passages(held_out: int, per_kind: int) -> dict[str, tuple[KindPassage, ...]]:
-    """Up to `per_kind` fit passages of each kind: those after its `held_out` measured ones."""
-    return {
-        kind: tuple(turn[held_out : held_out + per_kind])
-        for kind, turn in _by_kind_in_turn().items()
-    }
+def kind_fit_passages(per_kind: int, held_out: int) -> dict[str, tuple[KindPassage, ...]]:
+    """Up to `per_kind` fit passages of each kind, none of the `held_out` measured ones."""
+    fit, _ = split_kind_passages(max(held_out, KIND_HELD_OUT_DEFAULT))
+    return {kind: passages[:per_kind] for kind, passages in fit.items()}
 
 
 def kinds_fit(args: argparse.Namespace) -> None:
@@ -289,7 +273,7 @@ def kinds_fit(args: argparse.Namespace) -> None:
     warm_up()
     novels = fit_passages(args.fit_passages, seed=args.seed)
     held_out = kind_sample(args.kinds)
-    fit_kinds = kind_fit_passages(args.kinds, args.kind_fit_passages)
+    fit_kinds = kind_fit_passages(args.kind_fit_passages, args.kinds)
     everything = [*novels, *(p for kind in TEXT_KINDS for p in fit_kinds[kind])]
     acts = {}
     for model in (a, b):

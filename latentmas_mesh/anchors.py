@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from latentmas_mesh.errors import InvalidRequest
 
@@ -130,6 +130,16 @@ def interleave_works(passages: tuple[AnchorPassage, ...]) -> tuple[AnchorPassage
     return tuple(g[i] for i in range(rounds) for g in by_work.values() if i < len(g))
 
 
+class Passage(Protocol):
+    """What a model reads of a passage, anchor or kind: its stable id and its text."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class KindPassage:
     """One passage of the kinds corpus: consecutive text of one source, labelled by its kind.
@@ -145,6 +155,10 @@ class KindPassage:
     licence: str
     origin: str
     text: str
+
+
+KIND_HELD_OUT_DEFAULT: Final = 10
+"""Passages of each kind held out of every fit (`split_kind_passages`)."""
 
 
 def kind_corpus_path() -> Path:
@@ -163,6 +177,29 @@ def load_kind_passages(path: Path | None = None) -> tuple[KindPassage, ...]:
     if path is None:
         return _shipped_kind_passages()
     return _read_kind_passages(path)
+
+
+def split_kind_passages(
+    held_out_per_kind: int = KIND_HELD_OUT_DEFAULT, path: Path | None = None
+) -> tuple[dict[str, tuple[KindPassage, ...]], dict[str, tuple[KindPassage, ...]]]:
+    """(fit, held_out) passages of each kind, split once for every user: each kind's passages
+    are ordered by taking one from each of its sources in turn, its first `held_out_per_kind`
+    are held out (measured, never fitted on, never used for a choice), the rest may be fitted.
+    Any prefix of either part spreads over the kind's documents."""
+    fit: dict[str, tuple[KindPassage, ...]] = {}
+    held_out: dict[str, tuple[KindPassage, ...]] = {}
+    passages = load_kind_passages(path)
+    for kind in TEXT_KINDS:
+        by_source: dict[str, list[KindPassage]] = {}
+        for passage in passages:
+            if passage.kind == kind:
+                by_source.setdefault(passage.source, []).append(passage)
+        queues = list(by_source.values())
+        turn: list[KindPassage] = []
+        while any(queues):
+            turn.extend(queue.pop(0) for queue in queues if queue)
+        held_out[kind], fit[kind] = tuple(turn[:held_out_per_kind]), tuple(turn[held_out_per_kind:])
+    return fit, held_out
 
 
 @cache
@@ -218,10 +255,12 @@ __all__ = [
     "ANCHOR_FILE",
     "HELD_OUT_FRACTION_DEFAULT",
     "KIND_FILE",
+    "KIND_HELD_OUT_DEFAULT",
     "KIND_PASSAGES_MAX",
     "TEXT_KINDS",
     "AnchorPassage",
     "KindPassage",
+    "Passage",
     "anchor_corpus_path",
     "anchor_corpus_sha256",
     "interleave_works",
@@ -230,4 +269,5 @@ __all__ = [
     "load_anchor_passages",
     "load_kind_passages",
     "split_anchor_passages",
+    "split_kind_passages",
 ]

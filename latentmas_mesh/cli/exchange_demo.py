@@ -17,6 +17,7 @@ from latentmas_mesh.integrations.hf import (
     continuation_nll,
     extract_kv_cache,
     fit_pair_from_anchors,
+    fit_signature,
     greedy_continue,
     inject_kv_cache,
     load_model,
@@ -36,6 +37,8 @@ RECEIVER_DEFAULT = "gemma-3-270m"
 MAPS_VERSION = "1.0.0"
 ALIGN_TIMEOUT_MS = 120_000
 FIT_PASSAGES_DEMO = 48
+KIND_PASSAGES_DEMO = 16
+"""Fit passages of each kind of text beside the novels (data/TEXT_KINDS.md)."""
 """Fewer than the benchmark's 150, so that the first `make run` fits in minutes (both models
 export each passage); maps stored by `latentmas hf fit-pair` are used instead when present."""
 
@@ -92,25 +95,32 @@ def held_out_passage(index: int = 0) -> AnchorPassage:
 def ensure_pair_maps(
     sender: LoadedModel, receiver: LoadedModel, store: KVMapStore, *, fit_passages: int
 ) -> tuple[str, bool]:
-    """(version, fitted_now): the pair's stored maps, fitted on the anchor fit split on first use.
+    """(version, fitted_now): the pair's stored maps, fitted on first use on the anchor fit
+    split and KIND_PASSAGES_DEMO fit passages of each kind of text.
 
     Fitting runs both models over the fit passages (their activations are cached), so the first
-    run takes minutes and every later run reads the stored maps.
+    run takes minutes and every later run reads the stored maps; stored maps whose manifest
+    records other fit data are fitted again under the next version.
     """
     version = MAPS_VERSION
+    signature = fit_signature(fit_passages, KIND_PASSAGES_DEMO)
     try:
         stored, version = store.get(sender.name, receiver.name, None)
-        if stored.quality is not None:
+        manifest = store.manifest(sender.name, receiver.name, version)
+        provenance = {} if manifest is None else manifest.get("provenance", {})
+        if stored.quality is not None and provenance.get("signature") == signature:
             return version, False
-        # Maps stored before exchange quality was measured: fit anew under the next version.
+        # Maps of other fit data (e.g. novels only, before the kinds of text): the next version.
         major, minor, _ = parse_version(version)
         version = f"{major}.{minor + 1}.0"
     except WMatrixNotFound:
         pass
-    aligner, report = fit_pair_from_anchors(sender, receiver, passages=fit_passages)
+    aligner, report = fit_pair_from_anchors(
+        sender, receiver, passages=fit_passages, kind_passages=KIND_PASSAGES_DEMO
+    )
     store.put(
         aligner, source=sender.name, target=receiver.name, version=version,
-        provenance=pair_provenance(sender, receiver, report),
+        provenance=pair_provenance(sender, receiver, report, signature=signature),
     )  # fmt: skip
     return version, True
 

@@ -79,6 +79,9 @@ def fit_pair(
     neighbour_layers: Annotated[
         int, typer.Option(help="Source layers read on each side of the proportional one.")
     ] = 1,
+    kind_passages: Annotated[
+        int, typer.Option(help="Fit passages of each kind of text (data/TEXT_KINDS.md) too.")
+    ] = 16,
 ) -> None:
     """Fit SOURCE -> TARGET KV maps on anchor activations and store them for the align workers.
 
@@ -89,18 +92,26 @@ def fit_pair(
     import json
 
     from latentmas_mesh.artifacts.kv_map_store import KVMapStore
-    from latentmas_mesh.integrations.hf import fit_pair_from_anchors, load_model, pair_provenance
+    from latentmas_mesh.integrations.hf import (
+        fit_pair_from_anchors,
+        fit_signature,
+        load_model,
+        pair_provenance,
+    )
     from latentmas_mesh.services.alignment_settings import AlignmentSettings
 
     sender, receiver = load_model(source), load_model(target)
     aligner, report = fit_pair_from_anchors(
-        sender, receiver, passages=passages, neighbour_layers=neighbour_layers
-    )
+        sender, receiver, passages=passages, neighbour_layers=neighbour_layers,
+        kind_passages=kind_passages,
+    )  # fmt: skip
     settings = AlignmentSettings()
     store = KVMapStore(settings.path(settings.alignment_kv_maps_dir))
     path = store.put(
         aligner, source=sender.name, target=receiver.name, version=version,
-        provenance=pair_provenance(sender, receiver, report),
+        provenance=pair_provenance(
+            sender, receiver, report, signature=fit_signature(passages, kind_passages)
+        ),
     )  # fmt: skip
     quality = aligner.quality
     typer.echo(json.dumps({

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import latentmas_mesh.cli.hf  # noqa: F401  # registers the `hf` commands on the app
+from latentmas_mesh.anchors import TEXT_KINDS
 from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.cli.app import app
 from latentmas_mesh.integrations.hf import (
@@ -71,7 +72,7 @@ class TestFitPair:
         result = CliRunner().invoke(
             app,
             ["hf", "fit-pair", model_a.name, model_a.name, "--version", "0.0.1",
-             "--passages", "3", "--neighbour-layers", "0"],
+             "--passages", "3", "--neighbour-layers", "0", "--kind-passages", "1"],
         )  # fmt: skip
 
         assert 0 == result.exit_code, result.output
@@ -91,6 +92,12 @@ class TestFitPair:
         assert 64 == len(source["tokenizer_sha256"])
         assert source == provenance["target"]
         fit = provenance["fit"]
-        assert 3 == len(fit["fit_passages"] + fit["validation_passages"] + fit["test_passages"])
+        fitted = fit["fit_passages"] + fit["validation_passages"] + fit["test_passages"]
+        assert 3 + 6 == len(fitted)  # 3 anchor passages and one of each kind of text
+        assert 6 == len({name.split("-")[0] for name in fitted} & set(TEXT_KINDS))
+        assert (3, 1) == (
+            provenance["signature"]["anchor_passages"],
+            provenance["signature"]["kind_passages_per_kind"],
+        )
         assert model_a.model.config.num_hidden_layers == len(fit["key_alphas"])
         assert manifest["quality"]["held_out"] is not None

@@ -201,3 +201,19 @@ class TestHash:
 
         assert kind_corpus_sha256() == before
         assert before != kind_corpus_sha256(copy)
+
+
+def test_the_kind_split_holds_out_the_same_passages_for_every_fit():
+    """Each kind's first held-out passages spread over its sources; fit and held-out never
+    share a passage; the split is the same at every call."""
+    from latentmas_mesh.anchors import TEXT_KINDS, split_kind_passages
+
+    fit, held_out = split_kind_passages(10)
+    again_fit, again_held_out = split_kind_passages(10)
+
+    for kind in TEXT_KINDS:
+        assert 10 == len(held_out[kind])
+        assert not {p.id for p in fit[kind]} & {p.id for p in held_out[kind]}
+        assert len({p.source for p in held_out[kind][:3]}) == 3
+        assert {kind} == {p.kind for p in (*fit[kind], *held_out[kind])}
+    assert (fit, held_out) == (again_fit, again_held_out)

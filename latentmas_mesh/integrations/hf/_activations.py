@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -13,7 +13,7 @@ import transformers
 from numpy.typing import NDArray
 from transformers import DynamicCache
 
-from latentmas_mesh.anchors import AnchorPassage, anchor_corpus_sha256, load_anchor_passages
+from latentmas_mesh.anchors import Passage, anchor_corpus_sha256, load_anchor_passages
 from latentmas_mesh.artifacts.activations import (
     EXPORT_FORMAT,
     MANIFEST,
@@ -120,7 +120,7 @@ def export_anchor_activations(
     loaded: LoadedModel,
     out_dir: Path,
     *,
-    passages: tuple[AnchorPassage, ...] | None = None,
+    passages: Sequence[Passage] | None = None,
     tokens_max: int | None = None,
     dtype: str = "float16",
     include_hidden: bool = True,

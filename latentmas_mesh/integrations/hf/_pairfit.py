@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -15,11 +15,15 @@ from latentmas_mesh.alignment.kv_fit import (
     fit_kv_aligner,
 )
 from latentmas_mesh.anchors import (
+    TEXT_KINDS,
     AnchorPassage,
+    Passage,
     anchor_corpus_sha256,
     interleave_works,
+    kind_corpus_sha256,
     load_anchor_passages,
     split_anchor_passages,
+    split_kind_passages,
 )
 from latentmas_mesh.artifacts.activations import (
     MANIFEST,
@@ -37,6 +41,8 @@ from latentmas_mesh.settings import MeshSettings
 FIT_PASSAGES_DEFAULT: Final = 150
 FIT_TOKENS_DEFAULT: Final = 256
 MEASURE_PASSAGES_DEFAULT: Final = 12
+MEASURE_PER_KIND: Final = 2
+"""Held-out passages of each kind in a published figure, when kinds are fitted."""
 DEMO_PASSAGES: Final = 1
 """Held-out passages kept for the demo's exchange: the maps' figures are measured after them."""
 
@@ -58,7 +64,7 @@ def measure_passages(
 
 def cached_anchor_activations(
     loaded: LoadedModel,
-    passages: tuple[AnchorPassage, ...],
+    passages: Sequence[Passage],
     *,
     tokens_max: int = FIT_TOKENS_DEFAULT,
     cache_dir: Path | None = None,
@@ -128,6 +134,7 @@ def pair_provenance(
     *,
     tokens_max: int = FIT_TOKENS_DEFAULT,
     measured_passages: int = MEASURE_PASSAGES_DEFAULT,
+    signature: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest's account of a pair fit: both models, the method, the fit data and the
     penalties the validation passages chose, and how the published quality was measured."""
@@ -146,7 +153,11 @@ def pair_provenance(
             "key_alphas": list(report.key_alphas),
             "value_alphas": list(report.value_alphas),
         },
-        "measured_on": {"split": "held-out anchor passages", "passages": measured_passages},
+        "measured_on": {
+            "split": "held-out anchor passages, and held-out kind passages when kinds are fitted",
+            "anchor_passages": measured_passages,
+        },
+        "signature": signature,
     }
 
 
@@ -158,17 +169,27 @@ def fit_pair_from_anchors(
     tokens_max: int = FIT_TOKENS_DEFAULT,
     neighbour_layers: int = NEIGHBOUR_LAYERS_DEFAULT,
     measured_passages: int = MEASURE_PASSAGES_DEFAULT,
+    kind_passages: int = 0,
     cache_dir: Path | None = None,
 ) -> tuple[KVAligner, PairFitReport]:
-    """The sender -> receiver aligner fitted on `passages` anchor passages of the fit split,
-    carrying its exchange quality measured on `measured_passages` held-out passages.
+    """The sender -> receiver aligner fitted on `passages` anchor passages of the fit split and
+    `kind_passages` fit passages of each kind of text (technical, code, dialogue... see
+    data/TEXT_KINDS.md: maps fitted on novels alone keep little of other text), carrying its
+    exchange quality measured on held-out passages.
 
     The fit splits its passages train / validation / test for its own choices and diagnostics;
     the published quality (`aligner.quality`: retention, attention-output cosine and distance,
-    confidence) is measured on the receiver on passages of the held-out split, which neither the
-    fit nor any choice read. Each model reads the first `tokens_max` tokens of a passage.
+    confidence) is measured on the receiver on `measured_passages` passages of the anchors'
+    held-out split, plus, when kinds are fitted, MEASURE_PER_KIND held-out passages of each
+    kind: passages neither the fit nor any choice read. Each model reads the first `tokens_max`
+    tokens of a passage.
     """
-    chosen = fit_passages(passages)
+    kinds_fit, kinds_held_out = split_kind_passages()
+    chosen: list[Passage] = [*fit_passages(passages)]
+    measured: list[Passage] = [*measure_passages(measured_passages)]
+    if kind_passages > 0:
+        chosen += [p for kind in TEXT_KINDS for p in kinds_fit[kind][:kind_passages]]
+        measured += [p for kind in TEXT_KINDS for p in kinds_held_out[kind][:MEASURE_PER_KIND]]
     source = cached_anchor_activations(sender, chosen, tokens_max=tokens_max, cache_dir=cache_dir)
     target = cached_anchor_activations(receiver, chosen, tokens_max=tokens_max, cache_dir=cache_dir)
     aligner, report = fit_kv_aligner(
@@ -178,6 +199,20 @@ def fit_pair_from_anchors(
         target_model=receiver.name,
         neighbour_layers=neighbour_layers,
     )
-    held_out = [(p.id, p.text) for p in measure_passages(measured_passages)]
+    held_out = [(p.id, p.text) for p in measured]
     aligner.exchange_quality_, _ = measure_exchange(sender, receiver, aligner, held_out)
     return aligner, report
+
+
+def fit_signature(
+    passages: int, kind_passages: int, tokens_max: int = FIT_TOKENS_DEFAULT
+) -> dict[str, Any]:
+    """What a pair fit reads, as its manifest records it: a stored map whose signature differs
+    (another corpus, other counts) is not the map these settings would fit."""
+    return {
+        "anchor_corpus_sha256": anchor_corpus_sha256(),
+        "anchor_passages": passages,
+        "kind_corpus_sha256": kind_corpus_sha256() if kind_passages > 0 else None,
+        "kind_passages_per_kind": kind_passages,
+        "tokens_max": tokens_max,
+    }
