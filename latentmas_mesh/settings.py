@@ -42,3 +42,19 @@ class MeshSettings(BaseSettings):
         gt=0,
         description="Largest msgpack header frame a decoder accepts (arrays never ride in it).",
     )
+    shared_memory_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Same-host shared memory for large arrays: the segment directory (tmpfs, e.g. "
+            "/dev/shm/latentmas-<uid>; created mode 0700). Unset: every array is a frame. A peer "
+            "on another host, or without it, is answered inline automatically."
+        ),
+    )
+    shared_memory_bytes_max: int = Field(
+        default=2048 * MIB,
+        gt=0,
+        description="Segments this process owns, and peers' segments it keeps mapped (each).",
+    )
+    shared_memory_array_bytes_min: int = Field(
+        default=1 * MIB, gt=0, description="Smaller arrays always travel as frames."
+    )

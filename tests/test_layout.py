@@ -26,17 +26,18 @@ ALLOWED: dict[str, set[str]] = {
     "registry": {"errors", "settings"},
     "protocol": {"errors", "units"},
     "wire": {"errors"},
+    "shm": {"errors", "wire"},
     "codec": BASE | {"protocol", "wire"},
     "alignment": {"errors", "registry"},
     "artifacts": BASE | {"alignment", "protocol"},
     "ledger": BASE | {"market"},
-    "transport": BASE | {"mdp", "wire", "codec", "protocol"},
+    "transport": BASE | {"mdp", "wire", "codec", "protocol", "shm"},
     "settlement": BASE | {"codec", "ledger", "protocol", "transport"},
     "services": BASE
     | {"alignment", "artifacts", "codec", "ledger", "market", "protocol", "registry"}
     | {"settlement"},
     "integrations": BASE | {"alignment", "anchors", "artifacts", "protocol", "registry"},
-    "testing": BASE | {"transport", "codec", "protocol", "mdp", "agents"},
+    "testing": BASE | {"transport", "codec", "protocol", "mdp", "agents", "shm"},
     "agents": {"errors", "settings", "artifacts", "transport"},
     # the SDK; `integrations` only lazily, to convert a transformers cache (the `hf` extra)
     "client": BASE | {"transport", "protocol", "settlement", "registry", "integrations"},

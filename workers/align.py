@@ -117,7 +117,9 @@ def create(settings: WorkerSettings) -> RawWorker:
     get_logger("worker").info("kernel_ready", service=SERVICE, seconds=round(compile_s, 3))
 
     def handle(request: Decoded, context: RequestContext) -> BaseModel:
-        return service.handle_align(request.message, context.identity, request.request_id)
+        return service.handle_align(
+            request.message, context.identity, request.request_id, allocate=context.allocate
+        )
 
     return Worker(SERVICE, handle, settings)
 

@@ -12,13 +12,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias, assert_never, cast
 
+import numpy as np
 import zmq
 from pydantic import BaseModel
 
 from latentmas_mesh import codec, mdp, wire
+from latentmas_mesh.alignment import Allocator
 from latentmas_mesh.errors import InternalError, ProtocolError, Unauthorized
 from latentmas_mesh.log import get_logger
 from latentmas_mesh.protocol import ErrorBody
+from latentmas_mesh.shm import PeerSegments, Scope, SegmentPool
 from latentmas_mesh.transport._curve import use_curve
 from workers.settings import WorkerSettings
 from workers.state import (
@@ -71,6 +74,9 @@ class RequestContext:
     identity: str | None
     client_address: bytes
     gateway: str | None = None
+    allocate: Allocator = np.empty
+    """Where a handler writes large result arrays: segments lent to the client when its request
+    came in shared memory (the reply then carries references, not copies), else np.empty."""
 
     @property
     def peer(self) -> str | None:
@@ -421,18 +427,49 @@ class Worker(RawWorker):
         self.handler = handler
         self._limits = codec.CodecLimits.from_settings(self.settings)
         self._gateway_keys = self.settings.gateway_keys
+        self._pool: SegmentPool | None = None
+        self._peers: PeerSegments | None = None
+        directory = self.settings.shared_memory_dir
+        if directory is not None:
+            bytes_max = self.settings.shared_memory_bytes_max
+            self._pool = SegmentPool(
+                directory,
+                bytes_max=bytes_max,
+                array_bytes_min=self.settings.shared_memory_array_bytes_min,
+            )
+            self._peers = PeerSegments(directory, mapped_bytes_max=bytes_max)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self._pool is not None:
+                self._pool.close()
 
     def _handle_frames(self, body: list[zmq.Frame], context: RequestContext) -> Sequence[Frame]:
         started = time.perf_counter()
         outcome = "ok"
+        scope: Scope | None = None
         try:
+            reader = None if self._peers is None else self._peers.reader(release=False)
             decoded = codec.decode(
-                body, limits=self._limits, check_finite=self.settings.check_finite
+                body,
+                limits=self._limits,
+                check_finite=self.settings.check_finite,
+                segments=reader,
             )
             context = replace(context, request_id=decoded.request_id)
             context = acting_for(context, decoded.on_behalf_of, self._gateway_keys)
+            if reader is not None and reader.owner and self._pool is not None:
+                # the client mapped its request here: lend it the reply's memory too
+                scope = self._pool.scope(lessee=reader.owner)
+                context = replace(context, allocate=scope.allocate)
             reply = self.handler(decoded, context)
-            return codec.encode(reply, request_id=decoded.request_id)
+            frames = codec.encode(reply, request_id=decoded.request_id, segments=scope)
+            if scope is not None:
+                scope.end(lent=True)  # what the frames reference stays the client's to read
+                scope = None
+            return frames
         except ProtocolError as error:
             outcome = error.code.value
             raise
@@ -440,6 +477,8 @@ class Worker(RawWorker):
             outcome = "INTERNAL"
             raise
         finally:
+            if scope is not None:  # nothing was sent that references it
+                scope.end(lent=False)
             self._log.info(
                 "request",
                 request_id=context.request_id or codec.request_id_of(body),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latentmas_mesh.alignment._types import METHODS, Method
+from latentmas_mesh.alignment._types import METHODS, Allocator, Method
 from latentmas_mesh.alignment.geometry import geometry_from_registry
 from latentmas_mesh.alignment.hub import ModelChart, UnifiedSpace
 from latentmas_mesh.alignment.kernels import (
@@ -35,6 +35,7 @@ from latentmas_mesh.alignment.wmatrix import NotFittedError, WMatrix, fit_w_matr
 __all__ = [
     "METHODS",
     "AlignmentQuality",
+    "Allocator",
     "CycleConsistency",
     "HeadMaps",
     "KVAligner",

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
-from latentmas_mesh.alignment._types import F32, IntArray
+from latentmas_mesh.alignment._types import F32, Allocator, IntArray
 from latentmas_mesh.alignment.rope import RotaryTables, apply_rotary, no_rotation
 from latentmas_mesh.errors import DimensionMismatch, InvalidRequest
 
@@ -312,12 +312,14 @@ def align_heads(
     target_rotary: RotaryTables | None = None,
     out_dtype: npt.DTypeLike | None = None,
     tile: int | None = None,
+    allocate: Allocator = np.empty,
 ) -> npt.NDArray[Any]:
     """Fused alignment of keys or values: [L_s, H_s, S, D_s] -> [L_t, H_t, S, D_t].
 
     src: float32 / float16 / bfloat16; source_rotary / target_rotary: angle tables at the cache's
     positions (None: no rotation, e.g. for values); out_dtype: default src's dtype;
-    tile: positions per work item (default: tile_positions(K, N)).
+    tile: positions per work item (default: tile_positions(K, N)); allocate(shape, dtype): where
+    the result is written (a worker passes memory its client maps: no copy after the kernel).
     """
     source_tables = source_rotary or no_rotation(src.shape[0], src.shape[2])
     target_tables = target_rotary or no_rotation(maps.target_layers, src.shape[2])
@@ -325,10 +327,16 @@ def align_heads(
     src_fmt = storage_format(src.dtype)
     out_fmt = storage_format(src.dtype if out_dtype is None else out_dtype)
     bits_in = np.ascontiguousarray(src).view(np.uint16)
-    words = 2 if out_fmt == FMT_F32 else 1
-    out_bits = np.empty(
-        (maps.target_layers, maps.target_heads, src.shape[2], maps.target_dim * words), np.uint16
-    )
+    out_shape = (maps.target_layers, maps.target_heads, src.shape[2], maps.target_dim)
+    out = allocate(out_shape, NUMPY_DTYPES[out_fmt])
+    if (
+        out.shape != out_shape
+        or out.dtype != NUMPY_DTYPES[out_fmt]
+        or not (out.flags.c_contiguous and out.flags.writeable)
+    ):
+        msg = f"allocate returned {out.dtype}{list(out.shape)}, not a writable C-contiguous array"
+        raise TypeError(msg)
+    out_bits = out.view(np.uint16)
     with single_threaded_blas():
         _fused_kernel(
             bits_in, src_fmt, src.shape[3], maps.inputs, maps.weight, maps.bias,
@@ -339,7 +347,7 @@ def align_heads(
             out_bits, out_fmt, F16_TO_F32_BITS,
             max(1, tile or tile_positions(int(maps.weight.shape[2]), maps.target_dim)),
         )  # fmt: skip
-    return out_bits.view(NUMPY_DTYPES[out_fmt])
+    return out
 
 
 def align_heads_reference(

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from latentmas_mesh.alignment._types import F32, F64, IntArray
+from latentmas_mesh.alignment._types import F32, F64, Allocator, IntArray
 from latentmas_mesh.alignment.kernels import (
     HeadMaps,
     align_heads,
@@ -433,12 +433,14 @@ class KVAligner:
         target_positions: npt.ArrayLike | None = None,
         out_dtype: npt.DTypeLike | None = None,
         backend: Backend = "kernel",
+        allocate: Allocator = np.empty,
     ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         """Align one cache: keys [L_s, H_s, S, D_s], values [L_s, H_s, S, Dv_s] -> the target's.
 
         positions [S]: where the source rotated each cached key (default 0..S−1);
         target_positions [S]: where the target should see them (default: the same positions,
-        so each source token becomes a latent memory slot at its own position).
+        so each source token becomes a latent memory slot at its own position); allocate: where
+        the kernel writes the results (see `align_heads`).
         Raises DimensionMismatch when the cache does not fit the source geometry.
         """
         seq = self.source.check_cache(keys, values)
@@ -449,16 +451,29 @@ class KVAligner:
         if self.exact_identity_ and np.array_equal(source_positions, target_at):
             # R(p)·I·R(p)⁻¹ = I: an identity exchange is returned bit for bit, not re-rounded.
             out_type = keys.dtype if out_dtype is None else np.dtype(out_dtype)
-            return keys.astype(out_type, copy=True), values.astype(out_type, copy=True)
-        run = align_heads if backend == "kernel" else align_heads_reference
-        aligned_keys = run(
+            return _copy_into(keys, out_type, allocate), _copy_into(values, out_type, allocate)
+        if backend == "numpy":
+            return (
+                align_heads_reference(
+                    keys,
+                    self.keys_.heads,
+                    source_rotary=self.source.tables(source_positions),
+                    target_rotary=self.target.tables(target_at),
+                    out_dtype=out_dtype,
+                ),
+                align_heads_reference(values, self.values_.heads, out_dtype=out_dtype),
+            )
+        aligned_keys = align_heads(
             keys,
             self.keys_.heads,
             source_rotary=self.source.tables(source_positions),
             target_rotary=self.target.tables(target_at),
             out_dtype=out_dtype,
+            allocate=allocate,
         )
-        aligned_values = run(values, self.values_.heads, out_dtype=out_dtype)
+        aligned_values = align_heads(
+            values, self.values_.heads, out_dtype=out_dtype, allocate=allocate
+        )
         return aligned_keys, aligned_values
 
     def align_pooled(
@@ -508,6 +523,15 @@ def _quality_json(quality: AlignmentQuality | None) -> dict[str, Any] | None:
 
 def _quality_from_json(data: dict[str, Any] | None) -> AlignmentQuality | None:
     return None if data is None else AlignmentQuality(**data)
+
+
+def _copy_into(
+    array: npt.NDArray[Any], dtype: np.dtype[Any], allocate: Allocator
+) -> npt.NDArray[Any]:
+    """`array` as `dtype` in memory from `allocate` (the identity exchange's one copy)."""
+    out = allocate(array.shape, dtype)
+    np.copyto(out, array, casting="unsafe")
+    return out
 
 
 def _positions(positions: npt.ArrayLike | None, seq: int) -> IntArray:

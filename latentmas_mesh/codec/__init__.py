@@ -33,12 +33,22 @@ from latentmas_mesh.wire.header import (
     REQUEST_ID_CHARS_MAX,
     Z85_ALPHABET,
 )
+from latentmas_mesh.wire.shared import (
+    SEGMENT_KEY,
+    SEGMENT_TOKEN_BYTES,
+    SHARED_MEMORY_UNAVAILABLE,
+    SegmentReader,
+    SegmentRef,
+    SegmentWriter,
+)
 
 # The header layout (frame 0, a msgpack map) is written down in `latentmas_mesh.wire.header`,
 # beside its constants; the broker writes and peeks at headers from there without pydantic.
 _HEADER_KEYS: Final = frozenset(HEADER_KEYS)
 _HEADER_KEYS_ON_BEHALF: Final = _HEADER_KEYS | {ON_BEHALF_OF_KEY}
 _ARRAY_KEYS: Final = frozenset(ARRAY_KEYS)
+_SHARED_ARRAY_KEYS: Final = frozenset({"dtype", "shape", SEGMENT_KEY})
+SEGMENT_NAME_CHARS_MAX: Final = 64
 
 Frame: TypeAlias = bytes | memoryview | zmq.Frame
 
@@ -103,22 +113,32 @@ class _ArrayRef:
 class _ArraySpec:
     dtype_name: str
     shape: tuple[int, ...]
+    segment: SegmentRef | None = None  # None: the array's bytes are the next frame
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPES[self.dtype_name].itemsize
 
 
 # ---------------------------------------------------------------- encode
 
 
 def encode(
-    message: BaseModel, *, request_id: str, on_behalf_of: str | None = None
+    message: BaseModel,
+    *,
+    request_id: str,
+    on_behalf_of: str | None = None,
+    segments: SegmentWriter | None = None,
 ) -> list[bytes | memoryview]:
     """Frames [header, array 0, array 1, ...] for `message`, for `send_multipart(copy=False)`.
 
     Arrays are not copied: a C-contiguous little-endian array is sent as a memoryview of its own
     memory (keep the message alive until the send completes); any other layout is made contiguous
-    once. `on_behalf_of` (a gateway's calls only) names the agent the request is for; without it
-    the header is exactly as before the field existed. Raises TypeError for an unregistered type
-    or an array dtype the wire cannot carry, and ValueError for a bad request id or agent id:
-    those are the sender's bugs, not the peer's.
+    once. `segments` may take arrays into shared memory instead (each it places travels as a
+    reference, not a frame). `on_behalf_of` (a gateway's calls only) names the agent the request
+    is for; without it the header is exactly as before the field existed. Raises TypeError for
+    an unregistered type or an array dtype the wire cannot carry, and ValueError for a bad
+    request id or agent id: those are the sender's bugs, not the peer's.
     """
     if not isinstance(message, WireModel):
         msg = f"{type(message).__name__} is not a WireModel"
@@ -159,11 +179,24 @@ def encode(
     parts += [
         packer.pack("body"),
         packer.pack(message.model_dump(mode="python")),
-        packer.pack("arrays"),
-        packer.pack([_describe(array, index) for index, array in enumerate(arrays)]),
     ]
+    descriptors: list[dict[str, object]] = []
+    inline: list[np.ndarray[Any, np.dtype[Any]]] = []
+    for array in arrays:
+        ref = None if segments is None else segments.place(array)
+        descriptor: dict[str, object] = {
+            "dtype": dtype_name(array.dtype),
+            "shape": list(array.shape),
+        }
+        if ref is None:
+            inline.append(array)
+            descriptor["frame"] = len(inline)
+        else:
+            descriptor[SEGMENT_KEY] = ref.to_wire()
+        descriptors.append(descriptor)
+    parts += [packer.pack("arrays"), packer.pack(descriptors)]
     frames: list[bytes | memoryview] = [b"".join(parts)]
-    frames.extend(array.reshape(-1).view(np.uint8).data for array in arrays)
+    frames.extend(array.reshape(-1).view(np.uint8).data for array in inline)
     return frames
 
 
@@ -178,25 +211,28 @@ def _wire_array(array: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dty
     return np.ascontiguousarray(array)
 
 
-def _describe(array: np.ndarray[Any, np.dtype[Any]], index: int) -> dict[str, object]:
-    return {"dtype": dtype_name(array.dtype), "shape": list(array.shape), "frame": 1 + index}
-
-
 # ---------------------------------------------------------------- decode
 
 
 def decode(
-    frames: Sequence[Frame], *, limits: CodecLimits = DEFAULT_LIMITS, check_finite: bool = True
+    frames: Sequence[Frame],
+    *,
+    limits: CodecLimits = DEFAULT_LIMITS,
+    check_finite: bool = True,
+    segments: SegmentReader | None = None,
 ) -> Decoded:
     """Validate and decode frames from `recv_multipart(copy=False)` (or bytes / memoryviews).
 
     Raises only ProtocolError subclasses: InvalidRequest or PayloadTooLarge for bad input, and
     InternalError if a bug lets anything else out. Every limit is checked before any array is
-    built; arrays are read-only numpy views on the frames' own buffers, never copies. With
-    `check_finite` a float array holding NaN or ±Inf is refused.
+    built; arrays are read-only numpy views on the frames' own buffers, never copies. An array
+    sent as a shared-memory reference is mapped by `segments` (its bytes count toward
+    `message_bytes_max` before anything is mapped); without a reader it is refused INVALID_REQUEST
+    with details["shared_memory"] = "unavailable", which tells the sender to send it inline.
+    With `check_finite` a float array holding NaN or ±Inf is refused.
     """
     try:
-        return _decode(frames, limits, check_finite)
+        return _decode(frames, limits, check_finite, segments)
     except ProtocolError:
         raise
     except Exception as exc:  # the contract: nothing but a ProtocolError leaves the decoder
@@ -218,7 +254,12 @@ def request_id_of(frames: Sequence[Frame], *, limits: CodecLimits = DEFAULT_LIMI
     )
 
 
-def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) -> Decoded:
+def _decode(
+    frames: Sequence[Frame],
+    limits: CodecLimits,
+    check_finite: bool,
+    segments: SegmentReader | None,
+) -> Decoded:
     buffers = _frame_buffers(frames, limits)
     header = _unpack_header(buffers[0], limits)
     type_name, request_id, on_behalf_of, body, specs = _read_header(header, limits)
@@ -227,10 +268,11 @@ def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) ->
         shown = type_name[:TYPE_NAME_CHARS_MAX]
         msg = f"unknown message type {shown!r}"
         raise InvalidRequest(msg, details={"type": shown})
-    if len(buffers) != 1 + len(specs):
-        msg = f"header declares {len(specs)} arrays but {len(buffers) - 1} array frames arrived"
-        raise InvalidRequest(msg, details={"declared": len(specs), "frames": len(buffers) - 1})
-    arrays = [_array_view(buffers[1 + i], spec, 1 + i) for i, spec in enumerate(specs)]
+    inline = sum(spec.segment is None for spec in specs)
+    if len(buffers) != 1 + inline:
+        msg = f"header declares {inline} array frames but {len(buffers) - 1} arrived"
+        raise InvalidRequest(msg, details={"declared": inline, "frames": len(buffers) - 1})
+    arrays = _arrays(buffers, specs, limits, segments)
     _check_bools(arrays)
     if arrays:
         used = [False] * len(arrays)
@@ -248,6 +290,36 @@ def _decode(frames: Sequence[Frame], limits: CodecLimits, check_finite: bool) ->
     return Decoded(
         message=message, request_id=request_id, type_name=type_name, on_behalf_of=on_behalf_of
     )
+
+
+def _arrays(
+    buffers: list[memoryview],
+    specs: list[_ArraySpec],
+    limits: CodecLimits,
+    segments: SegmentReader | None,
+) -> list[np.ndarray[Any, Any]]:
+    """Each declared array as a read-only view: of its frame, or of a peer's segment, mapped
+    only once the whole message (frames and shared bytes) is known to be within its bound."""
+    shared = [spec for spec in specs if spec.segment is not None]
+    if shared:
+        total = sum(buffer.nbytes for buffer in buffers) + sum(spec.nbytes for spec in shared)
+        if total > limits.message_bytes_max:
+            msg = f"message is {total} bytes; at most {limits.message_bytes_max} are accepted"
+            raise PayloadTooLarge(msg, details={"bytes": total, "max": limits.message_bytes_max})
+        if segments is None:
+            msg = "arrays in shared memory cannot be mapped here: send them inline"
+            raise InvalidRequest(msg, details={"shared_memory": SHARED_MEMORY_UNAVAILABLE})
+    arrays = []
+    frame = 0
+    for index, spec in enumerate(specs):
+        if spec.segment is None:
+            frame += 1
+            arrays.append(_array_view(buffers[frame], spec, f"frame {frame}"))
+        else:
+            assert segments is not None
+            view = segments.view(spec.segment, spec.nbytes)
+            arrays.append(_array_view(view, spec, f"shared array {index}"))
+    return arrays
 
 
 def _frame_buffers(frames: Sequence[Frame], limits: CodecLimits) -> list[memoryview]:
@@ -348,42 +420,71 @@ def _read_header(
     if len(descriptors) > limits.array_count_max:
         msg = f"{len(descriptors)} arrays declared; at most {limits.array_count_max}"
         raise PayloadTooLarge(msg, details={"array_count_max": limits.array_count_max})
-    specs = [_read_array_spec(d, 1 + i, limits) for i, d in enumerate(descriptors)]
+    specs: list[_ArraySpec] = []
+    for index, descriptor in enumerate(descriptors):
+        next_frame = 1 + sum(spec.segment is None for spec in specs)
+        specs.append(_read_array_spec(descriptor, index, next_frame, limits))
     return type_name, request_id, on_behalf_of, body, specs
 
 
-def _read_array_spec(descriptor: object, frame: int, limits: CodecLimits) -> _ArraySpec:
-    """One array descriptor: a known dtype, a shape of non-negative ints, its own frame index."""
-    if not isinstance(descriptor, dict) or set(descriptor) != _ARRAY_KEYS:
-        msg = f"array descriptor {frame - 1} must be a map with keys {sorted(_ARRAY_KEYS)}"
+def _read_array_spec(
+    descriptor: object, index: int, next_frame: int, limits: CodecLimits
+) -> _ArraySpec:
+    """One array descriptor: a known dtype, a shape of non-negative ints, and either the next
+    frame's index or a segment reference."""
+    if not isinstance(descriptor, dict) or set(descriptor) not in (_ARRAY_KEYS, _SHARED_ARRAY_KEYS):
+        msg = f"array descriptor {index} must be a map with keys {sorted(_ARRAY_KEYS)}"
         raise InvalidRequest(msg)
-    name, shape, index = descriptor["dtype"], descriptor["shape"], descriptor["frame"]
+    name, shape = descriptor["dtype"], descriptor["shape"]
     if not isinstance(name, str) or name not in DTYPES:
-        msg = f"array {frame - 1} has dtype {str(name)[:40]!r}; wire dtypes are {sorted(DTYPES)}"
+        msg = f"array {index} has dtype {str(name)[:40]!r}; wire dtypes are {sorted(DTYPES)}"
         raise InvalidRequest(msg, details={"dtypes": sorted(DTYPES)})
-    if type(index) is not int or index != frame:
-        msg = f"array {frame - 1} must name frame {frame}, not {str(index)[:40]}"
+    segment = None
+    if SEGMENT_KEY in descriptor:
+        segment = _read_segment_ref(descriptor[SEGMENT_KEY], index)
+    elif type(descriptor["frame"]) is not int or descriptor["frame"] != next_frame:
+        msg = f"array {index} must name frame {next_frame}, not {str(descriptor['frame'])[:40]}"
         raise InvalidRequest(msg)
     if not isinstance(shape, list) or len(shape) > limits.ndim_max:
-        msg = f"array {frame - 1} shape must be a list of at most {limits.ndim_max} dimensions"
+        msg = f"array {index} shape must be a list of at most {limits.ndim_max} dimensions"
         raise InvalidRequest(msg)
     for dim in shape:
         if type(dim) is not int or not 0 <= dim <= limits.message_bytes_max:
-            msg = f"array {frame - 1} shape has dimension {str(dim)[:40]}; need 0 <= d"
+            msg = f"array {index} shape has dimension {str(dim)[:40]}; need 0 <= d"
             raise InvalidRequest(msg, details={"shape": str(shape)[:200]})
-    return _ArraySpec(dtype_name=name, shape=tuple(shape))
+    return _ArraySpec(dtype_name=name, shape=tuple(shape), segment=segment)
 
 
-def _array_view(buffer: memoryview, spec: _ArraySpec, frame: int) -> np.ndarray[Any, Any]:
+def _read_segment_ref(value: object, index: int) -> SegmentRef:
+    """[name, token, generation, offset]: a short name, a 16-byte token, non-negative ints."""
+    if isinstance(value, list) and len(value) == 4:
+        name, token, generation, offset = value
+        if (
+            isinstance(name, str)
+            and 0 < len(name) <= SEGMENT_NAME_CHARS_MAX
+            and isinstance(token, bytes)
+            and len(token) == SEGMENT_TOKEN_BYTES
+            and type(generation) is int
+            and type(offset) is int
+            and generation >= 0
+            and offset >= 0
+        ):
+            return SegmentRef(name=name, token=token, generation=generation, offset=offset)
+    token = f"{SEGMENT_TOKEN_BYTES}-byte token"
+    msg = f"array {index} segment must be [name, {token}, generation, offset]"
+    raise InvalidRequest(msg)
+
+
+def _array_view(buffer: memoryview, spec: _ArraySpec, where: str) -> np.ndarray[Any, Any]:
     """A read-only view of `buffer` as the declared array, after its byte count is proven."""
     dtype = DTYPES[spec.dtype_name]
     count = math.prod(spec.shape)  # Python ints: a lying shape cannot overflow
     if count * dtype.itemsize != buffer.nbytes:
         msg = (
-            f"frame {frame} holds {buffer.nbytes} bytes but its header declares "
+            f"{where} holds {buffer.nbytes} bytes but its header declares "
             f"{spec.dtype_name}{list(spec.shape)} = {count * dtype.itemsize} bytes"
         )
-        raise InvalidRequest(msg, details={"frame": frame, "bytes": buffer.nbytes})
+        raise InvalidRequest(msg, details={"where": where, "bytes": buffer.nbytes})
     array = np.frombuffer(buffer, dtype=dtype, count=count).reshape(spec.shape)
     array.flags.writeable = False
     return array

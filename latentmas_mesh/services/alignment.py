@@ -11,6 +11,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from latentmas_mesh.alignment import Allocator
 from latentmas_mesh.alignment.geometry import geometry_from_registry
 from latentmas_mesh.alignment.hub import UnifiedSpace
 from latentmas_mesh.alignment.kv import KVAligner, KVGeometry
@@ -345,33 +346,41 @@ class AlignmentService:
 
     # ------------------------------------------------------------------ latentmas.align
 
-    def handle_align(self, message: WireModel, identity: str | None, request_id: str) -> WireModel:
+    def handle_align(
+        self,
+        message: WireModel,
+        identity: str | None,
+        request_id: str,
+        *,
+        allocate: Allocator = np.empty,
+    ) -> WireModel:
         """Answer an align request; a priced one only once its reservation is posted.
 
         Spec 7.4 pay-then-deliver: the caller's reservation is checked before the work, posted
         (and confirmed by the ledger) after it and before the reply; work that fails voids it.
+        `allocate` is where aligned caches are written (a worker's shared-memory segments).
         """
         if not isinstance(message, PAID_REQUESTS) or self.policy.price_units <= 0:
-            return self._align(message, request_id)
+            return self._align(message, request_id, allocate)
         payments = self.payments
         if payments is None:  # never deliver unpaid: a configuration error, said plainly
             msg = f"{ALIGN_SERVICE} charges for exchanges but has no ledger connection"
             raise InternalError(msg, details={"price_units": self.policy.price_units})
         payment = payments.open(self.policy.terms, message.reservation_id, identity, request_id)
         try:
-            reply = self._align(message, request_id)
+            reply = self._align(message, request_id, allocate)
         except Exception:  # nothing delivered: the payer gets the held funds back
             payments.void(payment)
             raise
         payments.post(payment)
         return reply
 
-    def _align(self, message: WireModel, request_id: str) -> WireModel:
+    def _align(self, message: WireModel, request_id: str, allocate: Allocator) -> WireModel:
         if isinstance(message, AlignKVCacheRequest):
             cache, quality = self._align_cache(
                 message.kv_cache, source_name=message.kv_cache.source_model,
                 target_name=message.target_model, version=message.w_matrix_version,
-                min_quality=message.min_quality,
+                min_quality=message.min_quality, allocate=allocate,
             )  # fmt: skip
             return AlignKVCacheResponse(aligned_kv_cache=cache, alignment_quality=quality)
         if isinstance(message, ExchangeMemoryRequest):
@@ -384,7 +393,7 @@ class AlignmentService:
             cache, quality = self._align_cache(
                 message.kv_source, source_name=message.source_model,
                 target_name=message.target_model, version=message.w_matrix_version,
-                min_quality=message.min_quality,
+                min_quality=message.min_quality, allocate=allocate,
             )  # fmt: skip
             return ExchangeMemoryResponse(kv_aligned=cache, quality=quality)
         if isinstance(message, AlignVectorRequest):
@@ -403,6 +412,7 @@ class AlignmentService:
         target_name: str,
         version: str | None,
         min_quality: float | None = None,
+        allocate: Allocator = np.empty,
     ) -> tuple[KVCache, WireQuality]:
         """Section 3.5.3 step 2: the cache in the target's space, with the maps' quality.
 
@@ -427,7 +437,10 @@ class AlignmentService:
         self._admit(f"aligning to {target}", cache.nbytes, predicted.output, predicted.working)
         positions = cache.position_encodings
         keys, values = aligner.align(
-            cache.keys, cache.values, positions=None if positions is None else positions
+            cache.keys,
+            cache.values,
+            positions=None if positions is None else positions,
+            allocate=allocate,
         )
         aligned = KVCache(
             source_model=target,

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import IO
 
 from latentmas_mesh.errors import ServiceUnavailable
+from latentmas_mesh.shm import default_directory
 from latentmas_mesh.transport import Transport, TransportSettings
 
 CLI = (sys.executable, "-c", "from latentmas_mesh.cli import main; main()")
@@ -59,7 +60,9 @@ class LocalMesh:
     process through `LATENTMAS_*` variables so that all of them agree. `stop()` sends SIGTERM
     (workers first, so the broker can still answer their last requests) and SIGKILL after
     `STOP_TIMEOUT_S`. `env` goes to every process; `worker_env[kind]` only to workers of that
-    kind (e.g. each kind its own CURVE key).
+    kind (e.g. each kind its own CURVE key). With `shared_memory` (the default) every process
+    and `transport()` use this uid's segment directory, as processes on one host should: large
+    arrays then cross no socket.
     """
 
     workers: Mapping[str, int] = field(default_factory=lambda: {"echo": 1})
@@ -70,6 +73,7 @@ class LocalMesh:
     worker_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     broker_args: Sequence[str] = ()
     log_dir: Path | None = None
+    shared_memory: bool = True
     broker_url: str = ""
     metrics_url: str = ""
     broker: MeshProcess | None = None
@@ -206,7 +210,10 @@ class LocalMesh:
 
     def transport(self, **overrides: object) -> Transport:
         """A client transport connected to this mesh's broker."""
-        settings = TransportSettings.model_validate({"broker_url": self.broker_url, **overrides})
+        shared = {"shared_memory_dir": default_directory()} if self.shared_memory else {}
+        settings = TransportSettings.model_validate(
+            {"broker_url": self.broker_url, **shared, **overrides}
+        )
         return Transport(settings)
 
     def describe(self) -> str:
@@ -215,6 +222,11 @@ class LocalMesh:
         if self.gateway_url:
             lines.append(f"gateway  {self.gateway_url}   docs {self.gateway_url}/docs")
         lines.extend(f"worker   {p.role:<10} pid {p.pid}" for p in self.worker_processes)
+        if self.shared_memory:
+            lines.append(
+                f"shared   LATENTMAS_SHARED_MEMORY_DIR={default_directory()} "
+                "(set it for clients on this host: arrays then cross no socket)"
+            )
         lines.append(f"logs     {self.log_dir}")
         return "\n".join(lines)
 
@@ -231,6 +243,11 @@ class LocalMesh:
             **os.environ,
             "LATENTMAS_HEARTBEAT_MS": str(self.heartbeat_ms),
             "LATENTMAS_LIVENESS": str(self.liveness),
+            **(
+                {"LATENTMAS_SHARED_MEMORY_DIR": str(default_directory())}
+                if self.shared_memory
+                else {}
+            ),
             **self.env,
             **(own_env or {}),
         }

@@ -6,7 +6,10 @@ import asyncio
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import zmq
 import zmq.asyncio
 from pydantic import BaseModel
@@ -15,6 +18,7 @@ from latentmas_mesh import codec
 from latentmas_mesh.transport import _calls
 from latentmas_mesh.transport._curve import use_curve
 from latentmas_mesh.transport._settings import TransportSettings
+from latentmas_mesh.transport._shared import SharedArrays
 
 ATTEMPT_S_MIN = 0.005
 """Less time than this left is not worth another attempt: the call has timed out."""
@@ -40,6 +44,7 @@ class AsyncTransport:
         self._idle: list[zmq.asyncio.Socket] = []
         self._slots = asyncio.Semaphore(self.settings.sockets_max)
         self._dialect = _calls.dialect_of(self.settings)
+        self._shared = SharedArrays.from_settings(self.settings)
         self.attempts_total = 0
 
     async def __aenter__(self) -> AsyncTransport:
@@ -54,9 +59,12 @@ class AsyncTransport:
         self.close()
 
     def close(self) -> None:
-        """Close the idle sockets (in-flight ones close when their call ends)."""
+        """Close the idle sockets (in-flight ones close when their call ends) and remove this
+        client's segments (arrays already returned stay valid)."""
         while self._idle:
             self._idle.pop().close(linger=0)
+        if self._shared is not None:
+            self._shared.close()
 
     async def call(
         self,
@@ -72,9 +80,34 @@ class AsyncTransport:
         `on_behalf_of` (an agent id) is for a gateway acting for an agent: workers take it only
         from a key in their LATENTMAS_GATEWAY_KEYS and answer anyone else UNAUTHORIZED.
         """
-        request_id, frames = _calls.encode_call(message, request_id, on_behalf_of)
-        body = await self.request(service, frames, timeout_ms=timeout_ms, request_id=request_id)
-        return _calls.decode_reply(body, self.settings)
+        plan = _calls.call_plan(
+            self._shared, self.settings, service=service, message=message,
+            request_id=request_id, on_behalf_of=on_behalf_of,
+        )  # fmt: skip
+        try:
+            request_id, frames = next(plan)
+            while True:
+                body = await self.request(
+                    service, frames, timeout_ms=timeout_ms, request_id=request_id
+                )
+                request_id, frames = plan.send(body)
+        except StopIteration as done:
+            decoded: codec.Decoded = done.value
+            return decoded
+        finally:
+            plan.close()
+
+    @property
+    def shared_memory(self) -> SharedArrays | None:
+        """This client's segments and mapped replies (None: shared memory is off)."""
+        return self._shared
+
+    def empty(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """An array to fill and send: with shared memory on, it lies in a segment of this
+        client's, so a call carries it to a worker on this host without any copy."""
+        if self._shared is None:
+            return np.empty(shape, dtype)
+        return self._shared.pool.empty(shape, dtype)
 
     async def service_available(self, service: str, *, timeout_ms: int | None = None) -> bool:
         """MMI `mmi.service`: whether the broker has a worker for `service` now."""

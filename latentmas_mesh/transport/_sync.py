@@ -6,7 +6,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import zmq
 from pydantic import BaseModel
 
@@ -14,6 +17,7 @@ from latentmas_mesh import codec, mdp, wire
 from latentmas_mesh.transport import _calls
 from latentmas_mesh.transport._curve import use_curve
 from latentmas_mesh.transport._settings import TransportSettings
+from latentmas_mesh.transport._shared import SharedArrays
 
 ATTEMPT_S_MIN = 0.005
 """Less time than this left is not worth another attempt: the call has timed out."""
@@ -43,6 +47,7 @@ class Transport:
         self._attempt_s = self.settings.attempt_timeout_ms / 1000
         self._names: dict[str, bytes] = {}
         self._receive_timeout_ms = -1
+        self._shared = SharedArrays.from_settings(self.settings)
         self.attempts_total = 0
 
     def __enter__(self) -> Transport:
@@ -57,8 +62,11 @@ class Transport:
         self.close()
 
     def close(self) -> None:
-        """Close the socket; a later call opens a new one."""
+        """Close the socket (a later call opens a new one) and remove this client's segments
+        (arrays already returned stay valid)."""
         self._drop_socket()
+        if self._shared is not None:
+            self._shared.close()
 
     # ------------------------------------------------------------------------------- calls
 
@@ -76,9 +84,32 @@ class Transport:
         `on_behalf_of` (an agent id) is for a gateway acting for an agent: workers take it only
         from a key in their LATENTMAS_GATEWAY_KEYS and answer anyone else UNAUTHORIZED.
         """
-        request_id, frames = _calls.encode_call(message, request_id, on_behalf_of)
-        body = self.request(service, frames, timeout_ms=timeout_ms, request_id=request_id)
-        return _calls.decode_reply(body, self.settings)
+        plan = _calls.call_plan(
+            self._shared, self.settings, service=service, message=message,
+            request_id=request_id, on_behalf_of=on_behalf_of,
+        )  # fmt: skip
+        try:
+            request_id, frames = next(plan)
+            while True:
+                body = self.request(service, frames, timeout_ms=timeout_ms, request_id=request_id)
+                request_id, frames = plan.send(body)
+        except StopIteration as done:
+            decoded: codec.Decoded = done.value
+            return decoded
+        finally:
+            plan.close()
+
+    @property
+    def shared_memory(self) -> SharedArrays | None:
+        """This client's segments and mapped replies (None: shared memory is off)."""
+        return self._shared
+
+    def empty(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """An array to fill and send: with shared memory on, it lies in a segment of this
+        client's, so a call carries it to a worker on this host without any copy."""
+        if self._shared is None:
+            return np.empty(shape, dtype)
+        return self._shared.pool.empty(shape, dtype)
 
     def service_available(self, service: str, *, timeout_ms: int | None = None) -> bool:
         """MMI `mmi.service`: whether the broker has a worker for `service` now."""

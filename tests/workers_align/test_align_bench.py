@@ -26,4 +26,5 @@ def test_bench_prints_both_ratios_as_its_last_json_line():
     assert figures["kv_mesh_vs_inprocess"] > 0
     assert figures["vector_mesh_vs_inprocess"] > 0
     assert [32, 8, 16, 128] == figures["kv_shape"]
-    assert figures["kv_mesh_vs_floor"] > 0
+    assert figures["kv_frames_vs_floor"] > 0
+    assert figures["kv_mesh_built_shared_vs_inprocess"] > 0
