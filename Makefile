@@ -45,7 +45,7 @@ test: lint typecheck pytest
 
 # Each benchmark prints a table of ratios against a reference measured in the same run, then one
 # JSON line. They are slow and noisy on a shared machine, so they are not part of `make test`.
-BENCHES := codec broker kernels ledger exchange align_service
+BENCHES := codec broker_rate kv_kernels ledger exchange align_service
 bench: $(STAMP) postgres
 	@for b in $(BENCHES); do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \

@@ -18,7 +18,7 @@ Ratios: vs_roofline = t_roofline / t_fused (target >= 0.8), vs_unfused = t_unfus
 The machine may be shared; wall clock then depends on what else runs. So the same comparison is
 also made on one core in a child process (NUMBA_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1) by CPU
 time, which other processes barely disturb: the *_single_core_cpu figures.
-Run: .venv/bin/python bench/kernels.py [--rounds N]
+Run: .venv/bin/python bench/kv_kernels.py [--rounds N]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
 # and the workers' and clients' for context. Ratios are against the raw proxy (the floor of what
 # ZeroMQ costs) and majortomo 0.2.0, measured in the same run. The last line is JSON.
 #
-# .venv/bin/python bench/broker.py [--seconds 3] [--repeats 2]
+# .venv/bin/python bench/broker_rate.py [--seconds 3] [--repeats 2]
 
 from __future__ import annotations
 
