@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     RESERVATION_NOT_FOUND = "RESERVATION_NOT_FOUND"
     RESERVATION_CLOSED = "RESERVATION_CLOSED"
     NOT_FOUND = "NOT_FOUND"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
 RESOLUTIONS: dict[ErrorCode, str] = {
@@ -51,6 +52,9 @@ RESOLUTIONS: dict[ErrorCode, str] = {
         "The reservation was already posted, voided or expired: make a new reservation to pay"
     ),
     ErrorCode.NOT_FOUND: "Check the path or id: nothing by that name exists here",
+    ErrorCode.QUOTA_EXCEEDED: (
+        "Forget what is no longer needed, or ask the operator for a larger quota"
+    ),
 }
 
 
@@ -174,6 +178,12 @@ class NotFound(ProtocolError):
     code = ErrorCode.NOT_FOUND
 
 
+class QuotaExceeded(ProtocolError):
+    """The caller's own store (long-term memory, listings) is full: nothing was written."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ProtocolError]] = {
     cls.code: cls
     for cls in (
@@ -192,6 +202,7 @@ ERROR_CLASSES: dict[ErrorCode, type[ProtocolError]] = {
         ReservationNotFound,
         ReservationClosed,
         NotFound,
+        QuotaExceeded,
     )
 }
 

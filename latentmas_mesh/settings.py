@@ -58,3 +58,7 @@ class MeshSettings(BaseSettings):
     shared_memory_array_bytes_min: int = Field(
         default=1 * MIB, gt=0, description="Smaller arrays always travel as frames."
     )
+
+    def path(self, configured: Path) -> Path:
+        """`configured` as is when absolute, else under cache_dir."""
+        return configured if configured.is_absolute() else self.cache_dir / configured

@@ -31,11 +31,12 @@ ALLOWED: dict[str, set[str]] = {
     "alignment": {"errors", "registry"},
     "artifacts": BASE | {"alignment", "protocol"},
     "ledger": BASE | {"market"},
+    "catalog": BASE | {"artifacts", "market"},
     "transport": BASE | {"mdp", "wire", "codec", "protocol", "shm"},
     "settlement": BASE | {"codec", "ledger", "protocol", "transport"},
     "services": BASE
     | {"alignment", "artifacts", "codec", "ledger", "market", "protocol", "registry"}
-    | {"settlement"},
+    | {"settlement", "catalog"},
     "integrations": BASE | {"alignment", "anchors", "artifacts", "protocol", "registry"},
     "testing": BASE | {"transport", "codec", "protocol", "mdp", "agents", "shm"},
     "agents": {"errors", "settings", "artifacts", "transport"},
@@ -167,3 +168,18 @@ def test_every_name_a_benchmark_imports_exists(path):
                 missing.append(f"{module_name}.{name}")
 
     assert [] == missing
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench").glob("*.py")), ids=lambda p: p.name)
+def test_no_benchmark_shadows_an_installed_module(path):
+    """`python bench/x.py` puts bench/ first on sys.path, so bench/kernels.py once answered
+    transformers' `import kernels` and broke bench/exchange.py before it started."""
+    import importlib.util
+    import sys
+
+    saved = list(sys.path)
+    try:
+        sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != ROOT / "bench"]
+        assert importlib.util.find_spec(path.stem) is None, f"bench/{path.name} shadows a module"
+    finally:
+        sys.path[:] = saved

@@ -18,6 +18,7 @@ WORKER_KINDS: dict[str, str] = {
     "ledger": "workers.ledger:create",
     "align": "workers.align:create",
     "wmatrix": "workers.wmatrix:create",
+    "market": "workers.market:create",
 }
 """Kind name -> "module:factory"; a factory takes WorkerSettings and returns a worker to `run()`.
 

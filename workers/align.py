@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 
 from pydantic import BaseModel
@@ -19,15 +18,13 @@ from latentmas_mesh.log import get_logger
 from latentmas_mesh.registry import load_registry
 from latentmas_mesh.services.alignment import ALIGN_SERVICE, AlignmentService, ServicePolicy
 from latentmas_mesh.services.alignment_settings import AlignmentSettings
-from latentmas_mesh.settlement.ledger_client import LedgerClient
 from latentmas_mesh.settlement.outbox import Outbox
 from latentmas_mesh.settlement.payments import Payments
-from latentmas_mesh.transport import Transport, TransportSettings
 from workers.base import RawWorker, RequestContext, Worker
 from workers.settings import WorkerSettings
+from workers.settling import ledger_client, start_outbox_drain
 
 SERVICE = ALIGN_SERVICE
-OUTBOX_DRAIN_S_MAX = 30.0  # one drain round gives up after this; the next round goes on
 
 
 def utc_now() -> dt.datetime:
@@ -59,47 +56,6 @@ def build_service(
     )
 
 
-def ledger_client(worker: WorkerSettings, timeout_ms: int) -> LedgerClient:
-    """A ledger client through the worker's broker, as the worker's own CURVE identity: the
-    identity the ledger must list in LATENTMAS_LEDGER_SERVICES to take its posts and voids."""
-    transport = Transport(
-        TransportSettings(
-            broker_url=worker.connect,
-            dialect=worker.dialect,
-            request_timeout_ms=timeout_ms,
-            attempt_timeout_ms=timeout_ms,
-            curve_secret_key_file=worker.curve_secret_key_file,
-            curve_server_key_file=worker.curve_server_key_file,
-        )
-    )
-    return LedgerClient(transport, timeout_ms=timeout_ms)
-
-
-def start_outbox_drain(
-    outbox: Outbox, worker: WorkerSettings, options: AlignmentSettings
-) -> threading.Thread:
-    """A daemon thread re-sending what the outbox still holds (voids, posts whose confirmation
-    failed, events left by a crash) every `alignment_outbox_drain_ms`. It has its own transport:
-    a Transport serves one thread."""
-    log = get_logger("worker").bind(service=SERVICE)
-    interval_s = options.alignment_outbox_drain_ms / 1000
-
-    def drain_forever() -> None:
-        client = ledger_client(worker, options.alignment_ledger_timeout_ms)
-        while True:
-            try:
-                if outbox.pending_count():
-                    left = outbox.drain(client.send_events, deadline_s=OUTBOX_DRAIN_S_MAX)
-                    log.info("outbox_drained", pending=left)
-            except Exception:  # the ledger refused a batch or is away: next round tries again
-                log.exception("outbox_drain_failed")
-            time.sleep(interval_s)
-
-    thread = threading.Thread(target=drain_forever, name="outbox-drain", daemon=True)
-    thread.start()
-    return thread
-
-
 def create(settings: WorkerSettings) -> RawWorker:
     """An align worker. The numba kernel is compiled (or loaded from cache) here, at start,
     so no request pays for it. With a price, paid exchanges settle on `latentmas.ledger`
@@ -109,7 +65,10 @@ def create(settings: WorkerSettings) -> RawWorker:
     if options.alignment_price_units > 0:
         outbox = Outbox(options.path(options.alignment_ledger_outbox))
         payments = Payments(outbox, ledger_client(settings, options.alignment_ledger_timeout_ms))
-        start_outbox_drain(outbox, settings, options)
+        start_outbox_drain(
+            outbox, settings, service=SERVICE, interval_ms=options.alignment_outbox_drain_ms,
+            timeout_ms=options.alignment_ledger_timeout_ms,
+        )  # fmt: skip
     service = build_service(options, payments=payments)
     started = time.perf_counter()
     warm_up()
@@ -124,4 +83,4 @@ def create(settings: WorkerSettings) -> RawWorker:
     return Worker(SERVICE, handle, settings)
 
 
-__all__ = ["SERVICE", "build_service", "create", "ledger_client", "start_outbox_drain", "utc_now"]
+__all__ = ["SERVICE", "build_service", "create", "utc_now"]

@@ -18,6 +18,7 @@ from latentmas_mesh.client._connection import (
     transport_settings,
 )
 from latentmas_mesh.client._kv import KVInput
+from latentmas_mesh.client._market_async import AsyncMarketCalls
 from latentmas_mesh.protocol.align import AlignKVCacheResponse, ExchangeMemoryResponse
 from latentmas_mesh.protocol.anchors import RegisterAnchorsResponse
 from latentmas_mesh.protocol.ledger import BalanceReply, StatementReply
@@ -30,7 +31,7 @@ from latentmas_mesh.transport import AsyncTransport, Transport
 T = TypeVar("T")
 
 
-class AsyncMeshClient:
+class AsyncMeshClient(AsyncMarketCalls):
     """The asyncio twin of `MeshClient` (`async with AsyncMeshClient(url) as client:`): same
     arguments, same answers and refusals, same deadline and same-id retries.
 

@@ -16,6 +16,7 @@ from latentmas_mesh.client._connection import (
     transport_settings,
 )
 from latentmas_mesh.client._kv import KVInput
+from latentmas_mesh.client._market_sync import MarketCalls
 from latentmas_mesh.protocol.align import AlignKVCacheResponse, ExchangeMemoryResponse
 from latentmas_mesh.protocol.anchors import RegisterAnchorsResponse
 from latentmas_mesh.protocol.ledger import BalanceReply, StatementReply
@@ -28,7 +29,7 @@ from latentmas_mesh.transport import Transport
 T = TypeVar("T")
 
 
-class MeshClient:
+class MeshClient(MarketCalls):
     """An agent's blocking client of a LatentMAS mesh (`with MeshClient(url) as client:`).
 
     Every call answers what happened: the aligned cache (or vector, or map) with the quality

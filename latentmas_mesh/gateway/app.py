@@ -26,6 +26,7 @@ from latentmas_mesh.gateway.auth import Unauthenticated
 from latentmas_mesh.gateway.deps import gateway_of
 from latentmas_mesh.gateway.exchange_api import exchange_router
 from latentmas_mesh.gateway.ledger_api import ledger_router
+from latentmas_mesh.gateway.market_api import market_router, memory_router
 from latentmas_mesh.gateway.openapi import Schemas
 from latentmas_mesh.gateway.registry_api import registry_router
 from latentmas_mesh.gateway.state import GatewayState
@@ -108,6 +109,8 @@ def create_app(state: GatewayState) -> FastAPI:
     app.include_router(exchange_router(schemas))
     app.include_router(registry_router(schemas))
     app.include_router(ledger_router(schemas))
+    app.include_router(market_router(schemas))
+    app.include_router(memory_router(schemas))
     _add_operations(app, schemas)
     _add_error_handlers(app)
     app.add_middleware(Guard, state=state)

@@ -14,6 +14,7 @@ from latentmas_mesh.client.calls import Call, expect
 from latentmas_mesh.errors import InvalidRequest
 from latentmas_mesh.protocol.align import ALIGN_SERVICE
 from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
+from latentmas_mesh.protocol.market import MARKET_SERVICE
 from latentmas_mesh.protocol.registry import WMATRIX_SERVICE
 from latentmas_mesh.settlement.ledger_client import reply_verifier
 from latentmas_mesh.transport import (
@@ -27,7 +28,7 @@ from latentmas_mesh.transport import (
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
 
-SERVICES: Final = (ALIGN_SERVICE, WMATRIX_SERVICE, LEDGER_SERVICE)
+SERVICES: Final = (ALIGN_SERVICE, WMATRIX_SERVICE, LEDGER_SERVICE, MARKET_SERVICE)
 """What /healthz asks the broker about: the services the gateway's endpoints need."""
 IDEMPOTENCY_KEY_CHARS_MAX: Final = 128
 

@@ -29,6 +29,7 @@ ERROR_TEXT: Final = {
     409: "Conflict: an id reused with other content, or a closed reservation",
     413: "Body or message too large (PAYLOAD_TOO_LARGE)",
     422: "DIMENSION_MISMATCH or QUALITY_BELOW_THRESHOLD",
+    429: "A quota of the caller's own store is full (QUOTA_EXCEEDED)",
     503: "No worker can take it now, or the mesh failed (SERVICE_UNAVAILABLE, INTERNAL)",
     504: "No answer within the deadline (TIMEOUT): retry with the same Idempotency-Key",
 }

@@ -18,6 +18,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.RESERVATION_CLOSED: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.DIMENSION_MISMATCH: 422,
     ErrorCode.QUALITY_BELOW_THRESHOLD: 422,
     ErrorCode.SERVICE_UNAVAILABLE: 503,

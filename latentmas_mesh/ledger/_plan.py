@@ -180,22 +180,18 @@ class _Planner:
         return self._finish(event)
 
     def _deposit(self, event: Deposit) -> tuple[EventStatus, int, list[Transfer]]:
-        account = agent_account(event.agent_id)
-        if account not in self.kinds:
-            self.kinds[account] = AccountKind.AGENT
-            self.balances[account] = 0
-            self.plan.opened.append((account, AccountKind.AGENT))
+        account = self._open_agent(event.agent_id)
         amount = event.amount_units
         return EventStatus.APPLIED, amount, [(FUNDING_ACCOUNT, -amount), (account, amount)]
 
     def _reserve(self, event: Reserve) -> tuple[EventStatus, int, list[Transfer]]:
-        self._require_accounts(_parties(event.payer, event.creator, event.validators))
         if not self.now_ms < event.expires_at_ms <= self.now_ms + RESERVATION_MS_MAX:
             msg = f"expires_at_ms must be after now and at most {RESERVATION_MS_MAX} ms ahead"
             raise InvalidRequest(msg, details={"field": "expires_at_ms"})
         payer, amount = agent_account(event.payer), event.amount_units
-        if self.balances[payer] < amount:
+        if self._unfunded(payer, event.validators) or self.balances[payer] < amount:
             return EventStatus.INSUFFICIENT_FUNDS, amount, []
+        self._open_agent(event.creator)
         reservation = Reservation(
             event.event_id,
             event.payer,
@@ -210,10 +206,10 @@ class _Planner:
         return EventStatus.APPLIED, amount, [(payer, -amount), (ESCROW_ACCOUNT, amount)]
 
     def _settle(self, event: Settle) -> tuple[EventStatus, int, list[Transfer]]:
-        self._require_accounts(_parties(event.payer, event.creator, event.validators))
         payer, amount = agent_account(event.payer), event.amount_units
-        if self.balances[payer] < amount:
+        if self._unfunded(payer, event.validators) or self.balances[payer] < amount:
             return EventStatus.INSUFFICIENT_FUNDS, amount, []
+        self._open_agent(event.creator)
         return EventStatus.APPLIED, amount, _split(payer, amount, event.creator, event.validators)
 
     def _expire(self, event: Expire) -> tuple[EventStatus, int, list[Transfer]]:
@@ -283,6 +279,23 @@ class _Planner:
             msg = f"no reservation {reservation_id!r}: reserve first"
             raise ReservationNotFound(msg, details={"reservation_id": reservation_id})
         return reservation
+
+    def _unfunded(self, payer: str, validators: Sequence[str]) -> bool:
+        """Whether the payer's account was never opened (funded): an agent never funded has
+        nothing, so it pays with INSUFFICIENT_FUNDS like an empty account. Validators must be
+        registered (their accounts opened by an operator): InvalidRequest otherwise."""
+        self._require_accounts([validator_account(v) for v in validators])
+        return payer not in self.kinds
+
+    def _open_agent(self, agent_id: str) -> str:
+        """The agent's account, opened at zero if this is the first money it receives (a
+        deposit, or a creator's first sale)."""
+        account = agent_account(agent_id)
+        if account not in self.kinds:
+            self.kinds[account] = AccountKind.AGENT
+            self.balances[account] = 0
+            self.plan.opened.append((account, AccountKind.AGENT))
+        return account
 
     def _require_accounts(self, accounts: Sequence[str]) -> None:
         kinds = self.kinds

@@ -22,6 +22,13 @@ from latentmas_mesh.market._quote import (
     issue_quote,
     verify_quote,
 )
+from latentmas_mesh.market._reputation import (
+    NEAR_DUPLICATE_COSINE,
+    kv_fingerprint,
+    near_duplicates,
+    reputation,
+    unit_vector,
+)
 from latentmas_mesh.market._split import (
     CREATOR_PERCENT,
     PLATFORM_PERCENT,
@@ -36,6 +43,7 @@ __all__ = [
     "BASIS_POINTS",
     "CHARGE_MODELS",
     "CREATOR_PERCENT",
+    "NEAR_DUPLICATE_COSINE",
     "PLATFORM_PERCENT",
     "PRICE_UNITS_MAX",
     "QUOTE_TTL_MS_MAX",
@@ -52,13 +60,17 @@ __all__ = [
     "asset_price_units",
     "factors",
     "issue_quote",
+    "kv_fingerprint",
+    "near_duplicates",
     "price_units",
     "quality_factor",
+    "reputation",
     "round_half_up",
     "split_revenue",
     "split_units",
     "tier_factor",
     "tokens_factor",
     "uniqueness_factor",
+    "unit_vector",
     "verify_quote",
 ]

@@ -11,6 +11,7 @@ from latentmas_mesh.protocol import (
     errors,
     kv,
     ledger,
+    market,
     quality,
     registry,
     v1,
@@ -59,7 +60,7 @@ from latentmas_mesh.protocol.wmatrix import (
 )
 
 MESSAGE_MODULES: Final[tuple[ModuleType, ...]] = (
-    align, anchors, errors, kv, ledger, quality, registry, v1, wmatrix
+    align, anchors, errors, kv, ledger, market, quality, registry, v1, wmatrix
 )  # fmt: skip
 """Every module whose @register_message models the codec decodes: importing this package
 registers them all. A new area adds `protocol/<area>.py` and names it here (a test checks that

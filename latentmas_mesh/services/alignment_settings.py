@@ -71,9 +71,5 @@ class AlignmentSettings(MeshSettings):
         description="Refuse to store generated maps below the spec's quality targets (4.3.4).",
     )
 
-    def path(self, configured: Path) -> Path:
-        """`configured` as is when absolute, else under cache_dir."""
-        return configured if configured.is_absolute() else self.cache_dir / configured
-
 
 __all__ = ["REQUEST_BYTES_MAX", "AlignmentSettings"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -174,10 +175,15 @@ class Payments:
         except ProtocolError:
             return None
 
-    def void(self, payment: Payment) -> None:
-        """Spool a void (the work failed: the payer gets the funds back); delivered when drained."""
+    def void(self, payment: Payment, *, now: bool = False) -> None:
+        """Spool a void (the work failed: the payer gets the funds back); delivered when drained,
+        or `now`: sent at once too (the drain re-sends it if the ledger does not answer)."""
         event = VoidEvent(event_id=payment.void_event_id, reservation_id=payment.reservation_id)
         self.outbox.add(event)
+        if not now:
+            return
+        with contextlib.suppress(ProtocolError):  # unreachable now: the drain sends it later
+            self.outbox.acknowledge(self.ledger.send_events([event]))
 
     def _deliver(self, event: PostEvent) -> EventResult:
         """The ledger's final answer: recorded in the outbox already, or asked for now."""

@@ -15,7 +15,7 @@ from latentmas_mesh.testing.mesh import START_TIMEOUT_S, LocalMesh
 
 MESH_KEYS: Final = "mesh"
 """The broker's and workers' own keys, under the state directory (the agents' are in keys/)."""
-WORKERS_DEFAULT: Final = {"align": 1, "wmatrix": 1}
+WORKERS_DEFAULT: Final = {"align": 1, "wmatrix": 1, "market": 1}
 
 
 @dataclass
@@ -59,7 +59,11 @@ class AgentMesh:
             heartbeat_ms=self.heartbeat_ms, extra_env=env, client_keys_dir=clients,
             operator_ids=operators, gateway_ids=(gateway.identity,),
         )  # fmt: skip
-        self.net.service_ids = (self.net.worker_identity("align"),)  # it posts what it sells
+        # the align and market workers post what they sell
+        self.net.service_ids = (
+            self.net.worker_identity("align"),
+            self.net.worker_identity("market"),
+        )
         mesh = self.net.start()
         try:
             for kind, count in self.workers.items():

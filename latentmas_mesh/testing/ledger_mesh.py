@@ -21,6 +21,7 @@ WORKER_SERVICES: Mapping[str, str] = {
     "ledger": LEDGER_SERVICE,
     "align": "latentmas.align",
     "wmatrix": "latentmas.wmatrix",
+    "market": "latentmas.market",
 }
 """Worker kind -> the one service its own key is listed for (the broker's DIR/<service>/)."""
 

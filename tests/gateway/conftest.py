@@ -3,6 +3,7 @@ ledger, align and wmatrix processes (`AgentMesh`), agents alice, bob and an oper
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import httpx
@@ -12,7 +13,9 @@ import pytest
 from latentmas_mesh.agents import AgentRegistry, Enrolment
 from latentmas_mesh.artifacts.kv_map_store import KVMapStore
 from latentmas_mesh.protocol.anchors import RegisterAnchorsRequest
+from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
 from latentmas_mesh.protocol.registry import WMATRIX_SERVICE
+from latentmas_mesh.settlement.ledger_client import LedgerClient
 from latentmas_mesh.testing.agent_mesh import MESH_KEYS, AgentMesh
 from latentmas_mesh.transport import Transport, TransportSettings
 from tests.workers_align.conftest import GEMMA, SMOL, fitted_smol_to_gemma, paired_anchors
@@ -57,6 +60,7 @@ def site(tmp_path_factory) -> Site:
         "LATENTMAS_ALIGNMENT_UNIFIED_DIM": "16",
         "LATENTMAS_JSON_BODY_BYTES_MAX": str(JSON_BODY_BYTES_MAX),
         "LATENTMAS_LOG_LEVEL": "warning",
+        "LATENTMAS_MARKET_VALIDATORS": json.dumps([agents["ops"].agent.agent_id]),
     }
     mesh = AgentMesh(state, extra_env=env)
     mesh.start(timeout_s=120)
@@ -68,15 +72,16 @@ def site(tmp_path_factory) -> Site:
         mesh.stop()
 
 
-def operator_transport(site: Site) -> Transport:
+def operator_transport(site: Site, **overrides: object) -> Transport:
     """The operator agent's own CURVE connection (anchors are registered over ZeroMQ)."""
     state = site.state_dir
-    settings = TransportSettings(
-        broker_url=site.mesh.mesh.broker_url,
-        curve_secret_key_file=state / "keys" / "secrets" / "ops.key_secret",
-        curve_server_key_file=state / MESH_KEYS / "keys" / "broker" / "broker.key",
-        request_timeout_ms=60_000,
-    )
+    settings = TransportSettings.model_validate({
+        "broker_url": site.mesh.mesh.broker_url,
+        "curve_secret_key_file": state / "keys" / "secrets" / "ops.key_secret",
+        "curve_server_key_file": state / MESH_KEYS / "keys" / "broker" / "broker.key",
+        "request_timeout_ms": 60_000,
+        **overrides,
+    })  # fmt: skip
     return Transport(settings)
 
 
@@ -98,6 +103,9 @@ def _prepare(site: Site, root, rng) -> None:
         }
         response = ops.post(DEPOSIT, json=body)
         assert 200 == response.status_code, response.text
+    ledger_keys = site.state_dir / MESH_KEYS / "keys" / "workers" / LEDGER_SERVICE
+    with operator_transport(site, ledger_keys_dir=ledger_keys) as operator:
+        LedgerClient(operator).open_account("validator", site.agent_id("ops"))  # paid its 5%
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:

@@ -230,8 +230,8 @@ class TestReads:
             health = anyone.get("/healthz")
             metrics = anyone.get("/metrics")
 
-        assert {"latentmas.align": True, "latentmas.wmatrix": True,
-                "latentmas.ledger": True} == health.json()["services"]  # fmt: skip
+        assert {"latentmas.align": True, "latentmas.wmatrix": True, "latentmas.ledger": True,
+                "latentmas.market": True} == health.json()["services"]  # fmt: skip
         assert 'route="/healthz"' in metrics.text
 
 

@@ -34,6 +34,13 @@ def test_every_path_is_covered(operations):
         "/api/latentmas/w-matrix/{source}/{target}", "/api/latentmas/ledger/balance",
         "/api/latentmas/ledger/statement", "/api/latentmas/ledger/deposit",
         "/api/latentmas/jobs/{job_id}", "/healthz", "/metrics",
+        "/api/latentmas/markets/{market}/listings",
+        "/api/latentmas/markets/{market}/listings/search",
+        "/api/latentmas/markets/{market}/listings/{listing_id}",
+        "/api/latentmas/markets/{market}/listings/{listing_id}/quote",
+        "/api/latentmas/markets/{market}/listings/{listing_id}/use",
+        "/api/latentmas/markets/{market}/listings/{listing_id}/attestations",
+        "/api/latentmas/memory/long-term", "/api/latentmas/memory/long-term/{memory_id}",
     } <= paths  # fmt: skip
 
 

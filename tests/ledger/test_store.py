@@ -250,17 +250,35 @@ class TestBadInput:
         with pytest.raises(InvalidRequest):
             Deposit("d1", "alice", amount)
 
-    def test_unknown_accounts_are_refused(self, store):
-        """Paying a creator or validator that has no account is an invalid request."""
+    def test_unknown_validators_are_refused_and_a_creators_first_sale_opens_its_account(
+        self, store
+    ):
+        """Validators are registered (their accounts opened by an operator): paying one that is
+        not is an invalid request. A creator is an agent like any other: its account opens with
+        the first money it receives, as a deposit opens a payer's."""
         funded(store, ("alice", 1_000))
 
-        with pytest.raises(InvalidRequest, match="agent:nobody"):
-            store.apply(Settle("s1", "alice", "nobody", (), 10), now_ms=5)
         with pytest.raises(InvalidRequest, match="validator:ghost"):
-            store.apply(Settle("s2", "alice", "alice", ("ghost",), 10), now_ms=5)
+            store.apply(Settle("s1", "alice", "alice", ("ghost",), 10), now_ms=5)
+        sold = store.apply(Settle("s2", "alice", "newcomer", (), 10), now_ms=5)
+
+        assert None is store.event_outcome("s1")
+        assert (EventStatus.APPLIED, 8) == (sold.status, store.balance_units("agent:newcomer"))
         with pytest.raises(InvalidRequest):
             store.balance_units("agent:nobody")
-        assert None is store.event_outcome("s1")
+
+    def test_a_payer_never_funded_has_insufficient_funds(self, store):
+        """An account never opened holds nothing: paying from it is INSUFFICIENT_FUNDS (a
+        recorded outcome, like an empty account's), never an error about the account."""
+        funded(store, ("alice", 1_000))
+
+        outcomes = [
+            store.apply(Settle("s1", "nobody", "alice", (), 10), now_ms=5),
+            store.apply(Reserve("r1", "nobody", "alice", (), 10, expires_at_ms=99), now_ms=5),
+        ]
+
+        assert [EventStatus.INSUFFICIENT_FUNDS] * 2 == [o.status for o in outcomes]
+        assert 1_000 == store.balance_units("agent:alice")
 
     @pytest.mark.parametrize("finish", [Post, Void])
     def test_unknown_reservation_is_reservation_not_found(self, store, finish):
