@@ -44,6 +44,23 @@ WORDS = tuple(
         "prompt summary review"
     ).split()
 )
+VOCABULARY_SIZE = 2_000
+ZIPF_EXPONENT = 1.1
+
+
+def vocabulary(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(words, probabilities): the domain words first, then pronounceable made-up words, drawn
+    with Zipf-Mandelbrot frequencies p(k) ~ 1 / (k + 2.7)^1.1 as words of real text are (a
+    few very common, most rare), so queries and listings share the skew of a real corpus."""
+    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+    made_up = {
+        "".join(rng.choice(syllables, int(rng.integers(2, 4)))) for _ in range(VOCABULARY_SIZE * 2)
+    }
+    words = list(WORDS) + sorted(made_up - set(WORDS))[: VOCABULARY_SIZE - len(WORDS)]
+    weights = 1.0 / (np.arange(len(words)) + 2.7) ** ZIPF_EXPONENT
+    return np.array(words), weights / weights.sum()
+
+
 TARGETS = {"text_vs_scan_p99": 0.1, "vector_vs_brute_p99": 1.5, "uses_vs_settlements": 0.2}
 
 
@@ -52,22 +69,21 @@ def percentile_ms(samples: list[float], q: float) -> float:
 
 
 def build_catalog(
-    root: Path, count: int, rng: np.random.Generator
+    root: Path, count: int, rng: np.random.Generator, words: np.ndarray, weights: np.ndarray
 ) -> tuple[SqliteCatalog, np.ndarray]:
-    """`count` capability listings with 4-word titles, 12-word descriptions and clustered
-    embeddings, bulk-loaded in transactions of 5,000; their unit embeddings [count, DIM]."""
+    """`count` capability listings with 4-word titles and 12-word descriptions (Zipf words)
+    and clustered embeddings, bulk-loaded in transactions of 5,000; their unit embeddings."""
     catalog = SqliteCatalog(root / "catalog.sqlite3", BlobStore(root / "blobs"),
                             quotas=Quotas(listings_max=count + 1))  # fmt: skip
     centres = rng.standard_normal((64, DIM)).astype(np.float32)
     vectors = centres[rng.integers(0, 64, count)] + 0.5 * rng.standard_normal((count, DIM)).astype(
         np.float32
     )
-    vocabulary = np.array(WORDS)
     for start in range(0, count, 5_000):
         batch = []
         for i in range(start, min(count, start + 5_000)):
-            title = " ".join(rng.choice(vocabulary, 4))
-            description = " ".join(rng.choice(vocabulary, 12))
+            title = " ".join(rng.choice(words, 4, p=weights))
+            description = " ".join(rng.choice(words, 12, p=weights))
             listing = NewListing(
                 listing_id=f"capability-{i:032x}", market=AssetType.CAPABILITY,
                 creator=f"creator-{i % 500}", title=title, description=description, tags=(),
@@ -213,10 +229,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-market-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        catalog, unit = build_catalog(root, args.listings, rng)
+        words, weights = vocabulary(rng)
+        catalog, unit = build_catalog(root, args.listings, rng, words, weights)
         load_s = time.perf_counter() - started
-        vocabulary = np.array(WORDS)
-        texts = [" ".join(rng.choice(vocabulary, 2)) for _ in range(args.queries)]
+        texts = [" ".join(rng.choice(words, 2, p=weights)) for _ in range(args.queries)]
         fts, like = text_searches(catalog, texts)
         queries = (
             rng.standard_normal((args.queries, DIM)).astype(np.float32)

@@ -25,8 +25,10 @@ from latentmas_mesh.protocol.market import MARKET_SERVICE
 from latentmas_mesh.protocol.quality import AlignmentQuality
 from latentmas_mesh.protocol.v1 import AlignVectorRequest, AlignVectorResponse
 from latentmas_mesh.registry import load_registry
-from latentmas_mesh.services.market import MarketPolicy, MarketService
+from latentmas_mesh.services.ledger_settings import LedgerSettings
+from latentmas_mesh.services.market import MarketPolicy, MarketService, Quoter
 from latentmas_mesh.services.market_settings import MarketSettings
+from latentmas_mesh.services.quotes import LocalQuoter, Pricing, QuoteSigner
 from latentmas_mesh.settlement.outbox import Outbox
 from latentmas_mesh.settlement.payments import Payments
 from latentmas_mesh.transport import Transport
@@ -77,22 +79,33 @@ def build_service(settings: WorkerSettings, options: MarketSettings) -> MarketSe
     )
     outbox = Outbox(options.path(options.market_outbox))
     ledger = ledger_client(settings, options.market_ledger_timeout_ms)
+    registry = load_registry(options.registry_path)
+    schedule = PriceSchedule(tokens_cap=options.ledger_tokens_cap)
+    quoter: Quoter = ledger
+    ledger_options = LedgerSettings()
+    if options.market_sign_quotes and ledger_options.ledger_quote_key_file.exists():
+        signer = QuoteSigner(
+            key=ledger_options.quote_key(), pricing=Pricing(schedule, registry),
+            currency=ledger_options.ledger_currency,
+            ttl_ms_max=min(options.market_quote_ttl_ms, ledger_options.ledger_quote_ttl_ms),
+        )  # fmt: skip
+        quoter = LocalQuoter(signer, wall_clock_ms)
     start_outbox_drain(
         outbox, settings, service=SERVICE, interval_ms=options.market_outbox_drain_ms,
         timeout_ms=options.market_ledger_timeout_ms,
     )  # fmt: skip
     return MarketService(
         catalog,
-        quoter=ledger,
+        quoter=quoter,
         payments=Payments(outbox, ledger),
         aligner=MeshAligner(worker_transport(settings, options.market_align_timeout_ms)),
         clock=wall_clock_ms,
         policy=MarketPolicy(
-            schedule=PriceSchedule(tokens_cap=options.ledger_tokens_cap),
+            schedule=schedule,
             validators=options.market_validators,
             quote_ttl_ms=options.market_quote_ttl_ms,
         ),
-        registry=load_registry(options.registry_path),
+        registry=registry,
     )
 
 

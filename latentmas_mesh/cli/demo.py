@@ -28,6 +28,9 @@ def demo(
         int, typer.Option(min=8, help="Anchor passages to fit the pair's maps on, if none stored.")
     ] = 48,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    market: Annotated[
+        bool, typer.Option(help="Then the market story: a reasoning chain published and bought.")
+    ] = True,
 ) -> None:
     """A reads a held-out passage; its KV cache goes through the broker to an align worker and
     back aligned; B continues from it. Prints B's continuations, quality figures and timings."""
@@ -67,10 +70,16 @@ def demo(
             3,
         ),
     }
-    if as_json:
-        typer.echo(json.dumps(figures))
-        return
-    _show(result, figures)
+    if not as_json:
+        _show(result, figures)
+    if market and result.models is not None:
+        from latentmas_mesh.cli.market_demo import run_market_story
+
+        if not as_json:
+            Console().rule("the markets: a reasoning chain bought across models")
+        say = (lambda _: None) if as_json else Console().print
+        figures["market"] = run_market_story(*result.models, say)
+    typer.echo(json.dumps(figures))
 
 
 def _show(result: DemoResult, figures: dict[str, object]) -> None:
@@ -114,4 +123,3 @@ def _show(result: DemoResult, figures: dict[str, object]) -> None:
     timings.add_row("own prefill / warm align through mesh",
                     str(figures["align_vs_own_prefill_speedup_warm"]))  # fmt: skip
     console.print(timings)
-    console.print(json.dumps(figures))

@@ -76,6 +76,8 @@ class DemoResult:
     nll_aligned: float
     nll_own: float
     timings_s: dict[str, float] = field(default_factory=dict)
+    models: tuple[LoadedModel, LoadedModel] | None = field(default=None, repr=False)
+    """Both models as loaded, for what the main job does next with them (the market story)."""
 
     @property
     def retention(self) -> float:
@@ -152,7 +154,7 @@ def run_demo(
         lambda: ensure_pair_maps(sender, receiver, store, fit_passages=fit_passages),
     )
     passage = held_out_passage(passage_index)
-    split = _split_passage(sender, passage.text, context_tokens)
+    split = split_passage(sender, passage.text, context_tokens)
     context_text, prompt_text, rest = split
     step("starting the local mesh (broker + align worker)")
     with LocalMesh({"align": 1}) as mesh, mesh.transport() as transport:
@@ -209,7 +211,7 @@ def run_demo(
         regression=store.get(sender.name, receiver.name, version)[0].regression_quality,
         maps_version=version,
         maps_fitted_now=fitted_now, nll_none=nll["none"], nll_aligned=nll["aligned"],
-        nll_own=nll["own"], timings_s=timings,
+        nll_own=nll["own"], timings_s=timings, models=(sender, receiver),
     )  # fmt: skip
 
 
@@ -217,7 +219,7 @@ def _load_pair(sender: str, receiver: str) -> tuple[LoadedModel, LoadedModel]:
     return load_model(sender), load_model(receiver)
 
 
-def _split_passage(sender: LoadedModel, text: str, context_tokens: int) -> tuple[str, str, str]:
+def split_passage(sender: LoadedModel, text: str, context_tokens: int) -> tuple[str, str, str]:
     """(context, prompt, rest): the sender's first `context_tokens` tokens of text, less their
     last word, which the receiver reads itself as its prompt (it has no logits for a cache)."""
     tokens = tokenize_context(sender, text, tokens_max=context_tokens)
@@ -243,4 +245,5 @@ __all__ = [
     "ensure_pair_maps",
     "held_out_passage",
     "run_demo",
+    "split_passage",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,9 +28,6 @@ from latentmas_mesh.market import (
     PriceSchedule,
     QuoteTerms,
     SignedQuote,
-    asset_price_units,
-    factors,
-    issue_quote,
     verify_quote,
 )
 from latentmas_mesh.protocol.errors import ErrorBody
@@ -59,6 +55,7 @@ from latentmas_mesh.protocol.ledger import (
     VoidEvent,
 )
 from latentmas_mesh.registry import Registry, default_registry
+from latentmas_mesh.services.quotes import Pricing, QuoteSigner
 
 
 @dataclass(slots=True)
@@ -90,6 +87,10 @@ class LedgerService:
         self.policy = policy
         self.clock = clock
         self.registry = registry or default_registry()
+        self.signer = QuoteSigner(
+            key=policy.quote_key, pricing=Pricing(policy.schedule, self.registry),
+            currency=policy.currency, ttl_ms_max=policy.quote_ttl_ms,
+        )  # fmt: skip
 
     def handle(self, message: BaseModel, identity: str | None) -> BaseModel:
         """Dispatch on the message type; raises a ProtocolError for a refused request."""
@@ -210,29 +211,7 @@ class LedgerService:
 
     def quote(self, request: QuoteRequest, now_ms: int) -> Quote:
         """Price by spec 7.4.2 with the registry's tier for the source model; sign the terms."""
-        spec = self.registry.get(request.source_model)  # unknown -> MODEL_NOT_SUPPORTED
-        tier_count = max(len(self.registry.tier_scale), spec.capability_tier)
-        weighted = factors(
-            tokens=request.tokens,
-            tokens_cap=self.policy.schedule.tokens_cap,
-            tier=spec.capability_tier,
-            tier_count=tier_count,
-            quality=request.quality,
-            similar_assets=request.similar_assets,
-        )
-        signed = issue_quote(
-            key=self.policy.quote_key,
-            quote_id=uuid.uuid4().hex,
-            asset_type=request.asset_type,
-            asset_id=request.asset_id,
-            creator=request.creator,
-            validators=request.validators,
-            price_units=asset_price_units(self.policy.schedule, request.asset_type, weighted),
-            currency=self.policy.currency,
-            now_ms=now_ms,
-            ttl_ms=min(request.ttl_ms, self.policy.quote_ttl_ms),
-        )
-        return Quote(**_terms_fields(signed.terms), signature=signed.signature)
+        return self.signer.quote(request, now_ms)
 
     # --- helpers ---------------------------------------------------------------------------
     def _balance_units(self, account: str, identity: str) -> int | None:

@@ -52,7 +52,12 @@ class LedgerSettings(MeshSettings):
         path = self.ledger_quote_key_file
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another ledger worker created it just now
+                return path.read_bytes()
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(secrets.token_bytes(QUOTE_KEY_BYTES))
+                handle.flush()
+                os.fsync(handle.fileno())
         return path.read_bytes()

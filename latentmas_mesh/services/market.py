@@ -44,9 +44,6 @@ from latentmas_mesh.errors import (
 )
 from latentmas_mesh.market import (
     PriceSchedule,
-    PricingFactors,
-    asset_price_units,
-    factors,
     kv_fingerprint,
     near_duplicates,
     unit_vector,
@@ -86,6 +83,7 @@ from latentmas_mesh.protocol.market import (
 )
 from latentmas_mesh.protocol.quality import AlignmentQuality
 from latentmas_mesh.registry import Registry, default_registry
+from latentmas_mesh.services.quotes import Pricing
 from latentmas_mesh.settlement.payments import Payment, Payments, Terms, settlement_event_ids
 from latentmas_mesh.units import AssetType
 
@@ -143,6 +141,7 @@ class MarketService:
         self.clock = clock
         self.policy = policy or MarketPolicy()
         self.registry = registry or default_registry()
+        self.pricing = Pricing(self.policy.schedule, self.registry)
 
     def handle(self, request: Decoded, identity: str | None) -> BaseModel:
         """Dispatch on the message type; a refused request raises its ProtocolError."""
@@ -255,19 +254,7 @@ class MarketService:
         self, market: AssetType, model: str, tokens: int, *, quality: float, similar: int
     ) -> int:
         """The formula's price now: what a quote asked at this moment charges."""
-        weighted = self._factors(model, tokens, quality, similar)
-        return asset_price_units(self.policy.schedule, market, weighted)
-
-    def _factors(self, model: str, tokens: int, quality: float, similar: int) -> PricingFactors:
-        spec = self.registry.get(model)
-        return factors(
-            tokens=tokens,
-            tokens_cap=self.policy.schedule.tokens_cap,
-            tier=spec.capability_tier,
-            tier_count=max(len(self.registry.tier_scale), spec.capability_tier),
-            quality=quality,
-            similar_assets=similar,
-        )
+        return self.pricing.price_units(market, model, tokens, quality, similar)
 
     def _listing(self, listing_id: str) -> ListingRow:
         row = self.catalog.listing(listing_id)
@@ -329,7 +316,7 @@ class MarketService:
     def quote(self, listing_id: str, buyer: str) -> MarketQuote:
         """The ledger's signed price for one use by `buyer`, remembered for the use."""
         row = self._listed(listing_id)
-        weighted = self._factors(row.source_model, row.tokens, row.quality, row.similar)
+        weighted = self.pricing.factors(row.source_model, row.tokens, row.quality, row.similar)
         signed = self.quoter.quote(
             QuoteRequest(
                 asset_type=row.market, asset_id=row.listing_id, creator=row.creator,

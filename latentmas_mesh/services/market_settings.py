@@ -26,6 +26,14 @@ class MarketSettings(MeshSettings):
         description="Identities allowed to attest listings (their ledger accounts open).",
     )
     market_quote_ttl_ms: int = Field(default=60_000, gt=0, le=15 * 60 * 1000)
+    market_sign_quotes: bool = Field(
+        default=True,
+        description=(
+            "Sign quotes with the ledger's key file when this host has it"
+            " (LATENTMAS_LEDGER_QUOTE_KEY_FILE): one round trip less per quote; else the"
+            " ledger signs them."
+        ),
+    )
     market_memories_max: int = Field(default=10_000, gt=0)
     market_memory_bytes_max: int = Field(default=256 * MIB, gt=0)
     market_listings_max: int = Field(default=10_000, gt=0)

@@ -9,7 +9,7 @@ import numpy as np
 
 from latentmas_mesh.agents import AgentRegistry
 from latentmas_mesh.market import split_revenue
-from tests.gateway.conftest import cache_json, error_of
+from tests.gateway.conftest import JSON_BODY_BYTES_MAX, cache_json, error_of
 from tests.workers_align.conftest import GEMMA, SMOL, kv_cache
 
 API = "/api/latentmas"
@@ -98,9 +98,12 @@ class TestMarketsOverHttp:
             nobody = {"title": "x", "model": "nobody", "embedding": [0.1] * 4}
             unknown = bob.post(f"{API}/markets/capability/listings", json=nobody)
             untitled = bob.post(MEMORY, json={"title": "", "kv_cache": cache})
+            oversize = bob.post(MEMORY, content=b" " * (JSON_BODY_BYTES_MAX + 1),
+                                headers={"content-type": "application/json"})  # fmt: skip
             anonymous = bob.post(MEMORY, json={"title": "x", "kv_cache": cache},
                                  headers={"authorization": ""})  # fmt: skip
 
+        assert (413, "PAYLOAD_TOO_LARGE") == error_of(oversize)
         assert (422, "DIMENSION_MISMATCH") == error_of(lying)
         assert (404, "MODEL_NOT_SUPPORTED") == error_of(unknown)
         assert (400, "INVALID_REQUEST") == error_of(untitled)

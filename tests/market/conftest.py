@@ -11,6 +11,7 @@ import pytest
 from latentmas_mesh.catalog import BlobStore, Quotas, SqliteCatalog
 from latentmas_mesh.codec import Decoded
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
+from latentmas_mesh.market import PriceSchedule
 from latentmas_mesh.protocol import type_name_of
 from latentmas_mesh.protocol.align import AlignKVCacheRequest, AlignKVCacheResponse
 from latentmas_mesh.protocol.ledger import (
@@ -21,9 +22,11 @@ from latentmas_mesh.protocol.ledger import (
     ReserveEvent,
 )
 from latentmas_mesh.protocol.v1 import AlignVectorRequest, AlignVectorResponse
+from latentmas_mesh.registry import default_registry
 from latentmas_mesh.services.alignment import AlignmentService
 from latentmas_mesh.services.ledger import LedgerPolicy, LedgerService
 from latentmas_mesh.services.market import MarketPolicy, MarketService
+from latentmas_mesh.services.quotes import LocalQuoter, Pricing, QuoteSigner
 from latentmas_mesh.settlement.ledger_client import raise_for_result
 from latentmas_mesh.settlement.outbox import Outbox
 from latentmas_mesh.settlement.payments import Payments
@@ -33,6 +36,7 @@ from tests.workers_align.test_payments import Clock, InProcessLedger
 MARKET, OPERATOR = "market-worker", "op"
 CREATOR, BUYER, OTHER, VALIDATOR = "creator-1", "buyer-1", "buyer-2", "validator-1"
 FUNDS = 100_000
+QUOTE_KEY = b"q" * 32
 __all__ = ["GEMMA", "OPERATOR", "SMOL"]
 
 
@@ -90,10 +94,10 @@ class Market:
         self.outbox.drain(InProcessLedger(self.ledger, MARKET).send_events, deadline_s=5)
 
 
-def build_market(tmp_path, *, quotas: Quotas | None = None) -> Market:
+def build_market(tmp_path, *, quotas: Quotas | None = None, local_quotes: bool = False) -> Market:
     clock = Clock()
     policy = LedgerPolicy(
-        quote_key=b"q" * 32, services=frozenset({MARKET}), operators=frozenset({OPERATOR})
+        quote_key=QUOTE_KEY, services=frozenset({MARKET}), operators=frozenset({OPERATOR})
     )
     ledger = LedgerService(SqliteLedgerStore(tmp_path / "ledger.db"), policy, clock=clock)
     operator = InProcessLedger(ledger, OPERATOR)
@@ -111,9 +115,10 @@ def build_market(tmp_path, *, quotas: Quotas | None = None) -> Market:
     catalog = SqliteCatalog(
         tmp_path / "catalog.db", BlobStore(tmp_path / "blobs"), quotas=quotas or Quotas()
     )
+    signer = QuoteSigner(key=QUOTE_KEY, pricing=Pricing(PriceSchedule(), default_registry()))
     service = MarketService(
         catalog,
-        quoter=QuotingLedger(ledger, MARKET),
+        quoter=LocalQuoter(signer, clock) if local_quotes else QuotingLedger(ledger, MARKET),
         payments=Payments(outbox, InProcessLedger(ledger, MARKET)),
         aligner=ServiceAligner(alignment),
         clock=clock,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -165,3 +167,37 @@ class TestMarketsThroughTheMesh:
 
             assert first == again
             assert balance == buyer.balance().balance_units
+
+    def test_a_market_worker_killed_between_reserve_and_post_charges_once(self, net, rng):
+        """SIGKILL while the use waits on the alignment (reserved, checked, not yet posted):
+        the buyer's retry with the same request id reaches the new worker, which delivers and
+        posts the same reservation once; nothing is charged twice or without a delivery."""
+        with client(net, "creator") as creator:
+            listed = creator.publish_memory(kv_cache(SMOL, rng), SMOL, "killed mid-use")
+        (align,) = [p for p in net.mesh.worker_processes if p.role == "align" and p.alive()]
+        (market,) = [p for p in net.mesh.worker_processes if p.role == "market" and p.alive()]
+        with client(net, "buyer") as buyer:
+            before = buyer.balance().balance_units
+        answers: list[object] = []
+
+        def use() -> None:
+            with client(net, "buyer") as late:
+                answers.append(late.use_memory(listed.listing_id, GEMMA, request_id="mid-1"))
+
+        os.kill(align.pid, signal.SIGSTOP)
+        try:
+            worker = threading.Thread(target=use)
+            worker.start()
+            time.sleep(3)  # quoted, reserved, checked: the market waits on the align worker
+            net.mesh.kill(market, signal.SIGKILL)
+            net.mesh.worker_processes.remove(market)
+        finally:
+            os.kill(align.pid, signal.SIGCONT)
+        net.mesh.start_worker("market")
+        worker.join(timeout=TIMEOUT_MS / 1000)
+
+        (delivery,) = answers
+        with client(net, "buyer") as buyer:
+            after = buyer.balance().balance_units
+        assert GEMMA == delivery.kv_cache.source_model
+        assert before - delivery.charged_units == after

@@ -173,6 +173,19 @@ class TestUse:
         assert split.platform_units == market.balance("platform")
         assert 1 == market.call(ListingRequest(listing_id=listed.listing_id), None).uses
 
+    def test_quotes_the_market_signs_with_the_ledgers_key_pay_like_the_ledgers(self, tmp_path, rng):
+        """A market holding the ledger's quote key signs quotes itself (one round trip less);
+        the ledger accepts the reservations they make, at the same price."""
+        local = build_market(tmp_path / "local", local_quotes=True)
+        remote = build_market(tmp_path / "remote")
+        prices = []
+        for market in (local, remote):
+            listed = publish_memory(market, rng)
+            quote, _ = buy(market, listed.listing_id)
+            prices.append(quote.quote.price_units)
+            assert FUNDS - quote.quote.price_units == market.balance(f"agent:{BUYER}")
+        assert prices[0] == prices[1]
+
     def test_quote_shows_the_formula_and_follows_attested_quality(self, market, rng):
         listed = publish_memory(market, rng)
         before = market.call(MarketQuoteRequest(listing_id=listed.listing_id), BUYER)
@@ -210,7 +223,15 @@ class TestUse:
             market.call(use.model_copy(update={"reservation_id": reservation}), OTHER)
         with pytest.raises(InvalidRequest):
             market.call(use.model_copy(update={"quote_id": None}), BUYER)
+        others = market.call(MarketQuoteRequest(listing_id=listed.listing_id), OTHER)
+        with pytest.raises(Unauthorized):  # OTHER's own quote, BUYER's reservation: not OTHER's
+            market.call(use.model_copy(update={"quote_id": others.quote.quote_id,
+                                               "reservation_id": reservation}), OTHER)  # fmt: skip
         assert 0 == market.balance(f"agent:{CREATOR}")
+        assert (FUNDS, FUNDS - quote.quote.price_units) == (
+            market.balance(f"agent:{OTHER}"),
+            market.balance(f"agent:{BUYER}"),
+        )  # fmt: skip  (BUYER's reservation still holds, unspent)
 
     def test_insufficient_funds_stop_the_reservation_before_anything_happens(self, tmp_path, rng):
         market = build_market(tmp_path)
