@@ -10,11 +10,27 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from latentmas_mesh.testing.postgres import PostgresUnavailable, TemporaryPostgres
+
 if TYPE_CHECKING:
     from latentmas_mesh.integrations.hf import LoadedModel
 
 MODEL_A = "smollm2-135m-instruct"
 MODEL_B = "gemma-3-270m"
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """Start a PostgreSQL cluster on a free loopback port in a temp dir; stop and delete it."""
+    try:
+        cluster = TemporaryPostgres()
+        dsn = cluster.start()
+    except PostgresUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield dsn
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
-from latentmas_mesh.catalog import BlobStore, SqliteCatalog
+from latentmas_mesh.catalog import BlobStore, open_catalog
 from latentmas_mesh.codec import Decoded
 from latentmas_mesh.errors import InvalidRequest
 from latentmas_mesh.log import get_logger
@@ -72,8 +72,8 @@ def _expect(reply: BaseModel, reply_type: type[Any]) -> Any:  # noqa: ANN401 (th
 
 def build_service(settings: WorkerSettings, options: MarketSettings) -> MarketService:
     """The service over the configured catalog, its payments spooled in a durable outbox."""
-    catalog = SqliteCatalog(
-        options.path(options.market_catalog_file),
+    catalog = open_catalog(
+        options.catalog_url(),
         BlobStore(options.path(options.market_blobs_dir)),
         quotas=options.quotas(),
     )

@@ -1,6 +1,8 @@
 """The markets' durable store: content-addressed payloads (blobs.py) and the catalog of
-listings, quotes, uses and long-term memories (SQLite; FTS5 for text search)."""
+listings, quotes, uses and long-term memories (_sql.py), on SQLite (one host, FTS5) or
+PostgreSQL (several nodes, tsvector): `open_catalog(url, blobs)`."""
 
+from latentmas_mesh.catalog._sql import SqlCatalog, query_terms
 from latentmas_mesh.catalog._types import (
     ListingRow,
     MemoryRow,
@@ -12,6 +14,7 @@ from latentmas_mesh.catalog._types import (
 )
 from latentmas_mesh.catalog.blobs import BlobStore, digest_of
 from latentmas_mesh.catalog.sqlite import SqliteCatalog, fts_query
+from latentmas_mesh.catalog.store import open_catalog
 
 __all__ = [
     "BlobStore",
@@ -20,9 +23,12 @@ __all__ = [
     "NewListing",
     "Quotas",
     "QuoteRow",
+    "SqlCatalog",
     "SqliteCatalog",
     "UseRow",
     "UseState",
     "digest_of",
     "fts_query",
+    "open_catalog",
+    "query_terms",
 ]

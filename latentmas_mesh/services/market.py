@@ -27,7 +27,7 @@ from latentmas_mesh.catalog import (
     MemoryRow,
     NewListing,
     QuoteRow,
-    SqliteCatalog,
+    SqlCatalog,
     UseRow,
     UseState,
 )
@@ -124,7 +124,7 @@ class MarketService:
 
     def __init__(
         self,
-        catalog: SqliteCatalog,
+        catalog: SqlCatalog,
         *,
         quoter: Quoter,
         payments: Payments,

@@ -15,7 +15,15 @@ class MarketSettings(MeshSettings):
     """Relative paths are taken under `cache_dir`; several market workers of one host share
     them (SQLite serialises their writes)."""
 
-    market_catalog_file: Path = Field(default=Path("market/catalog.sqlite3"))
+    market_catalog_file: Path = Field(
+        default=Path("market/catalog.sqlite3"), description="The SQLite catalog (one host)."
+    )
+    market_catalog_url: str = Field(
+        default="",
+        description=(
+            "postgresql://...[#schema] for a market of several nodes (then the file is unused)."
+        ),
+    )
     market_blobs_dir: Path = Field(default=Path("market/blobs"))
     market_outbox: Path = Field(
         default=Path("settlements/market-outbox.sqlite3"),
@@ -43,6 +51,10 @@ class MarketSettings(MeshSettings):
     ledger_tokens_cap: int = Field(
         default=32_768, gt=0, description="The ledger's token cap: listing prices use it too."
     )
+
+    def catalog_url(self) -> str:
+        """The configured URL, else the SQLite file under cache_dir."""
+        return self.market_catalog_url or str(self.path(self.market_catalog_file))
 
     def quotas(self) -> Quotas:
         return Quotas(

@@ -11,23 +11,8 @@ import pytest
 
 from latentmas_mesh.ledger import LedgerStore
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
-from latentmas_mesh.testing.postgres import PostgresUnavailable, TemporaryPostgres
 
 _schemas = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """Start a PostgreSQL cluster on a free loopback port in a temp dir; stop and delete it."""
-    try:
-        cluster = TemporaryPostgres()
-        dsn = cluster.start()
-    except PostgresUnavailable as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
-        yield dsn
-    finally:
-        cluster.stop()
 
 
 StoreFactory = Callable[[], LedgerStore]

@@ -3,12 +3,16 @@ ledger service (SQLite), the real alignment service with synthetic KV maps."""
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import psycopg
 import pytest
 
-from latentmas_mesh.catalog import BlobStore, Quotas, SqliteCatalog
+from latentmas_mesh.catalog import BlobStore, Quotas, open_catalog
 from latentmas_mesh.codec import Decoded
 from latentmas_mesh.ledger.sqlite import SqliteLedgerStore
 from latentmas_mesh.market import PriceSchedule
@@ -94,7 +98,9 @@ class Market:
         self.outbox.drain(InProcessLedger(self.ledger, MARKET).send_events, deadline_s=5)
 
 
-def build_market(tmp_path, *, quotas: Quotas | None = None, local_quotes: bool = False) -> Market:
+def build_market(
+    tmp_path, *, quotas: Quotas | None = None, local_quotes: bool = False, catalog_url: str = ""
+) -> Market:
     clock = Clock()
     policy = LedgerPolicy(
         quote_key=QUOTE_KEY, services=frozenset({MARKET}), operators=frozenset({OPERATOR})
@@ -112,9 +118,10 @@ def build_market(tmp_path, *, quotas: Quotas | None = None, local_quotes: bool =
         fitted_smol_to_gemma(np.random.default_rng(5)), source=SMOL, target=GEMMA, version="1.0.0"
     )
     outbox = Outbox(tmp_path / "market-outbox.sqlite3")
-    catalog = SqliteCatalog(
-        tmp_path / "catalog.db", BlobStore(tmp_path / "blobs"), quotas=quotas or Quotas()
-    )
+    catalog = open_catalog(
+        catalog_url or str(tmp_path / "catalog.db"), BlobStore(tmp_path / "blobs"),
+        quotas=quotas or Quotas(),
+    )  # fmt: skip
     signer = QuoteSigner(key=QUOTE_KEY, pricing=Pricing(PriceSchedule(), default_registry()))
     service = MarketService(
         catalog,
@@ -127,6 +134,25 @@ def build_market(tmp_path, *, quotas: Quotas | None = None, local_quotes: bool =
     return Market(service, ledger, outbox, alignment, clock)
 
 
+_schemas = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def catalog_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where a test's catalog lives: "" (a SQLite file of the test), or a fresh PostgreSQL
+    schema, dropped afterwards: the same behaviour suite runs on both backends."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = f"market_{os.getpid()}_{next(_schemas)}"
+    yield f"{dsn}#{schema}"
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 @pytest.fixture
-def market(tmp_path) -> Market:
-    return build_market(tmp_path)
+def market(tmp_path, catalog_url) -> Iterator[Market]:
+    built = build_market(tmp_path, catalog_url=catalog_url)
+    yield built
+    built.service.catalog.close()

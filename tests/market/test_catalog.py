@@ -62,6 +62,27 @@ def test_no_text_query_is_an_fts5_syntax_error(tmp_path_factory, text):
     assert query.count('"') % 2 == 0
 
 
+@pytest.fixture(scope="module")
+def postgres_catalog(postgres_dsn, tmp_path_factory):
+    from latentmas_mesh.catalog.postgres import PostgresCatalog
+
+    catalog = PostgresCatalog(postgres_dsn, BlobStore(tmp_path_factory.mktemp("pg-blobs")),
+                              schema="catalog_queries")  # fmt: skip
+    yield catalog
+    catalog.close()
+
+
+@pytest.mark.postgres
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=80))
+def test_no_text_query_is_a_tsquery_error(postgres_catalog, text):
+    try:
+        rows, more = postgres_catalog.search(AssetType.MEMORY, text=text)
+    except InvalidRequest:  # no words at all
+        return
+    assert (rows, more) == ([], False)
+
+
 def test_listings_per_creator_are_bounded(tmp_path):
     catalog = SqliteCatalog(tmp_path / "c.db", BlobStore(tmp_path / "b"),
                             quotas=Quotas(listings_max=1))  # fmt: skip

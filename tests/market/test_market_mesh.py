@@ -26,11 +26,17 @@ FUNDS = 200_000
 TIMEOUT_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory):
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def net(request, tmp_path_factory):
     """Broker, ledger, align (synthetic smollm2 -> gemma maps, free) and market workers; the
-    ledger trusts the market worker as a service; "validator" may attest."""
+    ledger trusts the market worker as a service; "validator" may attest. The market's catalog
+    is a SQLite file, or a PostgreSQL schema (both backends run every test)."""
     root = tmp_path_factory.mktemp("market-mesh")
+    catalog_url = ""
+    if request.param == "postgres":
+        catalog_url = f"{request.getfixturevalue('postgres_dsn')}#market_mesh_{os.getpid()}"
     ledger_net = LedgerNet(root, clients=("buyer", "creator", "validator", "poor"))
     KVMapStore(root / "cache" / "kvmaps").put(
         fitted_smol_to_gemma(np.random.default_rng(5)), source=SMOL, target=GEMMA, version="1.0.0"
@@ -39,6 +45,7 @@ def net(tmp_path_factory):
         "LATENTMAS_LEDGER_SERVICES": json.dumps([ledger_net.worker_identity("market")]),
         "LATENTMAS_CACHE_DIR": str(root / "cache"),
         "LATENTMAS_MARKET_VALIDATORS": json.dumps([ledger_net.identity("validator")]),
+        "LATENTMAS_MARKET_CATALOG_URL": catalog_url,
     }
     mesh = ledger_net.start()
     try:

@@ -1,0 +1,182 @@
+"""The catalog in a PostgreSQL schema, for markets of several nodes: the same logic as SQLite
+(`_sql.py`), text search by `tsvector` columns the engine keeps (GIN index, English stemming,
+ranked by `ts_rank_cd`), row locks where two nodes' writers could race.
+
+A forgotten memory's row is deleted at once; its dead tuple is reclaimed by (auto)vacuum, as
+PostgreSQL keeps no in-place overwrite like SQLite's secure_delete."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, Final
+
+import psycopg
+
+from latentmas_mesh.catalog._sql import Cursor, Db, SqlCatalog, query_terms
+from latentmas_mesh.catalog._types import Quotas
+from latentmas_mesh.catalog.blobs import BlobStore
+
+_SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS listings (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    listing_id TEXT NOT NULL UNIQUE,
+    market TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    source_model TEXT NOT NULL,
+    tokens BIGINT NOT NULL,
+    payload_digest TEXT NOT NULL,
+    payload_bytes BIGINT NOT NULL,
+    embedding BYTEA,
+    embedding_dim INTEGER,
+    fingerprint BYTEA,
+    fingerprint_dim INTEGER,
+    similar_count BIGINT NOT NULL,
+    price_units BIGINT NOT NULL,
+    quality DOUBLE PRECISION NOT NULL DEFAULT 0,
+    quality_sum DOUBLE PRECISION NOT NULL DEFAULT 0,
+    attestations BIGINT NOT NULL DEFAULT 0,
+    uses BIGINT NOT NULL DEFAULT 0,
+    created_ms BIGINT NOT NULL,
+    withdrawn INTEGER NOT NULL DEFAULT 0,
+    document tsvector GENERATED ALWAYS AS (
+        to_tsvector('english', title || ' ' || description || ' ' || tags)
+    ) STORED
+);
+CREATE INDEX IF NOT EXISTS listings_market ON listings (market, withdrawn, created_ms);
+CREATE INDEX IF NOT EXISTS listings_creator ON listings (creator);
+CREATE INDEX IF NOT EXISTS listings_payload ON listings (payload_digest);
+CREATE INDEX IF NOT EXISTS listings_document ON listings USING GIN (document);
+CREATE TABLE IF NOT EXISTS creators (
+    creator TEXT PRIMARY KEY,
+    quality_sum DOUBLE PRECISION NOT NULL DEFAULT 0,
+    attestations BIGINT NOT NULL DEFAULT 0,
+    uses BIGINT NOT NULL DEFAULT 0,
+    reputation DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attestations (
+    listing_id TEXT NOT NULL,
+    validator TEXT NOT NULL,
+    model TEXT NOT NULL,
+    quality DOUBLE PRECISION NOT NULL,
+    method TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (listing_id, validator)
+);
+CREATE TABLE IF NOT EXISTS quotes (
+    quote_id TEXT PRIMARY KEY,
+    listing_id TEXT NOT NULL,
+    buyer TEXT NOT NULL,
+    price_units BIGINT NOT NULL,
+    creator TEXT NOT NULL,
+    validators TEXT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    reply_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uses (
+    buyer TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    listing_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    reservation_id TEXT,
+    charged_units BIGINT NOT NULL,
+    delivery_digest TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (buyer, request_id)
+);
+CREATE INDEX IF NOT EXISTS uses_state ON uses (state);
+CREATE INDEX IF NOT EXISTS uses_delivery ON uses (delivery_digest);
+CREATE TABLE IF NOT EXISTS purchases (
+    buyer TEXT NOT NULL,
+    listing_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    PRIMARY KEY (buyer, listing_id)
+);
+CREATE TABLE IF NOT EXISTS memories (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    memory_id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    embedding BYTEA,
+    embedding_dim INTEGER,
+    payload_digest TEXT,
+    payload_bytes BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    document tsvector GENERATED ALWAYS AS (to_tsvector('english', text || ' ' || tags)) STORED
+);
+CREATE INDEX IF NOT EXISTS memories_owner ON memories (owner, created_ms);
+CREATE INDEX IF NOT EXISTS memories_payload ON memories (payload_digest);
+CREATE INDEX IF NOT EXISTS memories_document ON memories USING GIN (document)
+"""
+
+
+class _Transaction:
+    """A psycopg cursor that takes `?` placeholders (the SQL of `_sql.py`)."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self.cursor = cursor
+
+    def execute(self, sql: str, parameters: Sequence[object] = ()) -> Cursor:
+        return self.cursor.execute(sql.replace("?", "%s"), parameters)
+
+
+class PostgresCatalog(SqlCatalog):
+    """The catalog in schema `schema` of the database `dsn` names, payloads in `blobs` (a
+    directory every node shares, or each node its own for the payloads it stores)."""
+
+    lock_suffix: ClassVar[str] = " FOR UPDATE"
+
+    def __init__(
+        self, dsn: str, blobs: BlobStore, *, schema: str = "public", quotas: Quotas | None = None
+    ) -> None:
+        super().__init__(blobs, quotas)
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
+        self._connection = psycopg.connect(dsn, autocommit=True)
+        self._connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        self._connection.execute(f"SET search_path TO {schema}")
+        self._lock = threading.Lock()
+        with self._connection.transaction():
+            self._connection.execute("SELECT pg_advisory_xact_lock(7362)")  # one creator at once
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._connection.execute(statement)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Db]:
+        with self._lock, self._connection.transaction(), self._connection.cursor() as cursor:
+            yield _Transaction(cursor)
+
+    def _read(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock, self._connection.cursor() as cursor:
+            return cursor.execute(sql.replace("?", "%s"), parameters).fetchall()
+
+    def _text_query(self, text: str) -> str:
+        return " & ".join(query_terms(text))  # words only: to_tsquery cannot fail on them
+
+    def _listing_hits(self) -> str:
+        return (
+            "SELECT seq, ts_rank_cd(document, query) AS relevance"
+            " FROM listings, to_tsquery('english', ?) query WHERE document @@ query"
+            " ORDER BY relevance DESC LIMIT ?"
+        )
+
+    def _memory_hits(self) -> str:
+        return (
+            "SELECT seq, ts_rank_cd(document, query) AS relevance"
+            " FROM memories, to_tsquery('english', ?) query WHERE document @@ query AND owner = ?"
+        )
+
+
+__all__ = ["PostgresCatalog"]
