@@ -4,6 +4,7 @@ PostgreSQL (several nodes, tsvector): `open_catalog(url, blobs)`."""
 
 from latentmas_mesh.catalog._sql import SqlCatalog, query_terms
 from latentmas_mesh.catalog._types import (
+    ListingFilters,
     ListingRow,
     MemoryRow,
     NewListing,
@@ -18,6 +19,7 @@ from latentmas_mesh.catalog.store import open_catalog
 
 __all__ = [
     "BlobStore",
+    "ListingFilters",
     "ListingRow",
     "MemoryRow",
     "NewListing",

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentmas_mesh.catalog._types import (
+    ListingFilters,
     ListingRow,
     MemoryRow,
     NewListing,
@@ -216,11 +217,8 @@ class SqlCatalog:
         market: AssetType,
         *,
         text: str | None = None,
-        model: str | None = None,
-        creator: str | None = None,
-        min_quality: float | None = None,
-        max_price: int | None = None,
         embedding: npt.NDArray[np.float32] | None = None,
+        filters: ListingFilters | None = None,
         offset: int = 0,
         limit: int = 20,
     ) -> tuple[list[ListingRow], bool]:
@@ -230,22 +228,14 @@ class SqlCatalog:
         BM25 x (0.5 + the creator's reputation); by embedding, the cosine to it (exact, over
         every listed asset of that dimension); otherwise reputation, then the newest first.
         """
+        kept = filters or ListingFilters()
         if embedding is not None:
-            return self._search_vector(
-                market, embedding, model=model, creator=creator, min_quality=min_quality,
-                max_price=max_price, offset=offset, limit=limit,
-            )  # fmt: skip
+            return self._search_vector(market, embedding, kept, offset, limit)
         where = ["l.market = ?", "l.withdrawn = 0"]
         parameters: list[object] = [market.value]
-        for clause, value in (
-            ("l.source_model = ?", model),
-            ("l.creator = ?", creator),
-            ("l.quality >= ?", min_quality),
-            ("l.price_units <= ?", max_price),
-        ):
-            if value is not None:
-                where.append(clause)
-                parameters.append(value)
+        for clause, value in kept.clauses():
+            where.append(clause)
+            parameters.append(value)
         if text is not None:
             return self._search_text(self._text_query(text), where, parameters, offset, limit)
         sql = (
@@ -287,11 +277,7 @@ class SqlCatalog:
         self,
         market: AssetType,
         embedding: npt.NDArray[np.float32],
-        *,
-        model: str | None,
-        creator: str | None,
-        min_quality: float | None,
-        max_price: int | None,
+        filters: ListingFilters,
         offset: int,
         limit: int,
     ) -> tuple[list[ListingRow], bool]:
@@ -313,7 +299,7 @@ class SqlCatalog:
                 rows = {row.listing_id: row for row in self._listings([ids[i] for i in chunk])}
                 for i in chunk:
                     row = rows.get(ids[i])
-                    if row is not None and _passes(row, model, creator, min_quality, max_price):
+                    if row is not None and filters.passes(row):
                         found.append(_scored(row, float(scores[i])))
                 if len(found) >= wanted:
                     break
@@ -623,21 +609,6 @@ def _blob(vector: npt.NDArray[np.float32] | None) -> bytes | None:
 
 def _dim(vector: npt.NDArray[np.float32] | None) -> int | None:
     return None if vector is None else int(vector.shape[0])
-
-
-def _passes(
-    row: ListingRow,
-    model: str | None,
-    creator: str | None,
-    min_quality: float | None,
-    max_price: int | None,
-) -> bool:
-    return (
-        (model is None or row.source_model == model)
-        and (creator is None or row.creator == creator)
-        and (min_quality is None or row.quality >= min_quality)
-        and (max_price is None or row.price_units <= max_price)
-    )
 
 
 def _scored(row: ListingRow, score: float) -> ListingRow:

@@ -109,6 +109,38 @@ class MemoryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ListingFilters:
+    """What a search keeps: one source model, one creator, a quality floor, a price range."""
+
+    model: str | None = None
+    creator: str | None = None
+    min_quality: float | None = None
+    min_price: int | None = None
+    max_price: int | None = None
+
+    def clauses(self) -> list[tuple[str, object]]:
+        """(SQL condition on listings `l`, its parameter) for each filter set."""
+        pairs = (
+            ("l.source_model = ?", self.model),
+            ("l.creator = ?", self.creator),
+            ("l.quality >= ?", self.min_quality),
+            ("l.price_units >= ?", self.min_price),
+            ("l.price_units <= ?", self.max_price),
+        )
+        return [(clause, value) for clause, value in pairs if value is not None]
+
+    def passes(self, row: ListingRow) -> bool:
+        """The same conditions on a row already read (the vector search filters in memory)."""
+        return (
+            (self.model is None or row.source_model == self.model)
+            and (self.creator is None or row.creator == self.creator)
+            and (self.min_quality is None or row.quality >= self.min_quality)
+            and (self.min_price is None or row.price_units >= self.min_price)
+            and (self.max_price is None or row.price_units <= self.max_price)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Quotas:
     """Per-agent bounds, checked before anything is written."""
 
@@ -117,4 +149,13 @@ class Quotas:
     listings_max: int = 10_000
 
 
-__all__ = ["ListingRow", "MemoryRow", "NewListing", "Quotas", "QuoteRow", "UseRow", "UseState"]
+__all__ = [
+    "ListingFilters",
+    "ListingRow",
+    "MemoryRow",
+    "NewListing",
+    "Quotas",
+    "QuoteRow",
+    "UseRow",
+    "UseState",
+]

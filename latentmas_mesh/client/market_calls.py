@@ -125,6 +125,7 @@ def search(
     model: str | None = None,
     creator: str | None = None,
     min_quality: float | None = None,
+    min_price: int | None = None,
     max_price: int | None = None,
     embedding: Any = None,  # noqa: ANN401 (array-like)
     limit: int = 20,
@@ -133,7 +134,8 @@ def search(
     """One ranked page of a market's listings; pass `next_cursor` on for the next."""
     request = build(
         SearchRequest, market=market, q=q, model=model, creator=creator,
-        min_quality=min_quality, max_price=max_price, embedding=_vector(embedding),
+        min_quality=min_quality, min_price=min_price, max_price=max_price,
+        embedding=_vector(embedding),
         limit=limit, cursor=cursor,
     )  # fmt: skip
     return _market(request, SearchReply)

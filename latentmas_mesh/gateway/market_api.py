@@ -99,7 +99,7 @@ def market_router(schemas: Schemas) -> APIRouter:
 
     @router.get(
         base,
-        summary="Search a market: text, model, creator, quality floor, price ceiling; paged",
+        summary="Search a market: text, model, creator, quality floor, price range; paged",
         responses=schemas.responses(SearchReply, 404),
     )
     async def search(
@@ -111,12 +111,14 @@ def market_router(schemas: Schemas) -> APIRouter:
         model: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
         creator: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
         min_quality: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+        min_price: Annotated[int | None, Query(ge=0, le=PRICE_UNITS_MAX)] = None,
         max_price: Annotated[int | None, Query(ge=0, le=PRICE_UNITS_MAX)] = None,
         limit: Annotated[int, Query(ge=1, le=SEARCH_LIMIT_MAX)] = 20,
         cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
         call = mc.search(market, q=q, model=model, creator=creator, min_quality=min_quality,
-                         max_price=max_price, limit=limit, cursor=cursor)  # fmt: skip
+                         min_price=min_price, max_price=max_price, limit=limit,
+                         cursor=cursor)  # fmt: skip
         return json_response(await gateway_of(request).mesh.run(call, agent.agent_id))
 
     @router.post(

@@ -130,13 +130,14 @@ class Listing(WireModel):
 @register_message("market.search_request")
 class SearchRequest(WireModel):
     """Find listings of one market: by text (`q`), source model, creator, quality floor, price
-    ceiling, and by similarity to `embedding`; ranked, `limit` per page, `cursor` pages on."""
+    range, and by similarity to `embedding`; ranked, `limit` per page, `cursor` pages on."""
 
     market: AssetType
     q: str | None = Field(default=None, min_length=1, max_length=QUERY_CHARS_MAX)
     model: ModelName | None = None
     creator: Identity | None = None
     min_quality: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_price: Annotated[int, Strict(), Field(ge=0, le=PRICE_UNITS_MAX)] | None = None
     max_price: Annotated[int, Strict(), Field(ge=0, le=PRICE_UNITS_MAX)] | None = None
     embedding: FloatVector | None = None
     limit: Annotated[int, Strict(), Field(ge=1, le=SEARCH_LIMIT_MAX)] = 20

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from latentmas_mesh.catalog import (
     BlobStore,
+    ListingFilters,
     ListingRow,
     MemoryRow,
     NewListing,
@@ -281,10 +282,13 @@ class MarketService:
     def search(self, request: SearchRequest) -> SearchReply:
         offset = _offset(request.cursor)
         model = None if request.model is None else self.registry.get(request.model).name
+        filters = ListingFilters(
+            model=model, creator=request.creator, min_quality=request.min_quality,
+            min_price=request.min_price, max_price=request.max_price,
+        )  # fmt: skip
         rows, more = self.catalog.search(
-            request.market, text=request.q, model=model, creator=request.creator,
-            min_quality=request.min_quality, max_price=request.max_price,
-            embedding=request.embedding, offset=offset, limit=request.limit,
+            request.market, text=request.q, embedding=request.embedding, filters=filters,
+            offset=offset, limit=request.limit,
         )  # fmt: skip
         following = f"{CURSOR_PREFIX}{offset + len(rows)}" if more else None
         return SearchReply(listings=tuple(_listing(row) for row in rows), next_cursor=following)

@@ -3,7 +3,9 @@ ledger, align and wmatrix processes (`AgentMesh`), agents alice, bob and an oper
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -45,9 +47,9 @@ class Site:
         return self.agents[name].agent.agent_id
 
 
-@pytest.fixture(scope="package")
-def site(tmp_path_factory) -> Site:
-    root = tmp_path_factory.mktemp("gateway")
+@contextlib.contextmanager
+def running_site(root, extra_env: dict[str, str] | None = None) -> Iterator[Site]:
+    """A gateway in front of a fresh CURVE mesh under `root`, prepared as `_prepare` says."""
     state = root / "state"
     with AgentRegistry(state) as registry:
         agents = {
@@ -61,6 +63,7 @@ def site(tmp_path_factory) -> Site:
         "LATENTMAS_JSON_BODY_BYTES_MAX": str(JSON_BODY_BYTES_MAX),
         "LATENTMAS_LOG_LEVEL": "warning",
         "LATENTMAS_MARKET_VALIDATORS": json.dumps([agents["ops"].agent.agent_id]),
+        **(extra_env or {}),
     }
     mesh = AgentMesh(state, extra_env=env)
     mesh.start(timeout_s=120)
@@ -70,6 +73,12 @@ def site(tmp_path_factory) -> Site:
         yield found
     finally:
         mesh.stop()
+
+
+@pytest.fixture(scope="package")
+def site(tmp_path_factory) -> Iterator[Site]:
+    with running_site(tmp_path_factory.mktemp("gateway")) as running:
+        yield running
 
 
 def operator_transport(site: Site, **overrides: object) -> Transport:
@@ -122,4 +131,7 @@ def cache_json(cache) -> dict:
     return to_jsonable(cache)
 
 
-__all__ = ["DEPOSIT", "MAPS_VERSION", "Site", "cache_json", "error_of", "operator_transport"]
+__all__ = [
+    "DEPOSIT", "MAPS_VERSION", "Site", "cache_json", "error_of", "operator_transport",
+    "running_site",
+]  # fmt: skip

@@ -4,17 +4,35 @@ and who may do what."""
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import numpy as np
+import pytest
 
 from latentmas_mesh.agents import AgentRegistry
 from latentmas_mesh.market import split_revenue
-from tests.gateway.conftest import JSON_BODY_BYTES_MAX, cache_json, error_of
+from tests.gateway.conftest import JSON_BODY_BYTES_MAX, cache_json, error_of, running_site
 from tests.workers_align.conftest import GEMMA, SMOL, kv_cache
 
 API = "/api/latentmas"
 MEMORY = f"{API}/markets/memory/listings"
 LONG_TERM = f"{API}/memory/long-term"
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def market_site(request, tmp_path_factory):
+    """The package's gateway (SQLite catalog), or one whose market keeps its catalog in a
+    PostgreSQL schema: every test below runs against both."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("site")
+        return
+    url = f"{request.getfixturevalue('postgres_dsn')}#market_http_{os.getpid()}"
+    root = tmp_path_factory.mktemp("gateway-postgres")
+    with running_site(root, {"LATENTMAS_MARKET_CATALOG_URL": url}) as running:
+        yield running
 
 
 def balance(client) -> int:
@@ -31,13 +49,13 @@ def publish(site, rng, title="Lease agreement, clause 12"):
 
 
 class TestMarketsOverHttp:
-    def test_publish_search_quote_use_and_the_split(self, site, rng):
-        listed = publish(site, rng)
+    def test_publish_search_quote_use_and_the_split(self, market_site, rng):
+        listed = publish(market_site, rng)
         listing_id = listed["listing_id"]
-        with site.client("ops") as ops:
+        with market_site.client("ops") as ops:
             attested = ops.post(f"{MEMORY}/{listing_id}/attestations",
                                 json={"model": GEMMA, "quality": 0.8})  # fmt: skip
-        with site.client("alice") as alice, site.client("bob") as bob:
+        with market_site.client("alice") as alice, market_site.client("bob") as bob:
             found = alice.get(MEMORY, params={"q": "lease termination"}).json()
             quote = alice.post(f"{MEMORY}/{listing_id}/quote").json()
             before, bob_before = balance(alice), balance(bob)
@@ -48,7 +66,7 @@ class TestMarketsOverHttp:
             after, bob_after = balance(alice), balance(bob)
 
         price = quote["quote"]["price_units"]
-        split = split_revenue(price, [site.agent_id("ops")])
+        split = split_revenue(price, [market_site.agent_id("ops")])
         assert 201 == attested.status_code, attested.text
         assert [listing_id] == [row["listing_id"] for row in found["listings"]]
         assert "kv_cache" not in found["listings"][0]
@@ -58,10 +76,10 @@ class TestMarketsOverHttp:
         assert used.json() == again.json()
         assert (before - price, bob_before + split.creator_units) == (after, bob_after)
 
-    def test_nobody_else_withdraws_and_the_payload_is_never_shown_unpaid(self, site, rng):
-        listed = publish(site, rng, title="private notes")
+    def test_nobody_else_withdraws_and_the_payload_is_never_shown_unpaid(self, market_site, rng):
+        listed = publish(market_site, rng, title="private notes")
         url = f"{MEMORY}/{listed['listing_id']}"
-        with site.client("alice") as alice, site.client("bob") as bob:
+        with market_site.client("alice") as alice, market_site.client("bob") as bob:
             refused = alice.delete(url)
             read = alice.get(url)
             withdrawn = bob.delete(url)
@@ -75,13 +93,13 @@ class TestMarketsOverHttp:
         assert (404, "NOT_FOUND") == error_of(quote_after)
         assert (404, "NOT_FOUND") == error_of(wrong_market)
 
-    def test_a_buyer_without_funds_gets_402_and_nothing_is_charged(self, site, rng):
-        listed = publish(site, rng, title="costly")
+    def test_a_buyer_without_funds_gets_402_and_nothing_is_charged(self, market_site, rng):
+        listed = publish(market_site, rng, title="costly")
         url = f"{MEMORY}/{listed['listing_id']}"
-        with AgentRegistry(site.state_dir) as registry:  # a new agent, never funded
+        with AgentRegistry(market_site.state_dir) as registry:  # a new agent, never funded
             carol = registry.add("carol-unfunded")
         headers = {"authorization": f"Bearer {carol.token}"}
-        with httpx.Client(base_url=site.url, headers=headers, timeout=60) as buyer:
+        with httpx.Client(base_url=market_site.url, headers=headers, timeout=60) as buyer:
             quote = buyer.post(f"{url}/quote").json()
             body = {"quote_id": quote["quote"]["quote_id"], "model": GEMMA}
             refused = buyer.post(f"{url}/use", json=body)
@@ -90,9 +108,9 @@ class TestMarketsOverHttp:
         assert (402, "INSUFFICIENT_FUNDS") == error_of(refused)
         assert 0 == after
 
-    def test_hostile_listings_are_refused_with_typed_errors(self, site, rng):
+    def test_hostile_listings_are_refused_with_typed_errors(self, market_site, rng):
         cache = cache_json(kv_cache(SMOL, rng))
-        with site.client("bob") as bob:
+        with market_site.client("bob") as bob:
             lying_cache = {**cache, "source_model": GEMMA}
             lying = bob.post(MEMORY, json={"title": "x", "kv_cache": lying_cache})
             nobody = {"title": "x", "model": "nobody", "embedding": [0.1] * 4}
@@ -111,8 +129,8 @@ class TestMarketsOverHttp:
 
 
 class TestLongTermMemoryOverHttp:
-    def test_remember_recall_and_forget_are_the_owners_alone(self, site):
-        with site.client("alice") as alice, site.client("bob") as bob:
+    def test_remember_recall_and_forget_are_the_owners_alone(self, market_site):
+        with market_site.client("alice") as alice, market_site.client("bob") as bob:
             made = alice.post(LONG_TERM, json={"text": "the supplier prefers invoices by email",
                                                "embedding": list(np.ones(4))})  # fmt: skip
             memory_id = made.json()["memory_id"]

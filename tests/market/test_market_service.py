@@ -115,6 +115,14 @@ class TestListings:
         assert [near.listing_id, far.listing_id] == [row.listing_id for row in found.listings]
         assert found.listings[0].score == pytest.approx(1.0, abs=1e-3)
         assert () == cheap.listings
+        priced = [row.price_units for row in found.listings]
+        near_text = SearchRequest(market=AssetType.CAPABILITY, q="near")
+        ranged = market.call(
+            near_text.model_copy(update={"min_price": min(priced), "max_price": max(priced)}), None
+        )
+        dear = market.call(near_text.model_copy(update={"min_price": max(priced) + 1}), None)
+        assert [near.listing_id] == [row.listing_id for row in ranged.listings]
+        assert () == dear.listings
 
     def test_a_near_duplicate_is_counted_and_priced_lower(self, market, rng):
         cache = kv_cache(SMOL, rng)
