@@ -50,6 +50,108 @@ _LISTING_COLUMNS: Final = (
 _LISTING_FROM: Final = "listings l JOIN creators c ON c.creator = l.creator"
 
 
+TABLES: Final = """
+CREATE TABLE IF NOT EXISTS listings (
+    seq {serial},
+    listing_id TEXT NOT NULL UNIQUE,
+    market TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    source_model TEXT NOT NULL,
+    tokens {int} NOT NULL,
+    payload_digest TEXT NOT NULL,
+    payload_bytes {int} NOT NULL,
+    embedding {blob},
+    embedding_dim {int},
+    fingerprint {blob},
+    fingerprint_dim {int},
+    similar_count {int} NOT NULL,
+    price_units {int} NOT NULL,
+    quality {real} NOT NULL DEFAULT 0,
+    quality_sum {real} NOT NULL DEFAULT 0,
+    attestations {int} NOT NULL DEFAULT 0,
+    uses {int} NOT NULL DEFAULT 0,
+    created_ms {int} NOT NULL,
+    withdrawn {int} NOT NULL DEFAULT 0{listing_text}
+);
+CREATE INDEX IF NOT EXISTS listings_market ON listings (market, withdrawn, created_ms);
+CREATE INDEX IF NOT EXISTS listings_creator ON listings (creator);
+CREATE INDEX IF NOT EXISTS listings_payload ON listings (payload_digest);
+CREATE TABLE IF NOT EXISTS creators (
+    creator TEXT PRIMARY KEY,
+    quality_sum {real} NOT NULL DEFAULT 0,
+    attestations {int} NOT NULL DEFAULT 0,
+    uses {int} NOT NULL DEFAULT 0,
+    reputation {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attestations (
+    listing_id TEXT NOT NULL,
+    validator TEXT NOT NULL,
+    model TEXT NOT NULL,
+    quality {real} NOT NULL,
+    method TEXT NOT NULL,
+    at_ms {int} NOT NULL,
+    PRIMARY KEY (listing_id, validator)
+);
+CREATE TABLE IF NOT EXISTS quotes (
+    quote_id TEXT PRIMARY KEY,
+    listing_id TEXT NOT NULL,
+    buyer TEXT NOT NULL,
+    price_units {int} NOT NULL,
+    creator TEXT NOT NULL,
+    validators TEXT NOT NULL,
+    expires_ms {int} NOT NULL,
+    reply_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uses (
+    buyer TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    listing_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    reservation_id TEXT,
+    charged_units {int} NOT NULL,
+    delivery_digest TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at_ms {int} NOT NULL,
+    PRIMARY KEY (buyer, request_id)
+);
+CREATE INDEX IF NOT EXISTS uses_state ON uses (state);
+CREATE INDEX IF NOT EXISTS uses_delivery ON uses (delivery_digest);
+CREATE TABLE IF NOT EXISTS purchases (
+    buyer TEXT NOT NULL,
+    listing_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    PRIMARY KEY (buyer, listing_id)
+);
+CREATE TABLE IF NOT EXISTS memories (
+    seq {serial},
+    memory_id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    embedding {blob},
+    embedding_dim {int},
+    payload_digest TEXT,
+    payload_bytes {int} NOT NULL,
+    created_ms {int} NOT NULL{memory_text}
+);
+CREATE INDEX IF NOT EXISTS memories_owner ON memories (owner, created_ms);
+CREATE INDEX IF NOT EXISTS memories_payload ON memories (payload_digest);
+"""
+"""The catalog's tables in both engines' SQL; a backend fills in its types and its text
+index (`tables(...)`)."""
+
+
+def tables(
+    *, serial: str, int_: str, real: str, blob: str, listing_text: str = "", memory_text: str = ""
+) -> str:
+    """The statements creating the catalog's tables with the engine's own column types."""
+    return TABLES.format(serial=serial, int=int_, real=real, blob=blob,
+                         listing_text=listing_text, memory_text=memory_text)  # fmt: skip
+
+
 class Cursor(Protocol):
     def fetchone(self) -> Any: ...  # noqa: ANN401 (a row of the engine's types)
     def fetchall(self) -> list[Any]: ...
@@ -627,4 +729,4 @@ def _memory_row(row: Sequence[Any], score: float | None = None) -> MemoryRow:
     )  # fmt: skip
 
 
-__all__ = ["Cursor", "Db", "SqlCatalog", "query_terms"]
+__all__ = ["TABLES", "Cursor", "Db", "SqlCatalog", "query_terms", "tables"]

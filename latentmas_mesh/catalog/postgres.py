@@ -15,107 +15,26 @@ from typing import Any, ClassVar, Final
 
 import psycopg
 
-from latentmas_mesh.catalog._sql import Cursor, Db, SqlCatalog, query_terms
+from latentmas_mesh.catalog._sql import Cursor, Db, SqlCatalog, query_terms, tables
 from latentmas_mesh.catalog._types import Quotas
 from latentmas_mesh.catalog.blobs import BlobStore
 
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS listings (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    listing_id TEXT NOT NULL UNIQUE,
-    market TEXT NOT NULL,
-    creator TEXT NOT NULL,
-    title TEXT NOT NULL,
-    description TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    source_model TEXT NOT NULL,
-    tokens BIGINT NOT NULL,
-    payload_digest TEXT NOT NULL,
-    payload_bytes BIGINT NOT NULL,
-    embedding BYTEA,
-    embedding_dim INTEGER,
-    fingerprint BYTEA,
-    fingerprint_dim INTEGER,
-    similar_count BIGINT NOT NULL,
-    price_units BIGINT NOT NULL,
-    quality DOUBLE PRECISION NOT NULL DEFAULT 0,
-    quality_sum DOUBLE PRECISION NOT NULL DEFAULT 0,
-    attestations BIGINT NOT NULL DEFAULT 0,
-    uses BIGINT NOT NULL DEFAULT 0,
-    created_ms BIGINT NOT NULL,
-    withdrawn INTEGER NOT NULL DEFAULT 0,
-    document tsvector GENERATED ALWAYS AS (
-        to_tsvector('english', title || ' ' || description || ' ' || tags)
-    ) STORED
-);
-CREATE INDEX IF NOT EXISTS listings_market ON listings (market, withdrawn, created_ms);
-CREATE INDEX IF NOT EXISTS listings_creator ON listings (creator);
-CREATE INDEX IF NOT EXISTS listings_payload ON listings (payload_digest);
+SCHEMA: Final = tables(
+    serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", int_="BIGINT",
+    real="DOUBLE PRECISION", blob="BYTEA",
+    listing_text=(
+        ",\n    document tsvector GENERATED ALWAYS AS ("
+        "to_tsvector('english', title || ' ' || description || ' ' || tags)) STORED"
+    ),
+    memory_text=(
+        ",\n    document tsvector GENERATED ALWAYS AS ("
+        "to_tsvector('english', text || ' ' || tags)) STORED"
+    ),
+) + """
 CREATE INDEX IF NOT EXISTS listings_document ON listings USING GIN (document);
-CREATE TABLE IF NOT EXISTS creators (
-    creator TEXT PRIMARY KEY,
-    quality_sum DOUBLE PRECISION NOT NULL DEFAULT 0,
-    attestations BIGINT NOT NULL DEFAULT 0,
-    uses BIGINT NOT NULL DEFAULT 0,
-    reputation DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attestations (
-    listing_id TEXT NOT NULL,
-    validator TEXT NOT NULL,
-    model TEXT NOT NULL,
-    quality DOUBLE PRECISION NOT NULL,
-    method TEXT NOT NULL,
-    at_ms BIGINT NOT NULL,
-    PRIMARY KEY (listing_id, validator)
-);
-CREATE TABLE IF NOT EXISTS quotes (
-    quote_id TEXT PRIMARY KEY,
-    listing_id TEXT NOT NULL,
-    buyer TEXT NOT NULL,
-    price_units BIGINT NOT NULL,
-    creator TEXT NOT NULL,
-    validators TEXT NOT NULL,
-    expires_ms BIGINT NOT NULL,
-    reply_json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS uses (
-    buyer TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    listing_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    reservation_id TEXT,
-    charged_units BIGINT NOT NULL,
-    delivery_digest TEXT NOT NULL,
-    state TEXT NOT NULL,
-    at_ms BIGINT NOT NULL,
-    PRIMARY KEY (buyer, request_id)
-);
-CREATE INDEX IF NOT EXISTS uses_state ON uses (state);
-CREATE INDEX IF NOT EXISTS uses_delivery ON uses (delivery_digest);
-CREATE TABLE IF NOT EXISTS purchases (
-    buyer TEXT NOT NULL,
-    listing_id TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    PRIMARY KEY (buyer, listing_id)
-);
-CREATE TABLE IF NOT EXISTS memories (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    memory_id TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
-    text TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    embedding BYTEA,
-    embedding_dim INTEGER,
-    payload_digest TEXT,
-    payload_bytes BIGINT NOT NULL,
-    created_ms BIGINT NOT NULL,
-    document tsvector GENERATED ALWAYS AS (to_tsvector('english', text || ' ' || tags)) STORED
-);
-CREATE INDEX IF NOT EXISTS memories_owner ON memories (owner, created_ms);
-CREATE INDEX IF NOT EXISTS memories_payload ON memories (payload_digest);
 CREATE INDEX IF NOT EXISTS memories_document ON memories USING GIN (document)
-"""
+"""  # fmt: skip
 
 
 class _Transaction:

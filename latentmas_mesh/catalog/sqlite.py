@@ -10,108 +10,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from latentmas_mesh.catalog._sql import Db, SqlCatalog, query_terms
+from latentmas_mesh.catalog._sql import Db, SqlCatalog, query_terms, tables
 from latentmas_mesh.catalog._types import NewListing, Quotas
 from latentmas_mesh.catalog.blobs import BlobStore
 
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS listings (
-    seq INTEGER PRIMARY KEY,
-    listing_id TEXT NOT NULL UNIQUE,
-    market TEXT NOT NULL,
-    creator TEXT NOT NULL,
-    title TEXT NOT NULL,
-    description TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    source_model TEXT NOT NULL,
-    tokens INTEGER NOT NULL,
-    payload_digest TEXT NOT NULL,
-    payload_bytes INTEGER NOT NULL,
-    embedding BLOB,
-    embedding_dim INTEGER,
-    fingerprint BLOB,
-    fingerprint_dim INTEGER,
-    similar_count INTEGER NOT NULL,
-    price_units INTEGER NOT NULL,
-    quality REAL NOT NULL DEFAULT 0,
-    quality_sum REAL NOT NULL DEFAULT 0,
-    attestations INTEGER NOT NULL DEFAULT 0,
-    uses INTEGER NOT NULL DEFAULT 0,
-    created_ms INTEGER NOT NULL,
-    withdrawn INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS listings_market ON listings (market, withdrawn, created_ms);
-CREATE INDEX IF NOT EXISTS listings_creator ON listings (creator);
-CREATE INDEX IF NOT EXISTS listings_payload ON listings (payload_digest);
+SCHEMA: Final = (
+    tables(serial="INTEGER PRIMARY KEY", int_="INTEGER", real="REAL", blob="BLOB")
+    + """
 CREATE VIRTUAL TABLE IF NOT EXISTS listings_fts USING fts5 (
     title, description, tags, content='listings', content_rowid='seq',
     tokenize='porter unicode61 remove_diacritics 2'
 );
-CREATE TABLE IF NOT EXISTS creators (
-    creator TEXT PRIMARY KEY,
-    quality_sum REAL NOT NULL DEFAULT 0,
-    attestations INTEGER NOT NULL DEFAULT 0,
-    uses INTEGER NOT NULL DEFAULT 0,
-    reputation REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attestations (
-    listing_id TEXT NOT NULL,
-    validator TEXT NOT NULL,
-    model TEXT NOT NULL,
-    quality REAL NOT NULL,
-    method TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    PRIMARY KEY (listing_id, validator)
-);
-CREATE TABLE IF NOT EXISTS quotes (
-    quote_id TEXT PRIMARY KEY,
-    listing_id TEXT NOT NULL,
-    buyer TEXT NOT NULL,
-    price_units INTEGER NOT NULL,
-    creator TEXT NOT NULL,
-    validators TEXT NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    reply_json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS uses (
-    buyer TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    listing_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    reservation_id TEXT,
-    charged_units INTEGER NOT NULL,
-    delivery_digest TEXT NOT NULL,
-    state TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    PRIMARY KEY (buyer, request_id)
-);
-CREATE INDEX IF NOT EXISTS uses_state ON uses (state);
-CREATE INDEX IF NOT EXISTS uses_delivery ON uses (delivery_digest);
-CREATE TABLE IF NOT EXISTS purchases (
-    buyer TEXT NOT NULL,
-    listing_id TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    PRIMARY KEY (buyer, listing_id)
-);
-CREATE TABLE IF NOT EXISTS memories (
-    seq INTEGER PRIMARY KEY,
-    memory_id TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
-    text TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    embedding BLOB,
-    embedding_dim INTEGER,
-    payload_digest TEXT,
-    payload_bytes INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS memories_owner ON memories (owner, created_ms);
-CREATE INDEX IF NOT EXISTS memories_payload ON memories (payload_digest);
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
     text, tags, content='memories', content_rowid='seq',
     tokenize='porter unicode61 remove_diacritics 2'
 );
 """
+)
 
 
 def fts_query(text: str) -> str:
