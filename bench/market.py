@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -139,8 +140,34 @@ def vector_searches(
     return ours, brute, hits / (10 * len(queries))
 
 
-def use_path(root: Path, uses: int) -> tuple[float, float]:
-    """(uses/s, settlements/s) through a CURVE mesh of broker, ledger, align and market workers."""
+def stepped_uses(buyer: Any, ledger: Any, listing_id: str, uses: int) -> dict[str, float]:
+    """Mean ms of each step of a use, the same three the SDK's use_memory makes in turn."""
+    from latentmas_mesh.client import market_calls as mc
+    from latentmas_mesh.protocol.market import MARKET_SERVICE, UseRequest
+
+    steps = {"quote": 0.0, "reserve": 0.0, "use": 0.0}
+    for i in range(uses):
+        request_id = f"stepped-{i}"
+        started = time.perf_counter()
+        quoted = buyer.quote(listing_id)
+        steps["quote"] += time.perf_counter() - started
+        started = time.perf_counter()
+        event = mc.reservation(quoted, request_id)
+        ledger.apply(event)
+        steps["reserve"] += time.perf_counter() - started
+        started = time.perf_counter()
+        use = UseRequest(
+            listing_id=listing_id, model=GEMMA, quote_id=quoted.quote.quote_id,
+            reservation_id=event.event_id,
+        )  # fmt: skip
+        buyer.transport.call(MARKET_SERVICE, use, request_id=request_id)
+        steps["use"] += time.perf_counter() - started
+    return {name: round(total / uses * 1000, 2) for name, total in steps.items()}
+
+
+def use_path(root: Path, uses: int) -> tuple[float, float, dict[str, float]]:
+    """(uses/s, settlements/s, ms per step of a use) through a CURVE mesh of broker, ledger,
+    align and market workers."""
     from latentmas_mesh.alignment import AlignmentQuality, geometry_from_registry
     from latentmas_mesh.alignment.kv_fit import fit_kv_arrays
     from latentmas_mesh.artifacts.kv_map_store import KVMapStore
@@ -205,6 +232,7 @@ def use_path(root: Path, uses: int) -> tuple[float, float]:
             for _ in range(uses):
                 buyer.use_memory(listing_id, GEMMA)
             uses_s = time.perf_counter() - started
+            step_ms = stepped_uses(buyer, ledger, listing_id, uses)
             started = time.perf_counter()
             for i in range(uses):
                 ledger.apply(SettleEvent(event_id=f"settle-{i}", creator=net.identity("creator"),
@@ -212,7 +240,7 @@ def use_path(root: Path, uses: int) -> tuple[float, float]:
             settles_s = time.perf_counter() - started
     finally:
         net.stop()
-    return uses / uses_s, uses / settles_s
+    return uses / uses_s, uses / settles_s, step_ms
 
 
 def main() -> None:
@@ -240,7 +268,7 @@ def main() -> None:
         )
         ours, brute, recall = vector_searches(catalog, unit, queries)
         catalog.close()
-        uses_per_s, settles_per_s = use_path(root, args.uses)
+        uses_per_s, settles_per_s, step_ms = use_path(root, args.uses)
     figures = {
         "listings": args.listings,
         "load_s": round(load_s, 1),
@@ -257,6 +285,8 @@ def main() -> None:
         "uses_per_s": round(uses_per_s, 2),
         "settlements_per_s": round(settles_per_s, 2),
         "uses_vs_settlements": round(uses_per_s / settles_per_s, 3),
+        "use_step_ms": step_ms,
+        "settlement_ms": round(1000 / settles_per_s, 2),
         "targets": TARGETS,
         "wall_s": round(time.perf_counter() - wall, 1),
     }
@@ -273,6 +303,11 @@ def main() -> None:
     for name, value, reference, ratio, target in rows:
         print(f"{name:<34}{value:>12}{reference:>12}{ratio:>9}{target:>9}")
     print(f"recall@10 of the vector search against brute force: {recall:.4f}")
+    print(
+        "one use, step by step (ms): quote {quote}, reserve {reserve}, use {use} (the market's"
+        " reservation check, alignment and post inside); one settlement".format(**step_ms)
+        + f" {figures['settlement_ms']}"
+    )
     print(json.dumps(figures))
 
 
