@@ -19,6 +19,7 @@ from latentmas_mesh.gateway.settings import GatewaySettings
 from latentmas_mesh.protocol.ledger import LEDGER_SERVICE
 from latentmas_mesh.services.alignment_settings import AlignmentSettings
 from latentmas_mesh.services.ledger_settings import LedgerSettings
+from latentmas_mesh.services.market_settings import MarketSettings
 from latentmas_mesh.transport import TransportSettings
 from workers import WORKER_KINDS
 from workers.settings import WorkerSettings
@@ -29,6 +30,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     BrokerSettings,
     GatewaySettings,
     LedgerSettings,
+    MarketSettings,
     TransportSettings,
     WorkerSettings,
 )
