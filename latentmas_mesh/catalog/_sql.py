@@ -40,6 +40,9 @@ from latentmas_mesh.units import VALIDATORS_MAX, AssetType
 QUERY_TERMS_MAX: Final = 16
 TEXT_CANDIDATES_MIN: Final = 200
 TEXT_CANDIDATES_MAX: Final = 1 << 20
+QUOTES_KEPT_MS: Final = 60 * 60 * 1000
+"""A quote is kept this long past its deadline (a reservation made with it outlives it)."""
+QUOTES_PURGED_MAX: Final = 64
 _TERM = re.compile(r"\w+", re.UNICODE)
 
 _LISTING_COLUMNS: Final = (
@@ -105,6 +108,7 @@ CREATE TABLE IF NOT EXISTS quotes (
     expires_ms {int} NOT NULL,
     reply_json TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS quotes_expiry ON quotes (expires_ms);
 CREATE TABLE IF NOT EXISTS uses (
     buyer TEXT NOT NULL,
     request_id TEXT NOT NULL,
@@ -513,12 +517,20 @@ class SqlCatalog:
     # ---------------------------------------------------------------------- quotes, uses
 
     def add_quote(self, quote: QuoteRow) -> None:
+        """Keep a quote for the use it may pay; quotes expired over QUOTES_KEPT_MS before this
+        one's deadline are deleted, QUOTES_PURGED_MAX per call, so the table stays bounded by
+        the quotes of the last hour however many are asked."""
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (quote.quote_id, quote.listing_id, quote.buyer, quote.price_units, quote.creator,
                  json.dumps(list(quote.validators)), quote.expires_ms, quote.reply_json),
             )  # fmt: skip
+            db.execute(
+                "DELETE FROM quotes WHERE quote_id IN (SELECT quote_id FROM quotes"
+                " WHERE expires_ms < ? ORDER BY expires_ms LIMIT ?)",
+                (quote.expires_ms - QUOTES_KEPT_MS, QUOTES_PURGED_MAX),
+            )
 
     def quote(self, quote_id: str) -> QuoteRow | None:
         rows = self._read("SELECT * FROM quotes WHERE quote_id = ?", (quote_id,))

@@ -12,6 +12,7 @@ from latentmas_mesh.catalog import (
     BlobStore,
     NewListing,
     Quotas,
+    QuoteRow,
     SqliteCatalog,
     digest_of,
     fts_query,
@@ -95,3 +96,19 @@ def test_listings_per_creator_are_bounded(tmp_path):
     with pytest.raises(QuotaExceeded):
         catalog.add_listing(listing(2), embedding=None, fingerprint=np.ones(3, np.float32))
     assert catalog.listing(f"memory-{2:032x}") is None
+
+
+def test_old_quotes_are_purged_as_new_ones_come(tmp_path):
+    """Every quote asked is stored; those long expired go, a bounded number per new quote."""
+    catalog = SqliteCatalog(tmp_path / "c.db", BlobStore(tmp_path / "b"))
+    hour = 60 * 60 * 1000
+
+    def quote(i: int, expires_ms: int) -> QuoteRow:
+        return QuoteRow(f"q{i}", "memory-" + "0" * 32, "buyer", 1, "c", (), expires_ms, "{}")
+
+    for i in range(10):
+        catalog.add_quote(quote(i, expires_ms=1_000 + i))
+    catalog.add_quote(quote(99, expires_ms=1_000 + 2 * hour))
+
+    assert catalog.quote("q99") is not None
+    assert [None] * 10 == [catalog.quote(f"q{i}") for i in range(10)]
