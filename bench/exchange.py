@@ -530,8 +530,8 @@ def handoff_table(scores: dict[str, Scores], figures: dict[str, object]) -> dict
         kv_ms = 1000 * statistics.median(s.kv_handoff_s)
         summary_ms = 1000 * statistics.median(s.summary_s)
         reread_ms = 1000 * statistics.median(s.prefill_s)
-        kv = float(figures[f"retention_{direction}__{BEST_METHOD}"])  # type: ignore[arg-type]
-        summary = float(figures[f"retention_{direction}__text_summary"])  # type: ignore[arg-type]
+        kv = float(figures[f"retention_{direction}__{BEST_METHOD}"])
+        summary = float(figures[f"retention_{direction}__text_summary"])
         rows = (
             (f"KV: export + align ({BEST_METHOD}) + inject", kv, kv_ms),
             (f"text summary ({SUMMARY_TOKENS} tokens) + B prefill", summary, summary_ms),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Final, Protocol
@@ -82,6 +83,11 @@ CREATE TABLE IF NOT EXISTS listings (
 CREATE INDEX IF NOT EXISTS listings_market ON listings (market, withdrawn, created_ms);
 CREATE INDEX IF NOT EXISTS listings_creator ON listings (creator);
 CREATE INDEX IF NOT EXISTS listings_payload ON listings (payload_digest);
+CREATE TABLE IF NOT EXISTS listing_changes (
+    id {int} PRIMARY KEY CHECK (id = 1),
+    version {int} NOT NULL
+);
+INSERT INTO listing_changes (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS creators (
     creator TEXT PRIMARY KEY,
     quality_sum {real} NOT NULL DEFAULT 0,
@@ -175,7 +181,7 @@ def query_terms(text: str) -> list[str]:
     return terms
 
 
-class SqlCatalog:
+class SqlCatalog(ABC):
     """The catalog's logic over a SQL backend (`SqliteCatalog`, `PostgresCatalog`): SQL is
     written once with `?` placeholders and the upsert / RETURNING forms both engines speak;
     a backend supplies the connection, its transactions, and the text index."""
@@ -188,33 +194,42 @@ class SqlCatalog:
         self.quotas = quotas or Quotas()
         self._vectors: dict[tuple[str, int], tuple[int, list[str], npt.NDArray[np.float32]]] = {}
 
+    @abstractmethod
     def close(self) -> None:
         raise NotImplementedError
 
+    @abstractmethod
     def _transaction(self) -> AbstractContextManager[Db]:
         """One write transaction; its `execute(sql, parameters)` answers a cursor."""
         raise NotImplementedError
 
+    @abstractmethod
     def _read(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
+    @abstractmethod
     def _index_listing(self, db: Db, seq: int, listing: NewListing) -> None:
         """Index a new listing's text (the engine may do it by itself)."""
 
+    @abstractmethod
     def _index_memory(self, db: Db, seq: int, text: str, tags: str) -> None:
         """Index a new memory's text."""
 
+    @abstractmethod
     def _unindex_memory(self, db: Db, seq: int, text: str, tags: str) -> None:
         """Drop a forgotten memory from the text index."""
 
+    @abstractmethod
     def _text_query(self, text: str) -> str:
         """The engine's query for a user's words (no input is a syntax error)."""
         raise NotImplementedError
 
+    @abstractmethod
     def _listing_hits(self) -> str:
         """SQL of (seq, relevance), best first, for `?` = the text query, `?` = how many."""
         raise NotImplementedError
 
+    @abstractmethod
     def _memory_hits(self) -> str:
         """SQL of (seq, relevance) of one owner's memories for `?` = query, `?` = owner."""
         raise NotImplementedError
@@ -253,6 +268,7 @@ class SqlCatalog:
                     raise QuotaExceeded(msg, details={"listings_max": self.quotas.listings_max})
             for listing, embedding, fingerprint in listings:
                 self._insert_listing(db, listing, embedding, fingerprint)
+            _changed(db)
 
     def _insert_listing(
         self,
@@ -305,11 +321,12 @@ class SqlCatalog:
             f"SELECT {_LISTING_COLUMNS} FROM {_LISTING_FROM} WHERE l.listing_id = ?",
             (listing_id,),
         )
-        return self._listing_row(rows[0]) if rows else None
+        return self._listing_rows(rows)[0] if rows else None
 
     def withdraw(self, listing_id: str) -> None:
         with self._transaction() as db:
             db.execute("UPDATE listings SET withdrawn = 1 WHERE listing_id = ?", (listing_id,))
+            _changed(db)
 
     def set_price(self, listing_id: str, price_units: int) -> None:
         with self._transaction() as db:
@@ -350,7 +367,7 @@ class SqlCatalog:
             " ORDER BY score DESC, l.seq DESC LIMIT ? OFFSET ?"
         )
         rows = self._read(sql, [*parameters, limit + 1, offset])
-        found = [self._listing_row(row[:-1], score=float(row[-1])) for row in rows]
+        found = self._listing_rows([row[:-1] for row in rows], [float(row[-1]) for row in rows])
         return found[:limit], len(found) > limit
 
     def _search_text(
@@ -376,7 +393,7 @@ class SqlCatalog:
             if hits < candidates:  # every match was a candidate: this is the whole answer
                 break
             candidates = min(TEXT_CANDIDATES_MAX, candidates * 4)
-        found = [self._listing_row(row[:-1], score=float(row[-1])) for row in rows]
+        found = self._listing_rows([row[:-1] for row in rows], [float(row[-1]) for row in rows])
         return found[:limit], len(found) > limit
 
     def _search_vector(
@@ -418,10 +435,7 @@ class SqlCatalog:
 
     def _vector_index(self, market: AssetType, dim: int) -> tuple[list[str], npt.NDArray[Any]]:
         """Listed ids and unit embeddings [n, dim], kept in memory until a listing changes."""
-        ((version,),) = self._read(
-            "SELECT coalesce(max(seq), 0) * 2 + (SELECT count(*) FROM listings WHERE withdrawn = 1)"
-            " FROM listings"
-        )
+        ((version,),) = self._read("SELECT version FROM listing_changes WHERE id = 1")
         cached = self._vectors.get((market.value, dim))
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
@@ -447,24 +461,26 @@ class SqlCatalog:
             f"SELECT {_LISTING_COLUMNS} FROM {_LISTING_FROM} WHERE l.listing_id IN ({marks})",
             listing_ids,
         )
-        return [self._listing_row(row) for row in rows]
+        return self._listing_rows(rows)
 
-    def _listing_row(self, row: Sequence[Any], score: float | None = None) -> ListingRow:
-        listing_id = row[0]
-        validators = tuple(
-            v for (v,) in self._read(
-                "SELECT validator FROM attestations WHERE listing_id = ? ORDER BY validator"
-                " LIMIT ?", (listing_id, VALIDATORS_MAX),
-            )
-        )  # fmt: skip
-        return ListingRow(
-            listing_id=listing_id, market=AssetType(row[1]), creator=row[2], title=row[3],
-            description=row[4], tags=tuple(row[5].split()) if row[5] else (),
-            source_model=row[6], tokens=row[7], payload_digest=row[8], payload_bytes=row[9],
-            embedding_dim=row[10], similar=row[11], price_units=row[12], quality=row[13],
-            attestations=row[14], validators=validators, uses=row[15], created_ms=row[16],
-            withdrawn=bool(row[17]), reputation=row[18], score=score,
-        )  # fmt: skip
+    def _listing_rows(
+        self, rows: Sequence[Sequence[Any]], scores: Sequence[float] | None = None
+    ) -> list[ListingRow]:
+        """Rows of `_LISTING_COLUMNS` as ListingRows, their validators read in one query."""
+        ids = [row[0] for row in rows]
+        validators: dict[str, list[str]] = {listing_id: [] for listing_id in ids}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for listing_id, validator in self._read(
+                f"SELECT listing_id, validator FROM attestations WHERE listing_id IN ({marks})"
+                " ORDER BY listing_id, validator", ids,
+            ):  # fmt: skip
+                if len(validators[listing_id]) < VALIDATORS_MAX:
+                    validators[listing_id].append(validator)
+        return [
+            _listing_row(row, tuple(validators[row[0]]), None if scores is None else scores[i])
+            for i, row in enumerate(rows)
+        ]
 
     def attest(
         self, listing_id: str, validator: str, *, model: str, quality: float, method: str,
@@ -723,6 +739,25 @@ def _blob(vector: npt.NDArray[np.float32] | None) -> bytes | None:
 
 def _dim(vector: npt.NDArray[np.float32] | None) -> int | None:
     return None if vector is None else int(vector.shape[0])
+
+
+def _listing_row(
+    row: Sequence[Any], validators: tuple[str, ...], score: float | None
+) -> ListingRow:
+    return ListingRow(
+        listing_id=row[0], market=AssetType(row[1]), creator=row[2], title=row[3],
+        description=row[4], tags=tuple(row[5].split()) if row[5] else (),
+        source_model=row[6], tokens=row[7], payload_digest=row[8], payload_bytes=row[9],
+        embedding_dim=row[10], similar=row[11], price_units=row[12], quality=row[13],
+        attestations=row[14], validators=validators, uses=row[15], created_ms=row[16],
+        withdrawn=bool(row[17]), reputation=row[18], score=score,
+    )  # fmt: skip
+
+
+def _changed(db: Db) -> None:
+    """A listing was added or withdrawn: cached vector indexes are stale (one row by key, not
+    a scan of the listings on every vector search)."""
+    db.execute("UPDATE listing_changes SET version = version + 1 WHERE id = 1")
 
 
 def _scored(row: ListingRow, score: float) -> ListingRow:

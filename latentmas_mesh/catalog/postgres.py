@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Final
 import psycopg
 
 from latentmas_mesh.catalog._sql import Cursor, Db, SqlCatalog, query_terms, tables
-from latentmas_mesh.catalog._types import Quotas
+from latentmas_mesh.catalog._types import NewListing, Quotas
 from latentmas_mesh.catalog.blobs import BlobStore
 
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -80,6 +80,15 @@ class PostgresCatalog(SqlCatalog):
     def _read(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._connection.cursor() as cursor:
             return cursor.execute(sql.replace("?", "%s"), parameters).fetchall()
+
+    def _index_listing(self, db: Db, seq: int, listing: NewListing) -> None:
+        """Nothing to do: the `document` column is generated from the row, the GIN index kept."""
+
+    def _index_memory(self, db: Db, seq: int, text: str, tags: str) -> None:
+        """Nothing to do (a generated column, as for listings)."""
+
+    def _unindex_memory(self, db: Db, seq: int, text: str, tags: str) -> None:
+        """Nothing to do: deleting the row drops its index entries."""
 
     def _text_query(self, text: str) -> str:
         return " & ".join(query_terms(text))  # words only: to_tsquery cannot fail on them
